@@ -1,0 +1,30 @@
+# Quick start:  make demo   (sets up .venv and runs the demo)
+#               make test   (sets up .venv and runs the tests)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/train_with_igos.py
+
+test: $(STAMP)
+	$(BIN)/ruff check lightning_igos tests examples bench
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/solver.py
+
+clean:
+	rm -rf $(VENV) lightning_logs .pytest_cache
