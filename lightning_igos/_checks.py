@@ -1,0 +1,144 @@
+"""Input validation shared by the solver, the metrics and the callback.
+
+Every check runs before any expensive work and names the argument at fault.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+
+TargetsLike = Union[int, Sequence[int], Tensor]
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def check_images(images: object, name: str = "images") -> Tensor:
+    if not isinstance(images, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(images).__name__}.")
+    if images.dim() != 4:
+        raise ValueError(
+            f"`{name}` must be a batch shaped (B, C, H, W), got shape {tuple(images.shape)}."
+            + (" Add a batch dimension with images.unsqueeze(0)." if images.dim() == 3 else "")
+        )
+    if not images.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating point tensor, got dtype {images.dtype}.")
+    if images.shape[0] == 0 or images.shape[-1] < 2 or images.shape[-2] < 2:
+        raise ValueError(f"`{name}` must hold at least one image of at least 2x2, got {tuple(images.shape)}.")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
+    return images
+
+
+def check_targets(targets: object, batch_size: int, device: torch.device, name: str = "targets") -> Tensor:
+    """Return targets as a long tensor (B,) on ``device``; an int is used for every image."""
+    if isinstance(targets, numbers.Integral) and not isinstance(targets, bool):
+        return torch.full((batch_size,), int(targets), dtype=torch.long, device=device)
+    if isinstance(targets, Tensor):
+        t = targets
+    elif isinstance(targets, Sequence) and not isinstance(targets, str):
+        try:
+            t = torch.as_tensor(list(targets))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"`{name}` must be integers, got {targets!r}.") from err
+    else:
+        raise TypeError(
+            f"`{name}` must be an int, a sequence of ints or an integer tensor (B,), "
+            f"got {type(targets).__name__}."
+        )
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold integer class indices, got dtype {t.dtype}.")
+    if t.dim() == 0:
+        t = t.expand(batch_size)
+    if t.dim() != 1 or t.shape[0] != batch_size:
+        raise ValueError(
+            f"`{name}` must have one class index per image, shape ({batch_size},), "
+            f"got shape {tuple(t.shape)}."
+        )
+    if (t < 0).any():
+        raise ValueError(f"`{name}` must be non-negative class indices, got {t.tolist()}.")
+    return t.to(device=device, dtype=torch.long)
+
+
+def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_non_negative(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise ValueError(f"`{name}` must be a number >= 0, got {value!r}.")
+    return float(value)
+
+
+def check_model(model: object, name: str = "model") -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`{name}` must be a torch.nn.Module, got {type(model).__name__}.")
+    return model
+
+
+def check_logits(logits: object, batch_size: int, targets: Tensor, score_fn: ScoreFn | None) -> None:
+    """Check one forward's output: (B, classes) finite logits, targets in range."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(
+            f"`model` must return a tensor of logits (B, num_classes), got {type(logits).__name__}. "
+            "Wrap the model so that forward returns the classification logits."
+        )
+    if score_fn is None and (logits.dim() != 2 or logits.shape[0] != batch_size or logits.shape[1] < 2):
+        raise ValueError(
+            f"`model` must return logits shaped (B, num_classes) with num_classes >= 2 "
+            f"(here B = {batch_size}), got shape {tuple(logits.shape)}. "
+            "For other heads pass `score_fn(logits, targets) -> (B,) scores`."
+        )
+    if not torch.isfinite(logits).all():
+        raise ValueError("`model` returned NaN or infinite outputs on the input images.")
+    if score_fn is None and int(targets.max()) >= logits.shape[1]:
+        raise ValueError(
+            f"`targets` must be class indices below num_classes = {logits.shape[1]}, "
+            f"got max {int(targets.max())}."
+        )
+
+
+def target_scores(logits: Tensor, targets: Tensor, score_fn: ScoreFn | None) -> Tensor:
+    """Score of each image's target: softmax probability unless ``score_fn`` is given."""
+    if score_fn is not None:
+        scores = score_fn(logits, targets)
+        if not isinstance(scores, Tensor) or scores.shape != targets.shape:
+            raise ValueError(
+                f"`score_fn` must return one score per image, shape {tuple(targets.shape)}, got "
+                f"{tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__}."
+            )
+        return scores.float()
+    return torch.softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+
+
+def default_max_batch_size(device: torch.device) -> int:
+    """Images per forward pass when the user sets no cap (see bench/README.md)."""
+    return 256 if device.type == "cuda" else 32
+
+
+def check_saliency(saliency: object, images: Tensor, name: str = "saliency") -> Tensor:
+    if not isinstance(saliency, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(saliency).__name__}.")
+    s = saliency
+    if s.dim() == 3:
+        s = s.unsqueeze(1)
+    if s.dim() != 4 or s.shape[0] != images.shape[0] or s.shape[1] != 1:
+        raise ValueError(
+            f"`{name}` must be shaped (B, 1, h, w) or (B, h, w) with B = {images.shape[0]}, "
+            f"got {tuple(saliency.shape)}."
+        )
+    if s.shape[-2] > images.shape[-2] or s.shape[-1] > images.shape[-1]:
+        raise ValueError(
+            f"`{name}` resolution {tuple(s.shape[-2:])} must not exceed the images' "
+            f"{tuple(images.shape[-2:])}."
+        )
+    if not s.is_floating_point():
+        s = s.float()
+    if not torch.isfinite(s).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
+    return s

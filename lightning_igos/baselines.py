@@ -1,0 +1,120 @@
+"""Baseline (solver) and substrate (metrics) images.
+
+Both the I-GOS solver and the causal metrics replace pixels of the input by a
+reference image. The same kinds of value are accepted everywhere:
+
+* ``"blur"``: a heavy Gaussian blur of each image (the default). The reference
+  implementation uses a 51x51 kernel with sigma 50 at 224x224; the kernel and
+  sigma are scaled with the image size. Blurring is linear with weights that
+  sum to one, so blurring the normalised tensor equals normalising the blurred
+  image.
+* ``"zeros"``: all zeros (the dataset mean for normalised inputs).
+* ``"mean"``: each image's per-channel mean.
+* a tensor shaped like the images, ``(B, C, H, W)``, or one image ``(C, H, W)``
+  that is used for every image.
+* a callable taking the images ``(B, C, H, W)`` and returning such a tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Union
+
+import torch
+from torch import Tensor
+from torchvision.transforms.v2.functional import gaussian_blur
+
+BaselineLike = Union[str, Tensor, Callable[[Tensor], Tensor]]
+
+BASELINE_KINDS = ("blur", "zeros", "mean")
+
+
+def blur_parameters(height: int, width: int) -> tuple[list[int], list[float]]:
+    """Kernel size and sigma of the default blur baseline for an image size.
+
+    Scales the reference setting (kernel 51, sigma 50 at 224) and keeps the
+    kernel odd and no larger than the image.
+
+    Example:
+        >>> blur_parameters(224, 224)
+        ([51, 51], [50.0, 50.0])
+        >>> blur_parameters(32, 32)
+        ([7, 7], [7.142857142857143, 7.142857142857143])
+    """
+    kernels, sigmas = [], []
+    for size in (width, height):  # torchvision takes (x, y)
+        k = int(round(51 * size / 224))
+        k = max(3, k if k % 2 == 1 else k + 1)
+        limit = size if size % 2 == 1 else size - 1
+        kernels.append(max(1, min(k, limit)))
+        sigmas.append(max(50.0 * size / 224, 0.1))
+    return kernels, sigmas
+
+
+def blur(images: Tensor) -> Tensor:
+    """Heavy Gaussian blur of ``images`` (B, C, H, W), scaled to their size.
+
+    Example:
+        >>> x = torch.rand(2, 3, 32, 32)
+        >>> blur(x).shape
+        torch.Size([2, 3, 32, 32])
+    """
+    kernel, sigma = blur_parameters(images.shape[-2], images.shape[-1])
+    return gaussian_blur(images, kernel_size=kernel, sigma=sigma)
+
+
+def check_baseline(baseline: BaselineLike, name: str = "baseline") -> None:
+    """Raise a clear error if ``baseline`` is not an accepted kind of value.
+
+    Shapes of tensor baselines are checked against the images in
+    :func:`make_baseline`; this check needs no images and is cheap enough for
+    ``__init__`` methods.
+    """
+    if isinstance(baseline, str):
+        if baseline not in BASELINE_KINDS:
+            raise ValueError(
+                f"`{name}` must be one of {', '.join(repr(k) for k in BASELINE_KINDS)}, "
+                f"a tensor shaped like the images, or a callable; got {baseline!r}."
+            )
+    elif not isinstance(baseline, Tensor) and not callable(baseline):
+        raise TypeError(
+            f"`{name}` must be a string, a tensor or a callable, got {type(baseline).__name__}."
+        )
+
+
+def make_baseline(images: Tensor, baseline: BaselineLike = "blur", name: str = "baseline") -> Tensor:
+    """Return the reference image for each of ``images`` (B, C, H, W).
+
+    The result has the images' shape, dtype and device and carries no graph.
+
+    Example:
+        >>> x = torch.rand(4, 3, 16, 16)
+        >>> make_baseline(x, "mean").shape
+        torch.Size([4, 3, 16, 16])
+        >>> bool((make_baseline(x, "zeros") == 0).all())
+        True
+    """
+    check_baseline(baseline, name)
+    with torch.no_grad():
+        if isinstance(baseline, str):
+            if baseline == "blur":
+                out = blur(images)
+            elif baseline == "zeros":
+                out = torch.zeros_like(images)
+            else:
+                out = images.mean(dim=(-2, -1), keepdim=True).expand_as(images)
+        else:
+            out = baseline(images) if callable(baseline) and not isinstance(baseline, Tensor) else baseline
+            if not isinstance(out, Tensor):
+                raise TypeError(
+                    f"`{name}` callable must return a tensor, got {type(out).__name__}."
+                )
+            if out.dim() == images.dim() - 1:
+                out = out.unsqueeze(0)
+            if out.shape[1:] != images.shape[1:] or out.shape[0] not in (1, images.shape[0]):
+                raise ValueError(
+                    f"`{name}` must be shaped like the images {tuple(images.shape)} "
+                    f"(or one image {tuple(images.shape[1:])}), got {tuple(out.shape)}."
+                )
+            out = out.to(device=images.device, dtype=images.dtype).expand_as(images)
+        return out.detach().contiguous()

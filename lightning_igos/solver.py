@@ -1,0 +1,439 @@
+"""Batched I-GOS and iGOS++ saliency solvers.
+
+I-GOS (Qi, Khorram and Li, AAAI 2020) finds a low-resolution keep-mask ``m``
+that minimises the target's probability when the pixels it removes are
+replaced by a baseline, with an L1 term that keeps the removed area small and
+a total-variation term that keeps it smooth. It descends along the
+*integrated gradient* of the score over the path from the baseline to the
+masked image, which avoids the adversarial masks a plain gradient finds, and
+takes per-image Armijo steps.
+
+Everything is batched: the ``ig_steps`` path points of all images are pushed
+through the model together (in pieces of at most ``max_batch_size`` images),
+and the line-search trials of all images that are still searching are one
+batched forward.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_igos._checks import (
+    ScoreFn,
+    TargetsLike,
+    check_images,
+    check_logits,
+    check_model,
+    check_non_negative,
+    check_positive_int,
+    check_targets,
+    default_max_batch_size,
+    target_scores,
+)
+from lightning_igos._runtime import (
+    chunks,
+    evaluation_mode,
+    gradient_context,
+    model_input_dtype,
+    usable,
+)
+from lightning_igos.baselines import BaselineLike, check_baseline, make_baseline
+
+METHODS = ("igos", "igos++")
+
+# Armijo line search constants (DESIGN.md): sufficient decrease 1e-4, shrink by 0.2.
+ARMIJO_C = 1e-4
+STEP_DECAY = 0.2
+# Smallest change of the largest mask cell a trial may make before the search gives up.
+MIN_CELL_CHANGE = 1e-5
+# The reference hyper-parameters are set for a 28x28 mask.
+REFERENCE_CELLS = 28 * 28
+
+
+@dataclass
+class Explanation:
+    """Result of :func:`igos`.
+
+    Attributes:
+        mask: ``(B, 1, h, w)`` keep-mask in [0, 1]; 1 keeps the pixel, 0 replaces it by
+            the baseline. For iGOS++ the product of the deletion and insertion masks.
+        saliency: ``(B, 1, H, W)`` heatmap, ``1 - upsample(mask)``: high where removing the
+            pixel lowers the target's score.
+        targets: ``(B,)`` the explained classes.
+        clean_score: ``(B,)`` the target's score on the unmodified images.
+        masked_score: ``(B,)`` the target's score with the mask applied (deletion form).
+        objective: ``(B,)`` the final noise-free objective.
+        passes_per_image: model images pushed through the model per explained image.
+        deletion_mask, insertion_mask: the two masks of iGOS++ (None for I-GOS).
+    """
+
+    mask: Tensor
+    saliency: Tensor
+    targets: Tensor
+    clean_score: Tensor
+    masked_score: Tensor
+    objective: Tensor
+    passes_per_image: float
+    deletion_mask: Tensor | None = None
+    insertion_mask: Tensor | None = None
+    history: list = field(default_factory=list, repr=False)
+
+    def mask_stats(self) -> dict[str, float]:
+        """Minimum, mean and fraction below 0.5 of the mask: an unmoved mask is a bug."""
+        m = self.mask.float()
+        return {
+            "mask_min": float(m.min()),
+            "mask_mean": float(m.mean()),
+            "mask_frac_below_half": float((m < 0.5).float().mean()),
+        }
+
+
+def resolve_mask_size(mask_size: None | int | tuple[int, int], height: int, width: int) -> tuple[int, int]:
+    """Mask resolution: given, or about an eighth of the image (28 at 224)."""
+    if mask_size is None:
+        return max(1, round(height / 8)), max(1, round(width / 8))
+    if isinstance(mask_size, numbers.Integral) and not isinstance(mask_size, bool):
+        size = (int(mask_size), int(mask_size))
+    elif isinstance(mask_size, (tuple, list)) and len(mask_size) == 2:
+        size = (int(mask_size[0]), int(mask_size[1]))
+    else:
+        raise ValueError(f"`mask_size` must be None, an int or a pair (h, w), got {mask_size!r}.")
+    if not (1 <= size[0] <= height and 1 <= size[1] <= width):
+        raise ValueError(
+            f"`mask_size` must be between 1 and the image size ({height}, {width}), got {mask_size!r}."
+        )
+    return size
+
+
+def check_solver_options(
+    *,
+    method: str,
+    iterations: int,
+    ig_steps: int,
+    l1: float,
+    tv: float,
+    tv_power: float,
+    noise_std: float,
+    baseline: BaselineLike,
+    max_batch_size: int | None,
+    autocast_dtype: torch.dtype | None = None,
+) -> None:
+    """Validate the solver's options; shared with the callback's ``__init__``."""
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    check_positive_int(iterations, "iterations", minimum=0)
+    check_positive_int(ig_steps, "ig_steps")
+    check_non_negative(l1, "l1")
+    check_non_negative(tv, "tv")
+    if check_non_negative(tv_power, "tv_power") < 1:
+        raise ValueError(f"`tv_power` must be >= 1 (the reference uses 2), got {tv_power!r}.")
+    check_non_negative(noise_std, "noise_std")
+    check_baseline(baseline, "baseline")
+    if max_batch_size is not None:
+        check_positive_int(max_batch_size, "max_batch_size")
+    if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
+        raise TypeError(f"`autocast_dtype` must be None or a torch.dtype, got {autocast_dtype!r}.")
+
+
+def _deletion(x: Tensor, b: Tensor, keep: Tensor) -> Tensor:
+    """phi(x, b, M) = x * M + b * (1 - M): the image where the mask keeps it."""
+    return b + (x - b) * keep
+
+
+def _insertion(x: Tensor, b: Tensor, keep: Tensor) -> Tensor:
+    """phi(b, x, M): the baseline where the mask keeps, the image where it removes."""
+    return x + (b - x) * keep
+
+
+def _total_variation(m: Tensor, power: float, weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Per-image mean |vertical diff|^p + mean |horizontal diff|^p, optionally edge-weighted."""
+    dv = (m[..., 1:, :] - m[..., :-1, :]).abs().pow(power)
+    dh = (m[..., :, 1:] - m[..., :, :-1]).abs().pow(power)
+    if weights is not None:
+        dv, dh = dv * weights[0], dh * weights[1]
+    zero = m.new_zeros(m.shape[0])
+    tv_v = dv.flatten(1).mean(1) if dv.numel() else zero
+    tv_h = dh.flatten(1).mean(1) if dh.numel() else zero
+    return tv_v + tv_h
+
+
+def _bilateral_weights(images: Tensor, size: tuple[int, int], sigma: float) -> tuple[Tensor, Tensor]:
+    """Edge weights at mask resolution: small across image edges, 1 in flat regions."""
+    small = F.adaptive_avg_pool2d(images.float(), size)
+    dv = (small[..., 1:, :] - small[..., :-1, :]).pow(2).sum(1, keepdim=True)
+    dh = (small[..., :, 1:] - small[..., :, :-1]).pow(2).sum(1, keepdim=True)
+    return torch.exp(-dv / (2 * sigma**2)), torch.exp(-dh / (2 * sigma**2))
+
+
+class _Problem:
+    """The batched objective: model, images, baselines and regulariser of one solve."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        baselines: Tensor,
+        targets: Tensor,
+        *,
+        bilateral: bool,
+        mask_size: tuple[int, int],
+        ig_steps: int,
+        l1: float,
+        tv: float,
+        tv_power: float,
+        noise_std: float,
+        max_batch_size: int,
+        generator: torch.Generator,
+        score_fn: ScoreFn | None,
+        input_dtype: torch.dtype,
+    ) -> None:
+        self.model = model
+        self.images = images
+        self.baselines = baselines
+        self.targets = targets
+        self.size = images.shape[-2:]
+        self.ig_steps = ig_steps
+        # `tv` is the weight at the reference 28x28 mask. The mean squared difference of
+        # a smooth mask grows as (28 / n)^2 at an n x n mask, so the weight is scaled by
+        # the cell count to keep the same smoothness prior at every resolution.
+        self.l1, self.tv, self.tv_power = l1, tv * mask_size[0] * mask_size[1] / REFERENCE_CELLS, tv_power
+        self.noise_std = noise_std
+        self.cap = max_batch_size
+        self.generator = generator
+        self.score_fn = score_fn
+        self.input_dtype = input_dtype
+        # iGOS++ optimises a deletion and an insertion mask; the objective uses their product.
+        self.terms: list[tuple[float, Callable[[Tensor, Tensor, Tensor], Tensor]]] = [(1.0, _deletion)]
+        self.edge_weights = None
+        if bilateral:
+            self.terms.append((-1.0, _insertion))
+            self.edge_weights = _bilateral_weights(images, mask_size, sigma=0.5)
+        self.images_pushed = 0
+
+    def scores(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        self.images_pushed += inputs.shape[0]
+        logits = self.model(inputs.to(self.input_dtype))
+        return target_scores(logits, targets, self.score_fn)
+
+    def upsample(self, masks: Tensor) -> Tensor:
+        return F.interpolate(masks, size=self.size, mode="bilinear", align_corners=False)
+
+    def regulariser(self, masks: list[Tensor], edge_weights: tuple[Tensor, Tensor] | None) -> Tensor:
+        reg = 0.0
+        for m in masks:
+            # m <= 1, so mean(1 - m) is the L1 distance to the all-ones mask with a
+            # gradient that is defined at the start (|.| has gradient 0 at 0).
+            reg = reg + self.l1 * (1 - m).flatten(1).mean(1)
+            reg = reg + self.tv * _total_variation(m, self.tv_power)
+            if edge_weights is not None:
+                reg = reg + self.tv * _total_variation(m, self.tv_power, edge_weights)
+        return reg
+
+    def objective(self, masks: list[Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
+        """Noise-free objective of the images ``index`` under ``masks``; also the deletion score."""
+        keep = masks[0] if len(masks) == 1 else masks[0] * masks[1]
+        total = torch.zeros(index.shape[0], device=keep.device)
+        deletion_score = torch.zeros_like(total)
+        for sign, compose in self.terms:
+            for start, stop in chunks(index.shape[0], self.cap):
+                rows = index[start:stop]
+                up = self.upsample(keep[start:stop])
+                s = self.scores(compose(self.images[rows], self.baselines[rows], up), self.targets[rows])
+                total[start:stop] += sign * s
+                if compose is _deletion:
+                    deletion_score[start:stop] = s
+        weights = None if self.edge_weights is None else tuple(w[index] for w in self.edge_weights)
+        return total + self.regulariser(masks, weights), deletion_score
+
+    def descent_direction(self, masks: list[Tensor]) -> list[Tensor]:
+        """Integrated gradient of the score terms plus the regulariser's gradient."""
+        leaves = [m.detach().requires_grad_(True) for m in masks]
+        grads = [torch.zeros_like(m) for m in masks]
+        batch = self.images.shape[0]
+        steps = self.ig_steps
+        for sign, compose in self.terms:
+            # Flattened (image, step) pairs, image-major, pushed in pieces of `cap`.
+            for start, stop in chunks(batch * steps, self.cap):
+                flat = torch.arange(start, stop, device=self.images.device)
+                rows, k = flat // steps, flat % steps + 1
+                first, last = start // steps, (stop - 1) // steps + 1
+                keep = leaves[0][first:last] if len(leaves) == 1 else (leaves[0] * leaves[1])[first:last]
+                up = self.upsample(keep)[rows - first]
+                alpha = (k.to(up.dtype) / steps).view(-1, 1, 1, 1)
+                inputs = compose(self.images[rows], self.baselines[rows], alpha * up)
+                if self.noise_std > 0:
+                    noise = torch.randn(
+                        inputs.shape, generator=self.generator, device=self.generator.device, dtype=inputs.dtype
+                    )
+                    inputs = inputs + self.noise_std * noise.to(inputs.device)
+                s = self.scores(inputs, self.targets[rows])
+                for g, part in zip(grads, torch.autograd.grad(sign * s.sum() / steps, leaves)):
+                    g += part
+        reg = self.regulariser(leaves, self.edge_weights).sum()
+        for g, part in zip(grads, torch.autograd.grad(reg, leaves)):
+            g += part
+        return grads
+
+
+def _line_search(problem: _Problem, masks: list[Tensor], grads: list[Tensor], current: Tensor,
+                 current_score: Tensor, initial_step: float) -> tuple[list[Tensor], Tensor, Tensor]:
+    """Per-image Armijo backtracking; all images still searching share one batched forward.
+
+    The direction is projected on the box [0, 1]: a component that pushes a cell
+    already at a bound further out cannot move it, so it neither counts in the
+    sufficient-decrease test nor sets the scale of the first trial step.
+    """
+    grads = [g.masked_fill(((m >= 1) & (g < 0)) | ((m <= 0) & (g > 0)), 0.0) for m, g in zip(masks, grads)]
+    gnorm2 = sum(g.flatten(1).pow(2).sum(1) for g in grads)
+    gmax = torch.stack([g.flatten(1).abs().amax(1) for g in grads]).amax(0)
+    # Start where the largest cell moves by `initial_step` (the mask's range is [0, 1]).
+    step = initial_step / gmax.clamp_min(1e-12)
+    searching = gmax > 0
+    masks = [m.clone() for m in masks]
+    current, current_score = current.clone(), current_score.clone()
+    while True:
+        searching &= step * gmax >= MIN_CELL_CHANGE
+        index = searching.nonzero().squeeze(1)
+        if index.numel() == 0:
+            break
+        a = step[index].view(-1, 1, 1, 1)
+        trial = [(m[index] - a * g[index]).clamp(0, 1) for m, g in zip(masks, grads)]
+        value, score = problem.objective(trial, index)
+        accept = value <= current[index] - ARMIJO_C * step[index] * gnorm2[index]
+        done = index[accept]
+        for m, t in zip(masks, trial):
+            m[done] = t[accept]
+        current[done] = value[accept]
+        current_score[done] = score[accept]
+        searching[done] = False
+        step[index[~accept]] *= STEP_DECAY
+    return masks, current, current_score
+
+
+def igos(
+    model: nn.Module,
+    images: Tensor,
+    targets: TargetsLike,
+    *,
+    method: str = "igos",
+    mask_size: None | int | tuple[int, int] = None,
+    iterations: int = 15,
+    ig_steps: int = 20,
+    l1: float = 1.0,
+    tv: float = 20.0,
+    tv_power: float = 2.0,
+    noise_std: float = 0.2,
+    baseline: BaselineLike = "blur",
+    max_batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    initial_step: float = 1.0,
+    score_fn: ScoreFn | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> Explanation:
+    """Explain ``model``'s decision for ``targets`` on ``images`` with I-GOS or iGOS++.
+
+    Args:
+        model: a classifier returning logits ``(B, num_classes)``; it stays on its device.
+        images: ``(B, C, H, W)`` inputs exactly as the model takes them (normalised).
+        targets: the class to explain per image: an int, a sequence or a tensor ``(B,)``.
+        method: ``"igos"`` or ``"igos++"`` (bilateral: deletion and insertion masks).
+        mask_size: mask resolution, an int or ``(h, w)``; None picks about ``H / 8``.
+        iterations: descent iterations.
+        ig_steps: integration steps along the path from the baseline to the masked image.
+        l1: weight of the L1 term that keeps the removed area small.
+        tv: weight of the total variation term that keeps the mask smooth, as set for a
+            28x28 mask; it is scaled by ``h * w / 784`` for other mask sizes, so the same
+            value means the same smoothness at every resolution.
+        tv_power: exponent of the total variation differences.
+        noise_std: std of the Gaussian noise added to each path point, in input units.
+        baseline: ``"blur"``, ``"zeros"``, ``"mean"``, a tensor or a callable (see
+            :mod:`lightning_igos.baselines`).
+        max_batch_size: images per forward pass (bounds memory); None picks a default
+            per device.
+        generator: source of the integration noise; the global RNG is never used. The
+            same generator state and inputs give the same masks. None uses a fresh
+            generator seeded with 0.
+        initial_step: first line-search trial moves the mask cell with the largest
+            gradient by this much.
+        score_fn: ``score_fn(logits, targets) -> (B,)`` for heads whose score is not the
+            softmax probability of the target.
+        autocast_dtype: run the model's forward passes under autocast with this dtype
+            (e.g. ``torch.bfloat16`` on GPUs); None runs them in the model's own dtype.
+
+    The model's parameters, their ``.grad``, the train/eval flag of every submodule
+    and the global RNG state are left exactly as they were.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> ex = igos(model, torch.randn(2, 3, 32, 32), targets=[0, 1], iterations=2, ig_steps=4)
+        >>> ex.mask.shape, ex.saliency.shape
+        (torch.Size([2, 1, 4, 4]), torch.Size([2, 1, 32, 32]))
+    """
+    check_model(model)
+    images = check_images(images)
+    check_solver_options(
+        method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
+        noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
+        autocast_dtype=autocast_dtype,
+    )
+    if not (isinstance(initial_step, numbers.Real) and initial_step > 0):
+        raise ValueError(f"`initial_step` must be a number > 0, got {initial_step!r}.")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
+    batch, _, height, width = images.shape
+    device = images.device
+    size = resolve_mask_size(mask_size, height, width)
+    targets_t = check_targets(targets, batch, device)
+    cap = max_batch_size or default_max_batch_size(device)
+    if generator is None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(0)
+
+    with evaluation_mode(model), gradient_context(device, autocast_dtype):
+        x = usable(images).float()
+        b = make_baseline(x, baseline)
+        input_dtype = x.dtype if autocast_dtype is not None else model_input_dtype(model, x.dtype)
+        # One cheap forward validates the model's output before the expensive work.
+        with torch.no_grad():
+            check_logits(model(x[:1].to(input_dtype)), 1, targets_t, score_fn)
+        problem = _Problem(
+            model, x, b, targets_t, bilateral=method == "igos++", mask_size=size, ig_steps=ig_steps,
+            l1=l1, tv=tv, tv_power=tv_power, noise_std=noise_std, max_batch_size=cap,
+            generator=generator, score_fn=score_fn, input_dtype=input_dtype,
+        )
+        masks = [torch.ones(batch, 1, *size, device=device) for _ in problem.terms]
+        everyone = torch.arange(batch, device=device)
+        with torch.no_grad():
+            current, score = problem.objective(masks, everyone)
+        clean_score = score.clone()
+        history = [current.detach()]
+        for _ in range(iterations):
+            grads = problem.descent_direction(masks)
+            with torch.no_grad():
+                masks, current, score = _line_search(problem, masks, grads, current, score, initial_step)
+            history.append(current.detach())
+
+    keep = masks[0] if len(masks) == 1 else masks[0] * masks[1]
+    keep = keep.detach()
+    saliency = 1 - F.interpolate(keep, size=(height, width), mode="bilinear", align_corners=False)
+    return Explanation(
+        mask=keep,
+        saliency=saliency,
+        targets=targets_t,
+        clean_score=clean_score.detach(),
+        masked_score=score.detach(),
+        objective=current.detach(),
+        passes_per_image=problem.images_pushed / batch,
+        deletion_mask=masks[0].detach() if len(masks) == 2 else None,
+        insertion_mask=masks[1].detach() if len(masks) == 2 else None,
+        history=history,
+    )
