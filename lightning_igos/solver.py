@@ -258,27 +258,40 @@ class _Problem:
         batch = self.images.shape[0]
         steps = self.ig_steps
         for sign, compose in self.terms:
-            # Flattened (image, step) pairs, image-major, pushed in pieces of `cap`.
-            for start, stop in chunks(batch * steps, self.cap):
-                flat = torch.arange(start, stop, device=self.images.device)
-                rows, k = flat // steps, flat % steps + 1
-                first, last = start // steps, (stop - 1) // steps + 1
+            for first, last, k0, k1 in _path_chunks(batch, steps, self.cap):
                 keep = leaves[0][first:last] if len(leaves) == 1 else (leaves[0] * leaves[1])[first:last]
-                up = self.upsample(keep)[rows - first]
-                alpha = (k.to(up.dtype) / steps).view(-1, 1, 1, 1)
-                inputs = compose(self.images[rows], self.baselines[rows], alpha * up)
+                n_img, n_step = last - first, k1 - k0
+                # Expanding (not indexing) the upsampled masks keeps the backward a plain
+                # sum, which is deterministic on every device.
+                up = self.upsample(keep).unsqueeze(1).expand(n_img, n_step, 1, *self.size)
+                alpha = torch.arange(k0 + 1, k1 + 1, device=up.device, dtype=up.dtype).view(1, -1, 1, 1, 1) / steps
+                x = self.images[first:last].unsqueeze(1)
+                b = self.baselines[first:last].unsqueeze(1)
+                inputs = compose(x, b, alpha * up).flatten(0, 1)
                 if self.noise_std > 0:
                     noise = torch.randn(
                         inputs.shape, generator=self.generator, device=self.generator.device, dtype=inputs.dtype
                     )
                     inputs = inputs + self.noise_std * noise.to(inputs.device)
-                s = self.scores(inputs, self.targets[rows])
+                rows_targets = self.targets[first:last].repeat_interleave(n_step)
+                s = self.scores(inputs, rows_targets)
                 for g, part in zip(grads, torch.autograd.grad(sign * s.sum() / steps, leaves)):
                     g += part
         reg = self.regulariser(leaves, self.edge_weights).sum()
         for g, part in zip(grads, torch.autograd.grad(reg, leaves)):
             g += part
         return grads
+
+
+def _path_chunks(batch: int, steps: int, cap: int) -> list[tuple[int, int, int, int]]:
+    """Pieces ``(first_image, last_image, first_step, last_step)`` of at most ``cap`` path points.
+
+    Whole images when ``cap >= steps``, otherwise consecutive steps of one image.
+    """
+    if cap >= steps:
+        per = cap // steps
+        return [(i, min(i + per, batch), 0, steps) for i in range(0, batch, per)]
+    return [(i, i + 1, k, min(k + cap, steps)) for i in range(batch) for k in range(0, steps, cap)]
 
 
 def _line_search(problem: _Problem, masks: list[Tensor], grads: list[Tensor], current: Tensor,

@@ -1,0 +1,204 @@
+"""The batched I-GOS solver: behaviour on a trained model, side effects, batching, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_igos import causal_curves, gradient_saliency, igos, integrated_gradients
+from lightning_igos.synthetic import SmallCNN
+
+
+def peak_inside_box(saliency: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    width = saliency.shape[-1]
+    peak = saliency.flatten(1).argmax(1)
+    py, px = peak // width, peak % width
+    return (px >= boxes[:, 0]) & (px < boxes[:, 2]) & (py >= boxes[:, 1]) & (py < boxes[:, 3])
+
+
+@pytest.fixture(scope="module")
+def explained(trained_cnn, probe_data):
+    return igos(trained_cnn, probe_data.images, probe_data.labels)
+
+
+def test_heatmap_peaks_inside_the_object(explained, probe_data):
+    inside = peak_inside_box(explained.saliency, probe_data.boxes)
+    print(f"peak inside the object for {int(inside.sum())}/{inside.numel()} probe images")
+    assert inside.float().mean() >= 0.75
+
+
+def test_mask_leaves_all_ones_and_removes_the_evidence(explained):
+    stats = explained.mask_stats()
+    print("mask statistics:", stats, "passes per image:", explained.passes_per_image)
+    assert stats["mask_min"] < 0.2
+    assert stats["mask_frac_below_half"] > 0.01
+    assert stats["mask_mean"] > 0.8  # small removed area: the L1 term works
+    # Removing the masked region takes most of the target's probability away.
+    assert explained.masked_score.mean() < 0.5 * explained.clean_score.mean()
+    assert (explained.masked_score < 0.7 * explained.clean_score).all()
+
+
+def test_deletion_beats_random_and_gradient_saliency(trained_cnn, probe_data, explained):
+    images, labels = probe_data.images, probe_data.labels
+    random = torch.rand(images.shape[0], 1, *images.shape[-2:], generator=torch.Generator().manual_seed(0))
+    aucs = {
+        "igos": causal_curves(trained_cnn, images, explained.saliency, labels),
+        "gradient": causal_curves(trained_cnn, images, gradient_saliency(trained_cnn, images, labels), labels),
+        "random": causal_curves(trained_cnn, images, random, labels),
+    }
+    for name, cc in aucs.items():
+        print(f"{name:9s} deletion {cc.deletion_auc.mean():.4f} insertion {cc.insertion_auc.mean():.4f}")
+    assert aucs["igos"].deletion_auc.mean() < aucs["random"].deletion_auc.mean() - 0.1
+    assert aucs["igos"].deletion_auc.mean() < aucs["gradient"].deletion_auc.mean()
+    assert aucs["igos"].insertion_auc.mean() > aucs["random"].insertion_auc.mean() + 0.1
+
+
+def test_igos_plus_plus_localises_the_object(trained_cnn, probe_data):
+    ex = igos(trained_cnn, probe_data.images[:8], probe_data.labels[:8], method="igos++", iterations=8)
+    assert ex.deletion_mask is not None and ex.insertion_mask is not None
+    torch.testing.assert_close(ex.mask, ex.deletion_mask * ex.insertion_mask)
+    assert peak_inside_box(ex.saliency, probe_data.boxes[:8]).float().mean() >= 0.75
+
+
+def test_shapes_ranges_and_saliency_definition(tiny_model):
+    ex = igos(tiny_model, torch.randn(3, 3, 40, 24), [0, 1, 2], iterations=2, ig_steps=3)
+    assert ex.mask.shape == (3, 1, 5, 3)
+    assert ex.saliency.shape == (3, 1, 40, 24)
+    assert ((ex.mask >= 0) & (ex.mask <= 1)).all()
+    up = F.interpolate(ex.mask, size=(40, 24), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(ex.saliency, 1 - up)
+    assert not ex.mask.requires_grad and ex.saliency.grad_fn is None
+
+
+def test_same_generator_state_gives_same_masks(trained_cnn, probe_data):
+    images, labels = probe_data.images[:4], probe_data.labels[:4]
+    runs = [
+        igos(trained_cnn, images, labels, iterations=3, generator=torch.Generator().manual_seed(7)) for _ in range(2)
+    ]
+    assert torch.equal(runs[0].mask, runs[1].mask)
+    other = igos(trained_cnn, images, labels, iterations=3, generator=torch.Generator().manual_seed(8))
+    assert not torch.equal(runs[0].mask, other.mask)
+
+
+class BatchRecorder(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.sizes: list[int] = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return self.model(x)
+
+
+def test_max_batch_size_caps_every_forward(tiny_model):
+    model = BatchRecorder(tiny_model)
+    ex = igos(model, torch.randn(5, 3, 16, 16), 1, iterations=2, ig_steps=4, max_batch_size=3)
+    assert max(model.sizes) == 3
+    assert sum(model.sizes) == ex.passes_per_image * 5 + 1  # + the one validation forward
+
+
+def test_all_path_points_are_batched_together(tiny_model):
+    model = BatchRecorder(tiny_model)
+    igos(model, torch.randn(4, 3, 16, 16), 1, iterations=1, ig_steps=5, max_batch_size=1000)
+    assert 20 in model.sizes  # 4 images x 5 integration steps in one forward
+
+
+def test_leaves_the_model_and_global_rng_untouched():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3),
+    )
+    model.train()
+    model[1].eval()  # a mixed mode must come back exactly
+    model[-1].weight.requires_grad_(False)
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    params = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    grads = {k: (None if p.grad is None else p.grad.clone()) for k, p in model.named_parameters()}
+    modes = [m.training for m in model.modules()]
+    flags = [p.requires_grad for p in model.parameters()]
+    rng = torch.get_rng_state()
+
+    for explain in (
+        lambda: igos(model, torch.ones(2, 3, 8, 8), [0, 1], iterations=2, ig_steps=3),
+        lambda: igos(model, torch.ones(2, 3, 8, 8), [0, 1], iterations=1, ig_steps=2, method="igos++"),
+        lambda: gradient_saliency(model, torch.ones(2, 3, 8, 8), 0),
+        lambda: integrated_gradients(model, torch.ones(2, 3, 8, 8), 0, steps=3),
+    ):
+        explain()
+        assert all(torch.equal(v, model.state_dict()[k]) for k, v in params.items())
+        for name, p in model.named_parameters():
+            assert (p.grad is None) == (grads[name] is None) and (p.grad is None or torch.equal(p.grad, grads[name]))
+        assert [m.training for m in model.modules()] == modes
+        assert [p.requires_grad for p in model.parameters()] == flags
+        assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_runs_under_inference_mode_and_no_grad(tiny_model):
+    with torch.inference_mode():
+        images = torch.randn(2, 3, 16, 16)
+        ex = igos(tiny_model, images, [0, 1], iterations=1, ig_steps=2)
+    with torch.no_grad():
+        ex2 = igos(tiny_model, torch.randn(2, 3, 16, 16), [0, 1], iterations=1, ig_steps=2)
+    assert ex.mask.shape == ex2.mask.shape == (2, 1, 2, 2)
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "mean", torch.zeros(3, 16, 16), lambda x: x * 0.5])
+def test_baseline_kinds(tiny_model, baseline):
+    ex = igos(tiny_model, torch.randn(2, 3, 16, 16), 0, iterations=1, ig_steps=2, baseline=baseline)
+    assert ex.saliency.shape == (2, 1, 16, 16)
+
+
+def test_comparison_saliencies_have_image_shape(trained_cnn, probe_data):
+    images, labels = probe_data.images[:4], probe_data.labels[:4]
+    assert gradient_saliency(trained_cnn, images, labels).shape == (4, 1, 64, 64)
+    ig = integrated_gradients(trained_cnn, images, labels, steps=8)
+    assert ig.shape == (4, 1, 64, 64)
+    assert peak_inside_box(ig, probe_data.boxes[:4]).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(images=torch.randn(3, 16, 16)), ValueError, "images"),
+        (dict(images=torch.full((1, 3, 16, 16), float("nan"))), ValueError, "images"),
+        (dict(targets=[0, 1, 2]), ValueError, "targets"),
+        (dict(targets=[0, 9]), ValueError, "targets"),
+        (dict(targets="cat"), TypeError, "targets"),
+        (dict(method="gradcam"), ValueError, "method"),
+        (dict(mask_size=0), ValueError, "mask_size"),
+        (dict(mask_size=(4, 40)), ValueError, "mask_size"),
+        (dict(iterations=-1), ValueError, "iterations"),
+        (dict(ig_steps=0), ValueError, "ig_steps"),
+        (dict(l1=-1.0), ValueError, "l1"),
+        (dict(tv_power=0.5), ValueError, "tv_power"),
+        (dict(noise_std=float("nan")), ValueError, "noise_std"),
+        (dict(baseline="noise"), ValueError, "baseline"),
+        (dict(baseline=torch.zeros(2, 3, 8, 8)), ValueError, "baseline"),
+        (dict(max_batch_size=0), ValueError, "max_batch_size"),
+        (dict(generator=0), TypeError, "generator"),
+        (dict(model=lambda x: x), TypeError, "model"),
+    ],
+)
+def test_bad_input_raises_naming_the_argument(kwargs, error, match):
+    args = dict(model=SmallCNN(num_classes=4, width=2), images=torch.randn(2, 3, 16, 16), targets=[0, 1])
+    args.update({k: v for k, v in kwargs.items() if k in args})
+    options = {k: v for k, v in kwargs.items() if k not in args}
+    with pytest.raises(error, match=match):
+        igos(args["model"], args["images"], args["targets"], **options)
+
+
+def test_unusable_model_fails_before_the_expensive_work():
+    calls = []
+
+    class SingleLogit(nn.Module):
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return x.mean(dim=(1, 2, 3))[:, None]
+
+    with pytest.raises(ValueError, match="num_classes"):
+        igos(SingleLogit(), torch.randn(8, 3, 16, 16), 0)
+    assert calls == [1]
