@@ -22,7 +22,6 @@ from typing import Union
 
 import torch
 from torch import Tensor
-from torchvision.transforms.v2.functional import gaussian_blur
 
 BaselineLike = Union[str, Tensor, Callable[[Tensor], Tensor]]
 
@@ -59,6 +58,10 @@ def blur(images: Tensor) -> Tensor:
         >>> blur(x).shape
         torch.Size([2, 3, 32, 32])
     """
+    # Imported here: torchvision takes about two seconds to import, which every
+    # command-line call would pay even when no blur is asked for.
+    from torchvision.transforms.v2.functional import gaussian_blur
+
     kernel, sigma = blur_parameters(images.shape[-2], images.shape[-1])
     return gaussian_blur(images, kernel_size=kernel, sigma=sigma)
 

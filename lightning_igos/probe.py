@@ -1,0 +1,207 @@
+"""Probe files: a fixed batch of images to explain, saved once and checked in CI.
+
+A probe file is a torch file (``torch.save``) holding one plain dict, so it
+loads with ``torch.load(..., weights_only=True)`` and never runs pickled code::
+
+    {
+        "format": "lightning-igos-probe",
+        "version": 1,
+        "images": Tensor (B, C, H, W), floating point, as the model takes them,
+        "targets": Tensor (B,), int64, the class to explain per image,
+        "mean": [float] * C or None,   # display normalisation: image = x * std + mean
+        "std": [float] * C or None,
+    }
+
+Example:
+    >>> import tempfile, os, torch
+    >>> path = os.path.join(tempfile.mkdtemp(), "probe.pt")
+    >>> _ = save_probe(path, torch.randn(2, 3, 8, 8), [0, 1], mean=(0.5,) * 3, std=(0.25,) * 3)
+    >>> probe = load_probe(path)
+    >>> probe.images.shape, probe.targets.tolist(), probe.mean
+    (torch.Size([2, 3, 8, 8]), [0, 1], (0.5, 0.5, 0.5))
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lightning_igos._checks import TargetsLike, check_images, check_targets
+
+FORMAT = "lightning-igos-probe"
+VERSION = 1
+
+PathLike = str | os.PathLike
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A batch of probe images with the class to explain for each.
+
+    Attributes:
+        images: ``(B, C, H, W)`` floating point images as the model takes them.
+        targets: ``(B,)`` int64 class indices.
+        mean, std: per-channel display normalisation (``image = x * std + mean``), or None;
+            a single number is used for every channel.
+
+    Construction validates and copies the inputs (to the CPU, contiguous), so a probe
+    never keeps a larger tensor alive through a view.
+
+    Example:
+        >>> probe = Probe(torch.zeros(2, 3, 4, 4), torch.tensor([1, 0]))
+        >>> len(probe), probe.targets.dtype
+        (2, torch.int64)
+    """
+
+    images: Tensor
+    targets: Tensor
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.targets, numbers.Integral):
+            raise TypeError("`targets` must hold one class index per image, got a single int.")
+        images = check_images(self.images).detach().to("cpu").clone().contiguous()
+        targets = check_targets(self.targets, images.shape[0], torch.device("cpu"))
+        channels = images.shape[1]
+        object.__setattr__(self, "images", images)
+        object.__setattr__(self, "targets", targets.clone().contiguous())
+        object.__setattr__(self, "mean", _channel_values(self.mean, "mean", channels))
+        object.__setattr__(self, "std", _channel_values(self.std, "std", channels, positive=True))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def _channel_values(values: object, name: str, channels: int, positive: bool = False) -> tuple[float, ...] | None:
+    """``None`` or one finite number per channel, as a tuple of floats; one number serves every channel."""
+    if values is None:
+        return None
+    if isinstance(values, Tensor):
+        values = values.reshape(-1).tolist()
+    if isinstance(values, numbers.Real) and not isinstance(values, bool):
+        values = [values]
+    if isinstance(values, Sequence) and not isinstance(values, str) and len(values) == 1:
+        values = list(values) * channels
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise TypeError(f"`{name}` must be None or a sequence of {channels} numbers, got {type(values).__name__}.")
+    if len(values) != channels or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    ):
+        raise ValueError(f"`{name}` must hold {channels} finite numbers (one per channel), got {values!r}.")
+    if positive and not all(v > 0 for v in values):
+        raise ValueError(f"`{name}` must be positive, got {values!r}.")
+    return tuple(float(v) for v in values)
+
+
+def save_probe(
+    path: PathLike,
+    images: Tensor,
+    targets: TargetsLike,
+    mean: Sequence[float] | float | None = None,
+    std: Sequence[float] | float | None = None,
+) -> Path:
+    """Write a probe file (format in the module docstring); returns its path.
+
+    Args:
+        path: where to write; missing parent folders are created.
+        images: ``(B, C, H, W)`` floating point images, normalised as the model takes them.
+        targets: one class index per image (sequence or integer tensor ``(B,)``).
+        mean, std: per-channel normalisation of ``images`` (one number serves every channel),
+            used only to display them.
+
+    Raises:
+        TypeError, ValueError: for images that are not a finite float batch, targets of
+            the wrong length or dtype, or mean/std without one value per channel.
+
+    Example:
+        >>> import tempfile, os
+        >>> save_probe(os.path.join(tempfile.mkdtemp(), "p.pt"), torch.rand(1, 3, 8, 8), [2]).name
+        'p.pt'
+    """
+    probe = Probe(images, targets, _as_tuple(mean), _as_tuple(std))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = {
+        "format": FORMAT,
+        "version": VERSION,
+        "images": probe.images,
+        "targets": probe.targets,
+        "mean": None if probe.mean is None else list(probe.mean),
+        "std": None if probe.std is None else list(probe.std),
+    }
+    torch.save(content, path)
+    return path
+
+
+def _as_tuple(values: object) -> object:
+    return tuple(values) if isinstance(values, list) else values
+
+
+def load_probe(path: PathLike) -> Probe:
+    """Read a probe file written by :func:`save_probe` (``weights_only``: no code runs).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a probe (not a torch file, no format marker, a newer
+            version, or content of the wrong shape or type); the message names the path.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = save_probe(os.path.join(tempfile.mkdtemp(), "p.pt"), torch.rand(3, 1, 8, 8), [0, 1, 0])
+        >>> load_probe(path).targets.tolist()
+        [0, 1, 0]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"probe file {str(path)!r} does not exist.")
+    content = _read_torch_file(path)
+    if not isinstance(content, Mapping) or content.get("format") != FORMAT:
+        raise ValueError(
+            f"{str(path)!r} is not a lightning-igos probe: expected a dict with format {FORMAT!r}, "
+            f"got {_describe(content)}. Write probes with lightning_igos.probe.save_probe."
+        )
+    version = content.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= VERSION:
+        raise ValueError(
+            f"{str(path)!r} is a lightning-igos probe of version {version!r}; this lightning_igos reads "
+            f"version {VERSION}. Upgrade lightning-igos or save the probe again."
+        )
+    missing = [key for key in ("images", "targets") if key not in content]
+    if missing:
+        raise ValueError(f"{str(path)!r} is not a valid lightning-igos probe: missing {', '.join(missing)}.")
+    try:
+        return Probe(content["images"], content["targets"], content.get("mean"), content.get("std"))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} is not a valid lightning-igos probe: {err}") from err
+
+
+def _read_torch_file(path: Path) -> object:
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise ValueError(f"{str(path)!r} is not a lightning-igos probe: it is not a file written by torch.save.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any failure to read means "not a probe"; the cause goes in the message
+        reason = " ".join(str(err).split())[:200]
+        raise ValueError(
+            f"{str(path)!r} is not a lightning-igos probe: it could not be read as a torch file "
+            f"with weights_only=True ({type(err).__name__}: {reason})."
+        ) from err
+
+
+def _describe(content: object) -> str:
+    if isinstance(content, Mapping):
+        keys = ", ".join(repr(k) for k in list(content)[:6])
+        marker = content.get("format")
+        return f"a dict with keys [{keys}]" + (f" and format {marker!r}" if marker is not None else "")
+    if isinstance(content, Tensor):
+        return f"a tensor of shape {tuple(content.shape)}"
+    return f"a {type(content).__name__}"

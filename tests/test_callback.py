@@ -1,0 +1,424 @@
+"""IGOSCallback inside real (tiny) Trainer runs on the CPU."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader
+
+from lightning_igos.callback import IGOSCallback, IGOSWarning
+from lightning_igos.synthetic import make_object_images
+from lightning_igos.toy_module import ObjectClassifier
+
+# Small solver settings: these tests check the plumbing, not the explanations.
+FAST = dict(num_probe=4, iterations=2, ig_steps=3, metric_steps=8, mask_size=4)
+SCALARS = (
+    "igos/insertion_auc",
+    "igos/deletion_auc",
+    "igos/insertion_auc_normalized",
+    "igos/deletion_auc_normalized",
+    "igos/mask_mean",
+    "igos/mask_min",
+    "igos/mask_frac_below_half",
+    "igos/target_prob",
+)
+
+
+@pytest.fixture(scope="module")
+def loaders() -> tuple[DataLoader, DataLoader]:
+    train = make_object_images(96, image_size=32, seed=0)
+    val = make_object_images(24, image_size=32, seed=1)
+    return (
+        DataLoader(train.dataset(), batch_size=32, shuffle=True),
+        DataLoader(val.dataset(), batch_size=8),
+    )
+
+
+def _module(seed: int = 0) -> ObjectClassifier:
+    torch.manual_seed(seed)
+    return ObjectClassifier(num_classes=4, width=4)
+
+
+def _trainer(tmp_path: Path, callbacks: list, logger=None, max_epochs: int = 2, **kwargs) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=max_epochs,
+        callbacks=callbacks,
+        logger=TensorBoardLogger(tmp_path, name="tb") if logger is None else logger,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        **kwargs,
+    )
+
+
+def _events(log_dir: str) -> EventAccumulator:
+    events = EventAccumulator(log_dir, size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"num_probe": 0}, "num_probe"),
+        ({"every_n_epochs": 1.5}, "every_n_epochs"),
+        ({"target": "logits"}, "target"),
+        ({"method": "gradcam"}, "method"),
+        ({"iterations": -1}, "iterations"),
+        ({"ig_steps": 0}, "ig_steps"),
+        ({"l1": -1.0}, "l1"),
+        ({"tv_power": 0.5}, "tv_power"),
+        ({"noise_std": -0.1}, "noise_std"),
+        ({"baseline": "gray"}, "baseline"),
+        ({"substrate": "gray"}, "substrate"),
+        ({"autocast_dtype": "bf16"}, "autocast_dtype"),
+        ({"mask_size": (4, 0)}, "mask_size"),
+        ({"metric_steps": 0}, "metric_steps"),
+        ({"log_images": "yes"}, "log_images"),
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"on_error": "ignore"}, "on_error"),
+        ({"seed": -1}, "seed"),
+        ({"mean": (0.5, 0.5, 0.5)}, "std"),
+        ({"mean": (0.5,), "std": (0.0,)}, "std"),
+        ({"probe": torch.zeros(2, 3, 8, 8)}, "probe"),
+        ({"probe": (torch.zeros(2, 3, 8, 8), torch.tensor([0]))}, "probe targets"),
+        ({"probe": (torch.zeros(2, 3, 8, 8), None)}, "target='pred'"),
+        ({"score_fn": 3}, "score_fn"),
+    ],
+)
+def test_init_errors_name_the_argument(kwargs: dict, argument: str) -> None:
+    with pytest.raises((TypeError, ValueError), match=f"`?{argument}"):
+        IGOSCallback(**kwargs)
+
+
+def test_defaults_match_the_solver() -> None:
+    callback = IGOSCallback()
+    assert callback.solver_options["iterations"] == 15 and callback.solver_options["ig_steps"] == 20
+    assert callback.num_probe == 8 and callback.metric_steps == 50 and callback.on_error == "warn"
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+def test_tensorboard_scalars_and_images_per_epoch(tmp_path: Path, loaders) -> None:
+    callback = IGOSCallback(**FAST)
+    trainer = _trainer(tmp_path, [callback], num_sanity_val_steps=2)
+    trainer.fit(_module(), *loaders)
+
+    events = _events(trainer.logger.log_dir)
+    tags = events.Tags()
+    for name in SCALARS:  # one value per validation epoch, none for the sanity check
+        assert len(events.Scalars(name)) == 2, name
+    for tag in [f"igos/probe_{i}" for i in range(4)] + ["igos/overlays"]:
+        assert tag in tags["images"]
+        assert [e.step for e in events.Images(tag)] == [3, 6]  # trainer.global_step at each epoch's end
+    panel = events.Images("igos/probe_0")[0]
+    assert panel.width > panel.height >= 128
+    assert all(0 <= e.value <= 1 for e in events.Scalars("igos/insertion_auc"))
+    # The probe is the first num_probe validation samples.
+    val_images = loaders[1].dataset.tensors[0]
+    assert torch.equal(callback.probe[0], val_images[:4])
+
+
+def test_every_n_epochs(tmp_path: Path, loaders) -> None:
+    trainer = _trainer(tmp_path, [IGOSCallback(every_n_epochs=2, log_images=False, **FAST)], max_epochs=3)
+    trainer.fit(_module(), *loaders)
+    assert [e.step for e in _events(trainer.logger.log_dir).Scalars("igos/insertion_auc")] == [5]
+
+
+def test_csv_logger_gets_scalars_and_pngs_with_one_warning(tmp_path: Path, loaders) -> None:
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer = _trainer(tmp_path, [IGOSCallback(**FAST)], logger=logger)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(_module(), *loaders)
+    png_warnings = [w for w in caught if issubclass(w.category, IGOSWarning) and "PNG" in str(w.message)]
+    assert len(png_warnings) == 1
+
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for name in SCALARS:
+        assert len([r for r in rows if r.get(name)]) == 2, name
+    for epoch in (0, 1):
+        folder = Path(logger.log_dir) / "igos" / f"epoch_{epoch:03d}"
+        assert sorted(p.name for p in folder.glob("*.png")) == [
+            "overlays.png", "probe_0.png", "probe_1.png", "probe_2.png", "probe_3.png"
+        ]
+
+
+def test_model_checkpoint_and_early_stopping_monitor_igos_metrics(tmp_path: Path, loaders) -> None:
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="igos/insertion_auc", mode="max", save_top_k=1)
+    stopping = EarlyStopping(monitor="igos/deletion_auc", mode="min", patience=5)
+    trainer = _trainer(tmp_path, [IGOSCallback(log_images=False, **FAST), checkpoint, stopping])
+    trainer.fit(_module(), *loaders)
+    logged = [e.value for e in _events(trainer.logger.log_dir).Scalars("igos/insertion_auc")]
+    assert checkpoint.best_model_path and Path(checkpoint.best_model_path).exists()
+    assert float(checkpoint.best_model_score) == pytest.approx(max(logged), abs=1e-6)
+    assert torch.isfinite(stopping.best_score)
+
+
+# ----------------------------------------------------------------------------- probe and resume
+
+
+def test_probe_is_restored_on_resume(tmp_path: Path, loaders) -> None:
+    train, val = loaders
+    first = IGOSCallback(log_images=False, **FAST)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _trainer(tmp_path, [first, checkpoint], max_epochs=1).fit(_module(), train, val)
+    probe_images, probe_targets = first.probe
+
+    # Resume with other validation data: the probe must still be the checkpointed one.
+    other = make_object_images(16, image_size=32, seed=7)
+    resumed = IGOSCallback(log_images=False, **FAST)
+    trainer = _trainer(tmp_path, [resumed], max_epochs=2)
+    trainer.fit(_module(1), train, DataLoader(other.dataset(), batch_size=8), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert torch.equal(resumed.probe[0], probe_images) and torch.equal(resumed.probe[1], probe_targets)
+    assert "igos/insertion_auc" in trainer.callback_metrics
+
+    from lightning_igos.probe import load_probe
+
+    saved = load_probe(resumed.save_probe(tmp_path / "probe.pt"))
+    assert torch.equal(saved.images, probe_images) and saved.mean == (0.5, 0.5, 0.5)
+
+
+def test_given_probe_and_target_pred(tmp_path: Path, loaders) -> None:
+    data = make_object_images(3, image_size=32, seed=5)
+    callback = IGOSCallback(probe=(data.images, None), target="pred", log_images=False, **FAST)
+    trainer = _trainer(tmp_path, [callback], max_epochs=1)
+    trainer.fit(_module(), *loaders)
+    assert torch.equal(callback.probe[0], data.images)
+    assert callback._last_targets.shape == (3,)
+    assert 0 < float(trainer.callback_metrics["igos/target_prob"]) <= 1
+
+
+# ----------------------------------------------------------------------------- isolation
+
+
+class _Recorder(pl.Callback):
+    """Records the training losses."""
+
+    def __init__(self) -> None:
+        self.losses: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(outputs["loss"].detach().clone())
+
+
+class _Snapshot(pl.Callback):
+    """Placed before and after IGOSCallback: compares everything the callback must not touch."""
+
+    def __init__(self, shared: dict, role: str) -> None:
+        self.shared, self.role = shared, role
+
+    @staticmethod
+    def state(pl_module) -> dict:
+        return {
+            "modes": [m.training for m in pl_module.modules()],
+            "params": [p.detach().clone() for p in pl_module.parameters()],
+            "grads": [None if p.grad is None else p.grad.clone() for p in pl_module.parameters()],
+            "requires_grad": [p.requires_grad for p in pl_module.parameters()],
+            "buffers": [b.clone() for b in pl_module.buffers()],
+            "rng": torch.get_rng_state(),
+            "grad_enabled": torch.is_grad_enabled(),
+        }
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        if self.role == "before":
+            self.shared["before"] = self.state(pl_module)
+            return
+        before, after = self.shared.pop("before"), self.state(pl_module)
+        for key in before:
+            b, a = before[key], after[key]
+            if isinstance(b, list):
+                assert len(a) == len(b) and all(
+                    (x is None and y is None) or (isinstance(x, torch.Tensor) and torch.equal(x, y)) or x == y
+                    for x, y in zip(b, a)
+                ), key
+            else:
+                assert torch.equal(b, a) if isinstance(b, torch.Tensor) else b == a, key
+        self.shared["checked"] = self.shared.get("checked", 0) + 1
+
+
+def _train(tmp_path: Path, loaders, callbacks: list) -> tuple[ObjectClassifier, list[torch.Tensor]]:
+    pl.seed_everything(0)
+    recorder = _Recorder()
+    module = _module()
+    _trainer(tmp_path, [*callbacks, recorder], logger=False, enable_checkpointing=False).fit(module, *loaders)
+    return module, recorder.losses
+
+
+def test_training_is_bitwise_identical_with_and_without_the_callback(tmp_path: Path, loaders) -> None:
+    # A model with BatchNorm; noise on, so the callback draws random numbers (from its own generator).
+    shared: dict = {}
+    callbacks = [_Snapshot(shared, "before"), IGOSCallback(**FAST), _Snapshot(shared, "after")]
+    with_callback, losses_with = _train(tmp_path / "a", loaders, callbacks)
+    without, losses_without = _train(tmp_path / "b", loaders, [])
+    assert shared["checked"] == 2
+    for (name, a), (_, b) in zip(with_callback.state_dict().items(), without.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert len(losses_with) == len(losses_without) == 6
+    assert all(torch.equal(a, b) for a, b in zip(losses_with, losses_without))
+
+
+# ----------------------------------------------------------------------------- modes and precision
+
+
+def test_trainer_validate_runs_under_inference_mode(tmp_path: Path, loaders) -> None:
+    callback = IGOSCallback(**FAST)
+    trainer = _trainer(tmp_path, [callback])
+    (results,) = trainer.validate(_module(), loaders[1])
+    for name in SCALARS:
+        assert name in results
+    assert not callback.probe[0].is_inference()
+    events = _events(trainer.logger.log_dir)
+    assert len(events.Images("igos/probe_0")) == 1
+
+
+def test_bf16_mixed_precision(tmp_path: Path, loaders) -> None:
+    trainer = _trainer(tmp_path, [IGOSCallback(log_images=False, **FAST)], max_epochs=1, precision="bf16-mixed")
+    trainer.fit(_module(), *loaders)
+    values = [float(trainer.callback_metrics[name]) for name in SCALARS]
+    assert all(torch.isfinite(torch.tensor(values)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed"])
+def test_cuda_training(tmp_path: Path, loaders, precision: str) -> None:
+    callback = IGOSCallback(**FAST)
+    trainer = pl.Trainer(
+        accelerator="gpu", devices=1, max_epochs=2, precision=precision, callbacks=[callback],
+        logger=TensorBoardLogger(tmp_path, name="tb"), default_root_dir=tmp_path, enable_progress_bar=False,
+        enable_model_summary=False, enable_checkpointing=False,
+    )
+    trainer.fit(_module(), *loaders)
+    values = [float(trainer.callback_metrics[name]) for name in SCALARS]
+    assert all(torch.isfinite(torch.tensor(values)))
+    assert len(_events(trainer.logger.log_dir).Images("igos/probe_0")) == 2
+    (results,) = trainer.validate(trainer.lightning_module, loaders[1])
+    assert "igos/deletion_auc" in results
+
+
+def test_lightning_pytorch_trainer_accepts_the_callback(tmp_path: Path, loaders) -> None:
+    lightning = pytest.importorskip("lightning.pytorch")
+    from lightning_igos.callback import LightningIGOSCallback
+    from lightning_igos.synthetic import SmallCNN
+
+    class Classifier(lightning.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = SmallCNN(num_classes=4, width=4)
+
+        def forward(self, x):
+            return self.model(x)
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    assert isinstance(LightningIGOSCallback(), lightning.Callback)
+    assert not isinstance(IGOSCallback(), lightning.Callback)
+    trainer = lightning.Trainer(
+        accelerator="cpu", max_epochs=1, callbacks=[LightningIGOSCallback(**FAST)], default_root_dir=tmp_path,
+        enable_progress_bar=False, enable_model_summary=False, logger=False, enable_checkpointing=False,
+    )
+    trainer.fit(Classifier(), *loaders)
+    assert "igos/insertion_auc" in trainer.callback_metrics
+
+
+# ----------------------------------------------------------------------------- failures
+
+
+class _DictOutput(ObjectClassifier):
+    """Trains fine, but its forward returns a dict the solver cannot use."""
+
+    def forward(self, x):
+        return {"logits": self.model(x)}
+
+    def _step(self, batch, stage):
+        images, labels = batch
+        loss = F.cross_entropy(self.model(images), labels)
+        self.log(f"{stage}_loss", loss)
+        return loss
+
+
+def _out_of_memory(*args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+
+@pytest.mark.parametrize("failure", ["bad_output", "out_of_memory"])
+def test_on_error_warn_keeps_training(tmp_path: Path, loaders, monkeypatch, failure: str) -> None:
+    if failure == "out_of_memory":
+        monkeypatch.setattr("lightning_igos.callback.igos", _out_of_memory)
+        module = _module()
+    else:
+        torch.manual_seed(0)
+        module = _DictOutput(num_classes=4, width=4)
+    trainer = _trainer(tmp_path, [IGOSCallback(**FAST)], logger=False, enable_checkpointing=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, *loaders)
+    skipped = [str(w.message) for w in caught if issubclass(w.category, IGOSWarning)]
+    assert len(skipped) == 2 and "epoch 0" in skipped[0] and "epoch 1" in skipped[1]
+    assert ("OutOfMemoryError" if failure == "out_of_memory" else "logits") in skipped[0]
+    assert trainer.current_epoch == 2 and trainer.state.finished
+    assert "igos/insertion_auc" not in trainer.callback_metrics
+
+
+def test_on_error_raise_stops_the_run(tmp_path: Path, loaders) -> None:
+    torch.manual_seed(0)
+    trainer = _trainer(tmp_path, [IGOSCallback(on_error="raise", **FAST)], logger=False, enable_checkpointing=False)
+    with pytest.raises(ValueError, match="logits"):
+        trainer.fit(_DictOutput(num_classes=4, width=4), *loaders)
+    assert trainer.current_epoch == 0
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+def test_demo_prints_a_table(tmp_path: Path, capsys) -> None:
+    from lightning_igos.demo import main
+
+    assert main(["--epochs", "1", "--train-size", "64", "--val-size", "16", "--logdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ins_auc" in out and "del_auc" in out and f"tensorboard --logdir {tmp_path}" in out
+
+
+def test_image_failure_still_logs_scalars(tmp_path: Path, loaders) -> None:
+    module = _module()
+    module.mean, module.std = (0.5, 0.5), (0.25, 0.25)  # two channels for RGB images: rendering fails
+    trainer = _trainer(tmp_path, [IGOSCallback(**FAST)], max_epochs=1, enable_checkpointing=False)
+    with pytest.warns(IGOSWarning, match="mean"):
+        trainer.fit(module, *loaders)
+    assert "igos/insertion_auc" in trainer.callback_metrics
+
+
+def test_probe_from_a_probe_file(tmp_path: Path) -> None:
+    from lightning_igos.probe import save_probe
+
+    images = torch.randn(3, 3, 16, 16)
+    path = save_probe(tmp_path / "probe.pt", images, [0, 1, 2], mean=(0.5,) * 3, std=(0.25,) * 3)
+    callback = IGOSCallback(probe=path)
+    assert torch.equal(callback.probe[0], images) and callback.probe[1].tolist() == [0, 1, 2]
+    assert callback.mean == (0.5,) * 3 and callback.std == (0.25,) * 3

@@ -1,0 +1,110 @@
+"""IGOSCallback under DDP: two CPU processes (gloo), launched from a script file.
+
+Lightning's ``strategy="ddp"`` starts the other ranks by re-running the main
+script, which pytest is not, so the Trainer runs in a subprocess script.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import torch
+    import pytorch_lightning as pl
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from torch.utils.data import DataLoader
+
+    from lightning_igos import causal_curves, igos
+    from lightning_igos.callback import IGOSCallback
+    from lightning_igos.synthetic import make_object_images
+    from lightning_igos.toy_module import ObjectClassifier
+
+    # noise_std=0: each image's explanation then depends only on its own slice of the probe.
+    OPTIONS = dict(iterations=2, ig_steps=3, mask_size=4, noise_std=0.0)
+
+    def main(out_dir):
+        torch.set_num_threads(1)
+        pl.seed_everything(0)
+        train = make_object_images(64, image_size=32, seed=0)
+        val = make_object_images(16, image_size=32, seed=1)
+        callback = IGOSCallback(num_probe=4, metric_steps=8, **OPTIONS)
+        trainer = pl.Trainer(
+            accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, callbacks=[callback],
+            logger=TensorBoardLogger(out_dir, name="tb"), default_root_dir=out_dir,
+            enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+            num_sanity_val_steps=1,
+        )
+        module = ObjectClassifier(num_classes=4, width=4)
+        trainer.fit(module, DataLoader(train.dataset(), batch_size=16, shuffle=True),
+                    DataLoader(val.dataset(), batch_size=4))
+        if not trainer.is_global_zero:
+            return
+        # Recompute each rank's slice in this process with the final weights.
+        images, targets = callback.probe
+        shares = []
+        for rows in torch.arange(len(images)).tensor_split(2):
+            generator = torch.Generator().manual_seed(0)
+            ex = igos(module, images[rows], targets[rows], generator=generator, **OPTIONS)
+            cc = causal_curves(module, images[rows], ex.saliency, targets[rows], steps=8)
+            shares.append({"insertion": cc.insertion_auc.tolist(), "deletion": cc.deletion_auc.tolist()})
+        result = {
+            "world_size": trainer.world_size,
+            "logged": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("igos/")},
+            "shares": shares,
+            # Rank 0's first four samples: the DistributedSampler gives it every other one.
+            "probe_is_rank_zero_first_images": bool(torch.equal(images, val.images[0:8:2])),
+            "log_dir": trainer.logger.log_dir,
+        }
+        with open(f"{out_dir}/result.json", "w") as f:
+            json.dump(result, f)
+
+    if __name__ == "__main__":
+        main(sys.argv[1])
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out_dir = tmp_path_factory.mktemp("ddp")
+    script = out_dir / "train_ddp.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    for key in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(out_dir)], cwd=out_dir, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((out_dir / "result.json").read_text())
+
+
+def test_ddp_metrics_are_the_mean_over_all_ranks(ddp_run: dict) -> None:
+    assert ddp_run["world_size"] == 2
+    assert ddp_run["probe_is_rank_zero_first_images"]
+    shares = ddp_run["shares"]
+    insertion = [v for share in shares for v in share["insertion"]]
+    deletion = [v for share in shares for v in share["deletion"]]
+    assert ddp_run["logged"]["igos/insertion_auc"] == pytest.approx(sum(insertion) / 4, abs=1e-5)
+    assert ddp_run["logged"]["igos/deletion_auc"] == pytest.approx(sum(deletion) / 4, abs=1e-5)
+
+
+def test_ddp_rank_zero_writes_every_panel_once_per_epoch(ddp_run: dict) -> None:
+    events = EventAccumulator(ddp_run["log_dir"], size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    for tag in ["igos/probe_0", "igos/probe_1", "igos/probe_2", "igos/probe_3", "igos/overlays"]:
+        assert len(events.Images(tag)) == 2, tag
+    assert len(events.Scalars("igos/insertion_auc")) == 2
+    assert len(events.Scalars("igos/mask_mean")) == 2

@@ -1,0 +1,289 @@
+"""`lightning-igos check` end to end: a tiny trained checkpoint, a probe, the real command.
+
+The main runs are subprocesses (`python -m lightning_igos`), so exit statuses,
+stdout/stderr and the absence of tracebacks are what a CI job would see. Most input
+errors run in-process through `main(argv)` as well: each subprocess spends seconds
+importing torch, and the error paths do not depend on the process. The solver settings
+are tiny: these tests check the command, not the quality of the explanations.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_igos import causal_curves, igos
+from lightning_igos.cli import ProgressLine, main, match_state_dict_keys
+from lightning_igos.probe import save_probe
+from lightning_igos.synthetic import make_object_images
+from lightning_igos.toy_module import ObjectClassifier
+
+MODEL = "lightning_igos.toy_module:ObjectClassifier"
+FAST = ["--iterations", "2", "--ig-steps", "3", "--metric-steps", "8"]
+
+# Classes that do not fit the ObjectClassifier checkpoint, importable from the workspace.
+OTHER_MODELS = '''
+import pytorch_lightning as pl
+from torch import nn
+
+from lightning_igos.synthetic import SmallCNN
+
+
+class WideCNN(SmallCNN):
+    def __init__(self):
+        super().__init__(num_classes=4, width=8)
+
+
+class OtherModule(pl.LightningModule):
+    def __init__(self, hidden: int = 3):
+        super().__init__()
+        self.layer = nn.Linear(hidden, 2)
+'''
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A checkpoint trained for a few seconds, a state dict, probes good and bad."""
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    data = make_object_images(256, image_size=32, seed=0)
+    module = ObjectClassifier()
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=root, accelerator="cpu",
+    )
+    trainer.fit(module, DataLoader(data.dataset(), batch_size=32, shuffle=True))
+    trainer.save_checkpoint(root / "run.ckpt")
+    torch.save(module.model.state_dict(), root / "cnn_state.pt")
+    torch.save(module.state_dict(), root / "module_state.pt")
+
+    probe = make_object_images(4, image_size=32, seed=100)
+    save_probe(root / "probe.pt", probe.images, probe.labels, probe.mean, probe.std)
+    save_probe(root / "probe_grey.pt", probe.images[:, :1], probe.labels)
+    save_probe(root / "probe_target9.pt", probe.images, [0, 1, 9, 2])
+    (root / "notes.txt").write_text("not a probe\n")
+    (root / "other_models.py").write_text(OTHER_MODELS)
+    return root
+
+
+def run_cli(workspace: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_igos", *args],
+        cwd=workspace, capture_output=True, text=True, timeout=300,
+    )
+
+
+def run_main(workspace: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
+    """``main(argv)`` in this process, from the workspace, with the same result shape as run_cli."""
+    monkeypatch.chdir(workspace)
+    monkeypatch.syspath_prepend(str(workspace))
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+
+def check_args(*extra: str, model: str = MODEL, checkpoint: str = "run.ckpt", probe: str = "probe.pt") -> list[str]:
+    return ["check", "--model", model, "--checkpoint", checkpoint, "--probe", probe, *FAST, *extra]
+
+
+def printed_means(stdout: str) -> list[float]:
+    row = next(line for line in stdout.splitlines() if line.split()[:1] == ["mean"])
+    return [float(v) for v in row.split()[1:]]
+
+
+@pytest.fixture(scope="module")
+def passing(workspace) -> tuple[subprocess.CompletedProcess, dict]:
+    result = run_cli(workspace, *check_args("--min-insertion", "0", "--max-deletion", "1", "--report", "out/r.json",
+                                            "--images", "panels"))
+    report = json.loads((workspace / "out" / "r.json").read_text()) if result.returncode == 0 else {}
+    return result, report
+
+
+def test_lenient_thresholds_pass_quietly(passing):
+    result, report = passing
+    assert result.returncode == 0, result.stderr
+    # Not a terminal: no progress bar, and Lightning's info lines are hidden.
+    assert result.stderr == ""
+    assert "PASS" in result.stdout
+    assert report["passed"] is True
+    assert [t["passed"] for t in report["thresholds"]] == [True, True]
+
+
+def test_report_is_consistent_with_the_table(passing):
+    result, report = passing
+    assert report["format"] == "lightning-igos-check" and report["version"] == 1
+    assert len(report["images"]) == 4
+    for name in ("insertion_auc", "deletion_auc", "clean_score", "mask_mean"):
+        mean = sum(row[name] for row in report["images"]) / 4
+        assert report["mean"][name] == pytest.approx(mean, abs=1e-9)
+    m = report["mean"]
+    expected = [m["clean_score"], m["insertion_auc"], m["deletion_auc"], m["mask_mean"]]
+    assert printed_means(result.stdout) == pytest.approx(expected, abs=5e-5)
+    for row in report["images"]:
+        assert row["insertion_auc_normalized"] == pytest.approx(row["insertion_auc"] / row["clean_score"], rel=1e-5)
+        assert f"{row['insertion_auc']:.4f}" in result.stdout
+    settings = report["settings"]
+    assert settings["iterations"] == 2 and settings["ig_steps"] == 3 and settings["metric_steps"] == 8
+    assert settings["seed"] == 0 and settings["device"] == "cpu" and settings["method"] == "igos"
+    assert set(report["versions"]) == {"lightning_igos", "torch", "python"}
+
+
+def test_report_aucs_equal_causal_curves_on_the_same_masks(workspace, passing):
+    _, report = passing
+    model = ObjectClassifier.load_from_checkpoint(workspace / "run.ckpt", map_location="cpu")
+    probe = torch.load(workspace / "probe.pt", weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    ex = igos(model, probe["images"], probe["targets"], iterations=2, ig_steps=3, generator=generator)
+    cc = causal_curves(model, probe["images"], ex.saliency, probe["targets"], steps=8)
+    assert [row["insertion_auc"] for row in report["images"]] == pytest.approx(cc.insertion_auc.tolist(), abs=1e-6)
+    assert [row["deletion_auc"] for row in report["images"]] == pytest.approx(cc.deletion_auc.tolist(), abs=1e-6)
+    assert [row["mask_mean"] for row in report["images"]] == pytest.approx(
+        ex.mask.flatten(1).mean(1).tolist(), abs=1e-6
+    )
+
+
+def test_failed_threshold_exits_1_and_says_which(workspace):
+    result = run_cli(workspace, *check_args("--min-insertion", "0", "--max-deletion", "-1", "--normalized",
+                                            "--report", "fail.json"))
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert any("insertion AUC (normalized)" in line and line.endswith("pass") for line in lines)
+    assert any("deletion AUC (normalized)" in line and line.endswith("FAIL") for line in lines)
+    report = json.loads((workspace / "fail.json").read_text())
+    assert report["passed"] is False
+    failed = [t for t in report["thresholds"] if not t["passed"]]
+    assert [t["name"] for t in failed] == ["max_deletion"]
+    assert failed[0]["value"] == report["normalized_mean"]["deletion_auc"]
+
+
+@pytest.mark.parametrize(
+    ("model", "checkpoint", "in_process"),
+    [
+        ("lightning_igos.synthetic:SmallCNN", "cnn_state.pt", False),
+        ("lightning_igos.synthetic:SmallCNN", "run.ckpt", True),
+        (MODEL, "module_state.pt", True),
+    ],
+    ids=["raw-state-dict", "lightning-checkpoint", "lightning-module-from-state-dict"],
+)
+def test_state_dicts_load_into_plain_modules(workspace, passing, monkeypatch, capsys, model, checkpoint, in_process):
+    """SmallCNN is the ObjectClassifier's `model`: same weights, same masks, same AUCs."""
+    _, lightning_report = passing
+    args = check_args("--report", f"{checkpoint}.json", model=model, checkpoint=checkpoint)
+    result = run_main(workspace, monkeypatch, capsys, *args) if in_process else run_cli(workspace, *args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((workspace / f"{checkpoint}.json").read_text())
+    assert report["mean"] == pytest.approx(lightning_report["mean"], abs=1e-6)
+
+
+def test_images_option_writes_panels(workspace, passing):
+    result, _ = passing
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (workspace / "panels").iterdir())
+    assert written == ["overlays.png", "probe_0.png", "probe_1.png", "probe_2.png", "probe_3.png"]
+    for name in written:
+        assert (workspace / "panels" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# One of each kind through the real command; the others through main() (same code path).
+SUBPROCESS_ERRORS = {"missing-checkpoint", "module-not-importable", "lightning-mismatch", "text-as-probe",
+                     "wrong-channels", "usage"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (check_args(checkpoint="missing.ckpt"), "checkpoint file 'missing.ckpt' does not exist"),
+        (check_args(probe="missing.pt"), "probe file 'missing.pt' does not exist"),
+        (check_args(model="no_such_package.models:Net"), "cannot import module 'no_such_package.models'"),
+        (check_args(model="lightning_igos.toy_module:Missing"), "has no attribute 'Missing'"),
+        (check_args(model="pathlib:Path"), "must name a torch.nn.Module subclass"),
+        (check_args(model="other_models:WideCNN"), "checkpoint 'run.ckpt' does not fit --model other_models:WideCNN"),
+        (check_args(model="other_models:OtherModule"), "checkpoint 'run.ckpt' does not fit --model other_models:Other"),
+        (check_args(checkpoint="probe.pt"), "is not a Lightning checkpoint"),
+        (check_args(probe="notes.txt"), "'notes.txt' is not a lightning-igos probe"),
+        (check_args(probe="run.ckpt"), "'run.ckpt' is not a lightning-igos probe"),
+        (check_args(probe="probe_grey.pt"), "does not fit --model"),
+        (check_args(probe="probe_target9.pt"), "has target 9 but --model"),
+        (check_args("--mask-size", "64"), "mask_size must be between 1 and the image size"),
+        (["check", "--model", MODEL, "--checkpoint", "run.ckpt"], "the following arguments are required: --probe"),
+    ],
+    ids=["missing-checkpoint", "missing-probe", "module-not-importable", "class-missing", "not-a-module",
+         "state-dict-mismatch", "lightning-mismatch", "probe-as-checkpoint", "text-as-probe", "checkpoint-as-probe",
+         "wrong-channels", "target-out-of-range", "bad-option", "usage"],
+)
+def test_input_errors_exit_2_with_one_line(workspace, monkeypatch, capsys, request, args, message):
+    case = request.node.callspec.id
+    if case in SUBPROCESS_ERRORS:
+        result = run_cli(workspace, *args)
+    else:
+        result = run_main(workspace, monkeypatch, capsys, *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and error_lines[0].startswith("lightning-igos")
+    assert result.stdout == ""
+
+
+def test_verbose_shows_the_traceback(workspace, monkeypatch, capsys):
+    result = run_main(workspace, monkeypatch, capsys, *check_args("--verbose", probe="probe_grey.pt"))
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "lightning-igos: error:" in result.stderr
+
+
+# In-process tests of the entry point and helpers (fast: no subprocess).
+
+
+def test_version(capsys):
+    import lightning_igos
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"lightning-igos {lightning_igos.__version__}"
+
+
+def test_no_command_is_a_usage_error(capsys):
+    assert main([]) == 2
+    assert "lightning-igos: error:" in capsys.readouterr().err
+
+
+def test_demo_passes_its_arguments_through(monkeypatch):
+    seen = []
+    fake = types.ModuleType("lightning_igos.demo")
+    fake.main = lambda argv=None: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "lightning_igos.demo", fake)
+    assert main(["demo", "--epochs", "1", "--help-me"]) == 0
+    assert seen == [["--epochs", "1", "--help-me"]]
+    fake.main = lambda argv=None: 3
+    assert main(["demo"]) == 3
+
+
+def test_match_state_dict_keys_strips_the_prefix_that_fits():
+    t = torch.zeros(1)
+    assert set(match_state_dict_keys({"module.a.w": t, "module.b": t}, ["a.w", "b"])) == {"a.w", "b"}
+    assert set(match_state_dict_keys({"model.w": t, "criterion.w": t}, ["w"])) == {"w"}
+    state = {"x.w": t}
+    assert match_state_dict_keys(state, ["y"]) is state
+
+
+def test_progress_line_draws_only_when_enabled():
+    import io
+
+    shown, hidden = io.StringIO(), io.StringIO()
+    for stream, enabled in ((shown, True), (hidden, False)):
+        bar = ProgressLine(stream, enabled=enabled)
+        bar.start("explaining", 4)
+        bar.advance(2)
+        bar.start("scoring", 2)
+        bar.advance(5)
+        bar.finish()
+    assert hidden.getvalue() == ""
+    text = shown.getvalue()
+    assert "explaining" in text and "scoring" in text and "100.0%" in text and text.endswith("\n")
