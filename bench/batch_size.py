@@ -12,7 +12,7 @@ import argparse
 import time
 
 import torch
-from bench_models import MODELS
+from bench_models import MODELS, load_model
 from torch import nn
 
 
@@ -42,9 +42,9 @@ def main() -> None:
     print(f"device {device}, {args.threads} threads: ms per image, forward + backward to the input")
     print("| model | image | " + " | ".join(f"batch {s}" for s in sizes) + " |")
     print("|---|---|" + "---|" * len(sizes))
-    for name, (make, size, _) in MODELS.items():
-        torch.manual_seed(0)
-        model = make().to(device).eval()
+    for name in MODELS:
+        model, size = load_model(name)
+        model = model.to(device)
         cells = [ms_per_image(model, s, (3, size, size), device, max(1, args.images // s)) for s in sizes]
         print(f"| {name} | {size} | " + " | ".join(f"{c:.2f}" for c in cells) + " |", flush=True)
 

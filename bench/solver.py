@@ -22,7 +22,7 @@ import threading
 import time
 
 import torch
-from bench_models import MODELS
+from bench_models import load_model
 from torch import nn
 
 from lightning_igos import causal_curves, igos
@@ -99,10 +99,9 @@ class PeakRSS:
 
 def measure(name: str, batch: int, device: torch.device, what: str, iterations: int,
             max_batch_size: int | None) -> dict:
-    make, size, classes = MODELS[name]
-    torch.manual_seed(0)
-    model = make().to(device).eval()
-    data = make_object_images(batch, image_size=size, num_classes=min(classes, 4), seed=1)
+    model, size = load_model(name)
+    model = model.to(device)
+    data = make_object_images(batch, image_size=size, seed=1)
     images, targets = data.images.to(device), data.labels.to(device)
     recorder = PassRecorder(model)
     # Warm up kernels and allocator so neither side pays first-call costs.
@@ -152,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     header = f"| {'what':6} | {'model':9} | batch | s / image | passes / image | overhead | peak MB |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for name in args.models.split(","):
+        load_model(name)  # train and cache once, before the workers start
     for what in ("igos", "causal"):
         for name in args.models.split(","):
             for batch in (int(b) for b in args.batches.split(",")):

@@ -28,8 +28,8 @@ from lightning_igos.callback import IGOSCallback
 from lightning_igos.synthetic import make_object_images
 from lightning_igos.toy_module import ObjectClassifier
 
-# Solver settings that keep an epoch's explanations to seconds on two CPU cores.
-DEMO_IGOS = dict(num_probe=8, iterations=10, ig_steps=10, metric_steps=50)
+# The solver runs with its defaults (15 iterations, 20 integration steps): the demo shows what users get.
+DEMO_IGOS = dict(num_probe=8, metric_steps=50)
 # Noisier than the default, so that learning the task takes more than one epoch.
 DEMO_NOISE = 0.3
 
