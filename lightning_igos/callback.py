@@ -32,13 +32,12 @@ rank 0 writes images.
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -46,6 +45,17 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric, MinMetric
 
+from lightning_igos._callback_inputs import (
+    BatchToProbe,
+    ProbeLike,
+    batch_parts,
+    check_bool,
+    check_choice,
+    check_display_stats,
+    check_mask_size,
+    cpu_copy,
+    read_probe,
+)
 from lightning_igos._checks import ScoreFn, check_images, check_positive_int, check_targets
 from lightning_igos._runtime import autocast_context, evaluation_mode, model_input_dtype
 from lightning_igos.baselines import BaselineLike, check_baseline
@@ -57,13 +67,8 @@ __all__ = ["IGOSCallback", "IGOSWarning"]  # and LightningIGOSCallback, made on 
 
 TARGET_MODES = ("label", "pred")
 ERROR_MODES = ("warn", "raise")
-# Keys tried, in order, when a validation batch is a dict.
-IMAGE_KEYS = ("image", "images", "input", "inputs", "x")
-TARGET_KEYS = ("label", "labels", "target", "targets", "y")
 STATE_VERSION = 1
 
-ProbeLike = Union[tuple[Tensor, Any], str, os.PathLike, Any, None]
-BatchToProbe = Callable[[Any], tuple[Tensor, Union[Tensor, None]]]
 
 
 class IGOSWarning(UserWarning):
@@ -117,99 +122,6 @@ def _curves_to_cpu(curves: CausalCurves) -> CausalCurves:
     return CausalCurves(**{name: getattr(curves, name).detach().cpu() for name in curves.__dataclass_fields__})
 
 
-def _cpu_copy(tensor: Tensor) -> Tensor:
-    """A detached CPU copy that is a normal tensor even if ``tensor`` came from inference mode."""
-    with torch.inference_mode(False):
-        return tensor.detach().to("cpu", copy=True)
-
-
-# ----------------------------------------------------------------------------- argument checks
-
-
-def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {', '.join(repr(c) for c in choices)}, got {value!r}.")
-    return value  # type: ignore[return-value]
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
-    return value
-
-
-def _check_mask_size(mask_size: object) -> None:
-    if mask_size is None:
-        return
-    values = mask_size if isinstance(mask_size, (tuple, list)) else (mask_size,)
-    ok = len(values) in (1, 2) and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in values
-    )
-    if not ok or (isinstance(mask_size, (tuple, list)) and len(mask_size) != 2):
-        raise ValueError(f"`mask_size` must be None, an int >= 1 or a pair (h, w) of ints >= 1, got {mask_size!r}.")
-
-
-def _check_display_stats(mean: object, std: object) -> None:
-    if (mean is None) != (std is None):
-        raise ValueError("`mean` and `std` must be given together (or both left None).")
-    for name, values in (("mean", mean), ("std", std)):
-        if values is None:
-            continue
-        flat = values.reshape(-1).tolist() if isinstance(values, Tensor) else values
-        if isinstance(flat, numbers.Real) and not isinstance(flat, bool):
-            flat = [flat]
-        if not isinstance(flat, Sequence) or isinstance(flat, str) or not all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in flat
-        ):
-            raise TypeError(f"`{name}` must be None, a number or a sequence of numbers per channel, got {values!r}.")
-        if name == "std" and not all(v > 0 for v in flat):
-            raise ValueError(f"`std` must be positive, got {values!r}.")
-
-
-def _read_probe(probe: ProbeLike) -> tuple[Tensor, Tensor | None, Any, Any] | None:
-    """``(images, targets, mean, std)`` on the CPU from a pair, a Probe object or a probe file."""
-    if probe is None:
-        return None
-    mean = std = None
-    if isinstance(probe, (str, os.PathLike)):
-        from lightning_igos.probe import load_probe
-
-        probe = load_probe(probe)
-    if hasattr(probe, "images") and hasattr(probe, "targets"):
-        images, targets = probe.images, probe.targets
-        mean, std = getattr(probe, "mean", None), getattr(probe, "std", None)
-    elif isinstance(probe, (tuple, list)) and len(probe) == 2:
-        images, targets = probe
-    else:
-        raise TypeError(
-            "`probe` must be None (capture it from the validation data), an (images, targets) pair, "
-            f"a lightning_igos.probe.Probe or the path of a probe file, got {type(probe).__name__}."
-        )
-    images = _cpu_copy(check_images(images, "probe images"))
-    if targets is not None:
-        targets = _cpu_copy(check_targets(targets, images.shape[0], torch.device("cpu"), "probe targets"))
-    return images, targets, mean, std
-
-
-def _batch_parts(batch: Any) -> tuple[Tensor, Tensor | None]:
-    """Images and (if present) labels of a validation batch: a tensor, a tuple/list or a dict."""
-    if isinstance(batch, Tensor):
-        return batch, None
-    if isinstance(batch, Mapping):
-        images = next((batch[k] for k in IMAGE_KEYS if isinstance(batch.get(k), Tensor)), None)
-        targets = next((batch[k] for k in TARGET_KEYS if isinstance(batch.get(k), Tensor)), None)
-        if images is not None:
-            return images, targets
-    elif isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        targets = batch[1] if len(batch) > 1 and isinstance(batch[1], Tensor) else None
-        return batch[0], targets
-    raise TypeError(
-        f"IGOSCallback cannot find the images in a validation batch of type {type(batch).__name__}: "
-        "it reads a tensor, an (images, labels, ...) tuple or a dict with an 'image(s)' key. "
-        "Pass `probe=(images, targets)` or `batch_to_probe=lambda batch: (images, targets)`."
-    )
-
-
 # ----------------------------------------------------------------------------- the callback
 
 
@@ -247,12 +159,12 @@ class _IGOSCallbackLogic:
         super().__init__()
         self.num_probe = check_positive_int(num_probe, "num_probe")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
-        self.target = _check_choice(target, "target", TARGET_MODES)
+        self.target = check_choice(target, "target", TARGET_MODES)
         check_solver_options(
             method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
             noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size, autocast_dtype=autocast_dtype,
         )
-        _check_mask_size(mask_size)
+        check_mask_size(mask_size)
         self.solver_options: dict[str, Any] = dict(
             method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
             tv_power=tv_power, noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
@@ -261,11 +173,11 @@ class _IGOSCallbackLogic:
         check_baseline(substrate, "substrate")
         self.substrate = substrate
         self.metric_steps = check_positive_int(metric_steps, "metric_steps")
-        self.log_images = _check_bool(log_images, "log_images")
+        self.log_images = check_bool(log_images, "log_images")
         self.max_batch_size = max_batch_size
-        self.on_error = _check_choice(on_error, "on_error", ERROR_MODES)
+        self.on_error = check_choice(on_error, "on_error", ERROR_MODES)
         self.seed = check_positive_int(seed, "seed", minimum=0)
-        _check_display_stats(mean, std)
+        check_display_stats(mean, std)
         if score_fn is not None and not callable(score_fn):
             raise TypeError(f"`score_fn` must be None or a callable (logits, targets) -> scores, got {score_fn!r}.")
         if batch_to_probe is not None and not callable(batch_to_probe):
@@ -274,7 +186,7 @@ class _IGOSCallbackLogic:
         self.score_fn = score_fn
         self.batch_to_probe = batch_to_probe
 
-        given = _read_probe(probe)
+        given = read_probe(probe)
         self._probe_images: Tensor | None = None
         self._probe_targets: Tensor | None = None
         if given is not None:
@@ -338,8 +250,8 @@ class _IGOSCallbackLogic:
             return
         images = check_images(state_dict["probe_images"], "checkpointed probe images")
         targets = state_dict.get("probe_targets")
-        self._probe_images = _cpu_copy(images)
-        self._probe_targets = None if targets is None else _cpu_copy(targets).long()
+        self._probe_images = cpu_copy(images)
+        self._probe_targets = None if targets is None else cpu_copy(targets).long()
         self._captured, self._capture_error = [], None
 
     # --------------------------------------------------------------------- Lightning hooks
@@ -380,13 +292,13 @@ class _IGOSCallbackLogic:
     # --------------------------------------------------------------------- probe capture
 
     def _capture(self, batch: Any) -> None:
-        images, targets = self.batch_to_probe(batch) if self.batch_to_probe is not None else _batch_parts(batch)
+        images, targets = self.batch_to_probe(batch) if self.batch_to_probe is not None else batch_parts(batch)
         take = self.num_probe - sum(len(c[0]) for c in self._captured)
         images = check_images(images, "validation batch images")
         if targets is not None:
             targets = check_targets(targets, images.shape[0], targets.device, "validation batch labels")
-            targets = _cpu_copy(targets[:take])
-        self._captured.append((_cpu_copy(images[:take]), targets))
+            targets = cpu_copy(targets[:take])
+        self._captured.append((cpu_copy(images[:take]), targets))
 
     def _settle_probe(self, trainer: Any) -> str | None:
         """Fix the probe from this epoch's captured batches (rank 0's, under DDP); return an error text."""
@@ -412,8 +324,8 @@ class _IGOSCallbackLogic:
         if local is not None:
             # Under trainer.validate() this runs in inference mode: keep normal tensors.
             images, targets = local
-            self._probe_images = _cpu_copy(images)
-            self._probe_targets = None if targets is None else _cpu_copy(targets)
+            self._probe_images = cpu_copy(images)
+            self._probe_targets = None if targets is None else cpu_copy(targets)
             if len(self._probe_images) < self.num_probe:
                 warnings.warn(
                     f"IGOSCallback: the first validation epoch held {len(self._probe_images)} images, fewer "

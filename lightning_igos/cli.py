@@ -21,20 +21,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import json
 import logging
 import math
-import os
-import platform
 import re
 import sys
 import time
 import traceback
-import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -42,20 +37,22 @@ from torch import Tensor, nn
 import lightning_igos
 from lightning_igos._runtime import evaluation_mode, model_input_dtype
 from lightning_igos.causal import CausalCurves, causal_curves
+from lightning_igos.check_report import (
+    PROG,
+    ProgressLine,
+    build_report,
+    display_normalisation,
+    format_table,
+    write_images,
+    write_report,
+)
+from lightning_igos.model_loading import InputError, import_model_class, load_model
 from lightning_igos.probe import Probe, load_probe
 from lightning_igos.solver import METHODS, Explanation, check_solver_options, igos, resolve_mask_size
-
-PROG = "lightning-igos"
-REPORT_FORMAT = "lightning-igos-check"
-REPORT_VERSION = 1
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
 BASELINE_CHOICES = ("blur", "zeros", "mean")
-
-
-class InputError(Exception):
-    """A usage or input problem: reported on one line, exit status 2."""
 
 
 # --------------------------------------------------------------------------- arguments
@@ -325,33 +322,6 @@ def solver_options(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     return options
 
 
-def import_model_class(spec: str) -> type[nn.Module]:
-    """Import ``package.module:ClassName`` (the current directory is importable too).
-
-    Example:
-        >>> import_model_class("lightning_igos.synthetic:SmallCNN").__name__
-        'SmallCNN'
-    """
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise InputError(f"--model must look like package.module:ClassName, got {spec!r}.")
-    # A console script does not put the working directory on sys.path; `python -m` does.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as err:  # ImportError, or anything the module raises while it is imported
-        raise InputError(f"cannot import module {module_name!r} for --model {spec}: {type(err).__name__}: {err}") \
-            from err
-    for part in attribute.split("."):
-        if not hasattr(target, part):
-            raise InputError(f"cannot import --model {spec}: {module_name!r} has no attribute {attribute!r}.")
-        target = getattr(target, part)
-    if not (isinstance(target, type) and issubclass(target, nn.Module)):
-        raise InputError(f"--model {spec} must name a torch.nn.Module subclass, got {target!r}.")
-    return target
-
-
 @contextlib.contextmanager
 def _library_logs(verbose: bool) -> Iterator[None]:
     """Hide Lightning's info lines (e.g. about ``weights_only``) unless ``--verbose``."""
@@ -365,105 +335,6 @@ def _library_logs(verbose: bool) -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
-
-
-def load_model(model_class: type[nn.Module], checkpoint: Path, device: torch.device, spec: str = "") -> nn.Module:
-    """Load ``checkpoint`` into ``model_class`` on ``device``, in eval mode.
-
-    A class with ``load_from_checkpoint`` (a LightningModule) is loaded with it; a plain
-    ``nn.Module`` is built without arguments and given the state dict in the file (a raw
-    state dict or a Lightning checkpoint's ``"state_dict"``, with a common key prefix such as
-    ``"model."`` or ``"module."`` stripped when that makes the keys match).
-    """
-    spec = spec or model_class.__name__
-    if hasattr(model_class, "load_from_checkpoint"):
-        try:
-            model = model_class.load_from_checkpoint(checkpoint, map_location=device)
-        except Exception as err:
-            content = _read_state_file(checkpoint, spec, quiet=True)
-            if not _is_state_dict(content):
-                raise InputError(_lightning_load_failure(checkpoint, spec, content, err)) from err
-            model = _state_dict_model(model_class, content, device, checkpoint, spec)
-    else:
-        content = _read_state_file(checkpoint, spec)
-        model = _state_dict_model(model_class, content, device, checkpoint, spec)
-    if not isinstance(model, nn.Module):  # a load_from_checkpoint that returns something else
-        raise InputError(f"--model {spec}: loading '{checkpoint}' gave a {type(model).__name__}, not an nn.Module.")
-    return model.to(device).eval()
-
-
-def _lightning_load_failure(checkpoint: Path, spec: str, content: object, err: Exception) -> str:
-    """Say why ``load_from_checkpoint`` failed in the terms a user can act on."""
-    if not zipfile.is_zipfile(checkpoint) and content is None:
-        return f"checkpoint '{checkpoint}' is not a file written by torch.save ({type(err).__name__}: {err})."
-    if isinstance(content, Mapping) and "state_dict" not in content:
-        keys = ", ".join(repr(k) for k in list(content)[:5])
-        return f"checkpoint '{checkpoint}' is not a Lightning checkpoint: it has no 'state_dict' (keys: {keys})."
-    return f"checkpoint '{checkpoint}' does not fit --model {spec}: {type(err).__name__}: {err}"
-
-
-def _read_state_file(checkpoint: Path, spec: str, quiet: bool = False) -> object:
-    try:
-        return torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:
-        if quiet:
-            return None
-        raise InputError(
-            f"checkpoint '{checkpoint}' cannot be read for --model {spec} (torch.load with weights_only=True): "
-            f"{type(err).__name__}: {err}"
-        ) from err
-
-
-def _is_state_dict(content: object) -> bool:
-    return (
-        isinstance(content, Mapping)
-        and len(content) > 0
-        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in content.items())
-    )
-
-
-def _state_dict_model(
-    model_class: type[nn.Module], content: object, device: torch.device, checkpoint: Path, spec: str
-) -> nn.Module:
-    if isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping):
-        content = content["state_dict"]
-    if not _is_state_dict(content):
-        raise InputError(
-            f"checkpoint '{checkpoint}' holds no state dict for --model {spec} "
-            "(expected a dict of tensors or a Lightning checkpoint with 'state_dict')."
-        )
-    try:
-        model = model_class()
-    except Exception as err:
-        raise InputError(f"--model {spec} cannot be built without arguments: {type(err).__name__}: {err}") from err
-    state = match_state_dict_keys(content, model.state_dict().keys())
-    try:
-        model.load_state_dict(state)
-    except Exception as err:
-        raise InputError(f"checkpoint '{checkpoint}' does not fit --model {spec}: {err}") from err
-    return model
-
-
-def match_state_dict_keys(state: Mapping[str, Tensor], expected_keys: Any) -> Mapping[str, Tensor]:
-    """Strip the shortest dotted key prefix that makes ``state``'s keys equal ``expected_keys``.
-
-    Keys without the prefix are dropped, so a LightningModule's ``"model."`` submodule can be
-    loaded into the bare network. Returns ``state`` unchanged when nothing matches.
-
-    Example:
-        >>> import torch
-        >>> sorted(match_state_dict_keys({"model.w": torch.zeros(1), "loss.t": torch.zeros(1)}, ["w"]))
-        ['w']
-    """
-    expected = set(expected_keys)
-    if set(state) == expected:
-        return state
-    prefixes = {key[: i + 1] for key in state for i, char in enumerate(key) if char == "."}
-    for prefix in sorted(prefixes, key=len):
-        stripped = {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
-        if set(stripped) == expected:
-            return stripped
-    return state
 
 
 def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, args: argparse.Namespace) -> None:
@@ -532,225 +403,3 @@ def _count_forwards(model: nn.Module, progress: ProgressLine, only_with_grad: bo
         if handle is not None:
             handle.remove()
 
-
-class ProgressLine:
-    """A one-line progress bar on a terminal; silent when ``enabled`` is False.
-
-    Example:
-        >>> import io
-        >>> bar = ProgressLine(io.StringIO(), enabled=False)
-        >>> bar.start("explaining", 10); bar.advance(5); bar.finish()
-    """
-
-    WIDTH = 24
-    INTERVAL_S = 0.1
-
-    def __init__(self, stream: IO[str], enabled: bool) -> None:
-        self.stream, self.enabled = stream, enabled
-        self.label, self.total, self.done = "", 0, 0
-        self.started = self.last_drawn = 0.0
-        self.drawn = False
-
-    def start(self, label: str, total: int) -> None:
-        if self.drawn:
-            self._draw(force=True)
-            self.stream.write("\n")
-        self.label, self.total, self.done = label, max(total, 1), 0
-        self.started = time.perf_counter()
-        self._draw(force=True)
-
-    def advance(self, count: int) -> None:
-        self.done = min(self.done + count, self.total)
-        self._draw()
-
-    def finish(self) -> None:
-        if self.drawn:
-            self.done = self.total
-            self._draw(force=True)
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
-
-    def _draw(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self.last_drawn < self.INTERVAL_S):
-            return
-        filled = round(self.WIDTH * self.done / self.total)
-        bar = "#" * filled + "." * (self.WIDTH - filled)
-        self.stream.write(f"\r{self.label:<11}[{bar}] {100 * self.done / self.total:5.1f}%  {now - self.started:6.1f}s")
-        self.stream.flush()
-        self.last_drawn, self.drawn = now, True
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _mean(values: Tensor) -> float:
-    return float(values.double().mean())
-
-
-def build_report(
-    args: argparse.Namespace,
-    probe: Probe,
-    device: torch.device,
-    options: dict[str, Any],
-    explanation: Explanation,
-    curves: CausalCurves,
-    elapsed_s: float,
-) -> dict[str, Any]:
-    """The JSON report: per-image AUCs, means, thresholds with pass/fail, settings, versions."""
-    masks = explanation.mask.flatten(1).float().cpu()
-    per_image = {
-        "clean_score": curves.clean_score.cpu(),
-        "insertion_auc": curves.insertion_auc.cpu(),
-        "deletion_auc": curves.deletion_auc.cpu(),
-        "insertion_auc_normalized": curves.insertion_auc_normalized.cpu(),
-        "deletion_auc_normalized": curves.deletion_auc_normalized.cpu(),
-        "mask_mean": masks.mean(1),
-        "mask_min": masks.min(1).values,
-        "mask_frac_below_half": (masks < 0.5).float().mean(1),
-    }
-    images = [
-        {"index": i, "target": int(probe.targets[i]), **{name: float(v[i]) for name, v in per_image.items()}}
-        for i in range(len(probe))
-    ]
-    mean = {name: _mean(per_image[name]) for name in ("clean_score", "insertion_auc", "deletion_auc", "mask_mean")}
-    normalized_mean = {name: _mean(per_image[f"{name}_normalized"]) for name in ("insertion_auc", "deletion_auc")}
-    thresholds = evaluate_thresholds(args, mean, normalized_mean)
-    return {
-        "format": REPORT_FORMAT,
-        "version": REPORT_VERSION,
-        "passed": all(t["passed"] for t in thresholds),
-        "thresholds": thresholds,
-        "mean": mean,
-        "normalized_mean": normalized_mean,
-        "images": images,
-        "settings": {
-            "model": args.model,
-            "checkpoint": str(args.checkpoint),
-            "probe": str(args.probe),
-            "num_images": len(probe),
-            "image_shape": list(probe.images.shape[1:]),
-            "device": str(device),
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
-            "mask_size_used": list(explanation.mask.shape[-2:]),
-            "metric_steps": args.metric_steps,
-            "substrate": args.substrate,
-            "seed": args.seed,
-            "normalized_thresholds": args.normalized,
-        },
-        "versions": {
-            "lightning_igos": lightning_igos.__version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-        "elapsed_s": round(elapsed_s, 3),
-    }
-
-
-def evaluate_thresholds(
-    args: argparse.Namespace, mean: dict[str, float], normalized_mean: dict[str, float]
-) -> list[dict[str, Any]]:
-    """One entry per threshold given: which mean it reads, the limit, the value and pass/fail."""
-    source = normalized_mean if args.normalized else mean
-    wanted = [
-        ("min_insertion", "insertion_auc", ">=", args.min_insertion),
-        ("max_deletion", "deletion_auc", "<=", args.max_deletion),
-    ]
-    results = []
-    for name, metric, op, limit in wanted:
-        if limit is None:
-            continue
-        value = source[metric]
-        passed = value >= limit if op == ">=" else value <= limit
-        results.append({"name": name, "metric": metric, "normalized": args.normalized, "op": op,
-                        "limit": limit, "value": value, "passed": bool(passed)})
-    return results
-
-
-def format_table(report: dict[str, Any], args: argparse.Namespace) -> str:
-    """The text printed by ``check``: settings, one row per image, means, thresholds, verdict."""
-    s = report["settings"]
-    mask_h, mask_w = s["mask_size_used"]
-    lines = [
-        f"{PROG} check: {s['num_images']} probe images from {s['probe']}, {s['model']} on {s['device']}",
-        f"  {s['method']}, {s['iterations']} iterations, {s['ig_steps']} ig steps, mask {mask_h}x{mask_w}, "
-        f"baseline {s['baseline']}, {s['metric_steps']} metric steps, substrate {s['substrate']}, seed {s['seed']}",
-        "",
-        f"{'image':>5}  {'target':>6}  {'clean prob':>10}  {'insertion AUC':>13}  {'deletion AUC':>12}  "
-        f"{'mask mean':>9}",
-    ]
-    for row in report["images"]:
-        lines.append(
-            f"{row['index']:>5}  {row['target']:>6}  {row['clean_score']:>10.4f}  {row['insertion_auc']:>13.4f}  "
-            f"{row['deletion_auc']:>12.4f}  {row['mask_mean']:>9.4f}"
-        )
-    m, n = report["mean"], report["normalized_mean"]
-    lines.append(
-        f"{'mean':>5}  {'':>6}  {m['clean_score']:>10.4f}  {m['insertion_auc']:>13.4f}  "
-        f"{m['deletion_auc']:>12.4f}  {m['mask_mean']:>9.4f}"
-    )
-    lines.append(
-        f"{'normalized mean':>25}  {n['insertion_auc']:>13.4f}  {n['deletion_auc']:>12.4f}  (AUC / clean prob)"
-    )
-    lines.append("")
-    if not report["thresholds"]:
-        lines.append("no thresholds given (--min-insertion, --max-deletion): PASS")
-        return "\n".join(lines)
-    for t in report["thresholds"]:
-        label = f"mean {t['metric'].replace('_auc', ' AUC')}{' (normalized)' if t['normalized'] else ''}"
-        lines.append(f"{label:<36} {t['value']:.4f} {t['op']} {t['limit']:<8g} {'pass' if t['passed'] else 'FAIL'}")
-    failed = [t for t in report["thresholds"] if not t["passed"]]
-    lines.append("PASS" if not failed else f"FAIL: {len(failed)} of {len(report['thresholds'])} thresholds failed")
-    return "\n".join(lines)
-
-
-def write_report(report: dict[str, Any], path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
-    except OSError as err:
-        raise InputError(f"cannot write the report to '{path}': {err}") from err
-
-
-def display_normalisation(probe: Probe, model: nn.Module) -> tuple[Any, Any]:
-    """The probe's mean/std, else the model's ``mean``/``std`` attributes (as on ObjectClassifier), else None."""
-    channels = probe.images.shape[1]
-
-    def per_channel(value: object) -> Any:
-        if isinstance(value, Sequence) and len(value) == channels:
-            return tuple(value)
-        return None
-
-    if probe.mean is not None and probe.std is not None:
-        return probe.mean, probe.std
-    mean, std = per_channel(getattr(model, "mean", None)), per_channel(getattr(model, "std", None))
-    # Without both, render.unnormalize rescales each image to its own range.
-    return (mean, std) if mean is not None and std is not None else (None, None)
-
-
-def write_images(
-    folder: Path, probe: Probe, explanation: Explanation, curves: CausalCurves, mean: Any, std: Any
-) -> list[Path]:
-    """``probe_<i>.png`` (image, heatmap and curves) per image and ``overlays.png`` for all."""
-    from lightning_igos.render import overlay_grid, probe_panel, save_png, unnormalize
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"cannot create the image folder '{folder}': {err}") from err
-    shown = unnormalize(probe.images, mean, std)
-    saliency = explanation.saliency.detach().cpu()
-    fractions = curves.fractions.cpu()
-    written = []
-    for i in range(len(probe)):
-        title = f"#{i} target {int(probe.targets[i])} p={float(curves.clean_score[i]):.2f}"
-        panel = probe_panel(
-            shown[i], saliency[i], curves.insertion[i].cpu(), curves.deletion[i].cpu(), fractions,
-            float(curves.insertion_auc[i]), float(curves.deletion_auc[i]), title,
-        )
-        written.append(folder / f"probe_{i}.png")
-        save_png(panel, written[-1])
-    written.append(folder / "overlays.png")
-    save_png(overlay_grid(shown, saliency), written[-1])
-    return written

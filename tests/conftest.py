@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 from lightning_igos.synthetic import ObjectImages, SmallCNN, make_object_images, train_small_cnn
+
+# CI replays the same examples on every run (a failure there is reproducible); locally
+# hypothesis keeps exploring new ones.
+settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_igos import causal_curves, igos
-from lightning_igos.cli import ProgressLine, main, match_state_dict_keys
+from lightning_igos.check_report import ProgressLine
+from lightning_igos.cli import main
+from lightning_igos.model_loading import match_state_dict_keys
 from lightning_igos.probe import save_probe
 from lightning_igos.synthetic import make_object_images
 from lightning_igos.toy_module import ObjectClassifier

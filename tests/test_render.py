@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 from torchvision.transforms import Normalize
@@ -201,7 +201,10 @@ def test_overlay_on_black_changes_the_peaked_corner_most(corner: int) -> None:
 @FAST
 @given(scale=st.floats(1e-3, 1e3), shift=st.floats(-1e3, 1e3), alpha=st.floats(0, 1))
 def test_overlay_depends_only_on_the_saliency_ranking(scale: float, shift: float, alpha: float) -> None:
-    image, saliency = torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8)
+    # float32 keeps about 7 digits: a shift far above the saliency's range loses the ranking itself.
+    assume(abs(shift) <= 100 * scale)
+    g = torch.Generator().manual_seed(0)
+    image, saliency = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 1, 8, 8, generator=g)
     out = overlay(image, saliency, alpha)
     assert torch.allclose(overlay(image, saliency * scale + shift, alpha), out, atol=1e-3)
 
