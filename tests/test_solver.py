@@ -202,3 +202,24 @@ def test_unusable_model_fails_before_the_expensive_work():
     with pytest.raises(ValueError, match="num_classes"):
         igos(SingleLogit(), torch.randn(8, 3, 16, 16), 0)
     assert calls == [1]
+
+
+def _average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Ranks per row with ties sharing their mean rank (masks have many cells at exactly 1)."""
+    v = values.flatten(1)
+    below = (v[:, None, :] < v[:, :, None]).sum(2).float()
+    equal = (v[:, None, :] == v[:, :, None]).sum(2).float()
+    return below + (equal + 1) / 2
+
+
+def test_bf16_autocast_masks_agree_with_float32(trained_cnn, probe_data):
+    """autocast_dtype runs the forwards in bf16 (CPU autocast here, the GPU path in real use)."""
+    images, labels = probe_data.images[:4], probe_data.labels[:4]
+    full = igos(trained_cnn, images, labels, iterations=5)
+    half = igos(trained_cnn, images, labels, iterations=5, autocast_dtype=torch.bfloat16)
+    a, b = _average_ranks(full.mask), _average_ranks(half.mask)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    spearman = (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))
+    print("Spearman correlation of bf16 and float32 masks:", spearman.tolist())
+    assert spearman.mean() > 0.9 and (spearman > 0.8).all()
+    assert half.mask.dtype == torch.float32
