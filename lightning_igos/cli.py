@@ -212,7 +212,7 @@ def _run_demo(argv: list[str]) -> int:
         print(f"{PROG}: error: the demo is not available: {_one_line(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = demo_main(argv)
+        result = demo_main(argv, prog=f"{PROG} demo")
     except SystemExit as exit_:
         return _exit_code(exit_)
     return int(result or 0)

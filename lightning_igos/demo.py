@@ -75,8 +75,8 @@ class EpochTable(pl.Callback):
         print(" ".join(cells), flush=True)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
     parser.add_argument("--logdir", default="runs/demo", help="TensorBoard log directory (default runs/demo)")
@@ -101,14 +101,14 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """Train with :class:`IGOSCallback`, print a per-epoch table; returns 0.
 
     Example (takes a couple of minutes)::
 
         python -m lightning_igos.demo --epochs 5 --logdir runs/demo
     """
-    args = parse_args(argv)
+    args = parse_args(argv, prog)
     started = time.perf_counter()
     with warnings.catch_warnings():
         _quiet_lightning()

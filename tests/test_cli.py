@@ -259,11 +259,11 @@ def test_no_command_is_a_usage_error(capsys):
 def test_demo_passes_its_arguments_through(monkeypatch):
     seen = []
     fake = types.ModuleType("lightning_igos.demo")
-    fake.main = lambda argv=None: seen.append(argv) or 0
+    fake.main = lambda argv=None, prog=None: seen.append((argv, prog)) or 0
     monkeypatch.setitem(sys.modules, "lightning_igos.demo", fake)
     assert main(["demo", "--epochs", "1", "--help-me"]) == 0
-    assert seen == [["--epochs", "1", "--help-me"]]
-    fake.main = lambda argv=None: 3
+    assert seen == [(["--epochs", "1", "--help-me"], "lightning-igos demo")]
+    fake.main = lambda argv=None, prog=None: 3
     assert main(["demo"]) == 3
 
 
