@@ -81,6 +81,16 @@ def check_model(model: object, name: str = "model") -> nn.Module:
     return model
 
 
+def check_same_device(model: nn.Module, images: Tensor) -> None:
+    """The model's parameters and the images must be on one device (the solver runs there)."""
+    parameter = next(iter(model.parameters()), None)
+    if parameter is not None and parameter.device != images.device:
+        raise ValueError(
+            f"`images` are on {images.device} but `model` is on {parameter.device}; "
+            f"move them to one device, e.g. images.to({str(parameter.device)!r})."
+        )
+
+
 def check_logits(logits: object, batch_size: int, targets: Tensor, score_fn: ScoreFn | None) -> None:
     """Check one forward's output: (B, classes) finite logits, targets in range."""
     if not isinstance(logits, Tensor):

@@ -30,6 +30,7 @@ from lightning_igos._checks import (
     check_model,
     check_positive_int,
     check_saliency,
+    check_same_device,
     check_targets,
     default_max_batch_size,
     target_scores,
@@ -159,6 +160,7 @@ def causal_curves(
     check_model(model)
     images = check_images(images)
     saliency = check_saliency(saliency, images)
+    check_same_device(model, images)
     steps = check_positive_int(steps, "steps")
     check_baseline(substrate, "substrate")
     if max_batch_size is not None:

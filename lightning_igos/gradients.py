@@ -12,6 +12,7 @@ from lightning_igos._checks import (
     check_logits,
     check_model,
     check_positive_int,
+    check_same_device,
     check_targets,
     default_max_batch_size,
     target_scores,
@@ -29,6 +30,7 @@ from lightning_igos.baselines import BaselineLike, check_baseline, make_baseline
 def _prepare(model: nn.Module, images: Tensor, targets: TargetsLike, max_batch_size: int | None):
     check_model(model)
     images = check_images(images)
+    check_same_device(model, images)
     if max_batch_size is not None:
         check_positive_int(max_batch_size, "max_batch_size")
     targets_t = check_targets(targets, images.shape[0], images.device)

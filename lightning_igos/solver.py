@@ -32,6 +32,7 @@ from lightning_igos._checks import (
     check_model,
     check_non_negative,
     check_positive_int,
+    check_same_device,
     check_targets,
     default_max_batch_size,
     target_scores,
@@ -393,6 +394,7 @@ def igos(
     """
     check_model(model)
     images = check_images(images)
+    check_same_device(model, images)
     check_solver_options(
         method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
         noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,

@@ -181,6 +181,7 @@ def test_comparison_saliencies_have_image_shape(trained_cnn, probe_data):
         (dict(max_batch_size=0), ValueError, "max_batch_size"),
         (dict(generator=0), TypeError, "generator"),
         (dict(model=lambda x: x), TypeError, "model"),
+        (dict(model=SmallCNN(num_classes=4, width=2).to("meta")), ValueError, "one device"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(kwargs, error, match):
