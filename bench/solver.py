@@ -113,12 +113,14 @@ def measure(name: str, batch: int, device: torch.device, what: str, iterations: 
     cap = max_batch_size  # None: the library's default cap for the device
     saliency = torch.rand(batch, 1, size, size, device=device)
 
+    stats: dict[str, float] = {}
+
     def run() -> float:
         recorder.calls.clear()
         sync(device)
         start = time.perf_counter()
         if what == "igos":
-            igos(recorder, images, targets, iterations=iterations, max_batch_size=cap)
+            stats.update(igos(recorder, images, targets, iterations=iterations, max_batch_size=cap).mask_stats())
         else:
             causal_curves(recorder, images, saliency, targets, steps=50, max_batch_size=cap)
         sync(device)
@@ -136,6 +138,7 @@ def measure(name: str, batch: int, device: torch.device, what: str, iterations: 
     return {
         "what": what, "model": name, "batch": batch, "s_per_image": elapsed / batch,
         "passes_per_image": pushed / batch, "overhead": elapsed / raw, "peak_mb": memory,
+        "mask": f"{stats['mask_mean']:.3f} / {stats['mask_min']:.3f}" if stats else "-",
     }
 
 
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"device {device}, {args.threads} threads, torch {torch.__version__}, solver iterations "
           f"{args.iterations}, max_batch_size {args.max_batch_size or 'default'}")
-    header = f"| {'what':6} | {'model':9} | batch | s / image | passes / image | overhead | peak MB |"
+    header = (f"| {'what':6} | {'model':9} | batch | s / image | passes / image | overhead | peak MB "
+              f"| mask mean / min |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name in args.models.split(","):
@@ -173,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
                     cmd += ["--max-batch-size", str(args.max_batch_size)]
                 row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                 print(f"| {row['what']:6} | {row['model']:9} | {row['batch']:5} | {row['s_per_image']:9.3f} | "
-                      f"{row['passes_per_image']:14.1f} | {row['overhead']:8.3f} | {row['peak_mb']:7.0f} |",
+                      f"{row['passes_per_image']:14.1f} | {row['overhead']:8.3f} | {row['peak_mb']:7.0f} "
+                      f"| {row['mask']:>15} |",
                       flush=True)
 
 
