@@ -72,6 +72,12 @@ def check_baseline(baseline: BaselineLike, name: str = "baseline") -> None:
     Shapes of tensor baselines are checked against the images in
     :func:`make_baseline`; this check needs no images and is cheap enough for
     ``__init__`` methods.
+
+    Example:
+        >>> check_baseline("noise")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `baseline` must be one of 'blur', 'zeros', 'mean', ...; got 'noise'.
     """
     if isinstance(baseline, str):
         if baseline not in BASELINE_KINDS:

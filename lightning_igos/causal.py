@@ -52,6 +52,15 @@ class CausalCurves:
         insertion_auc, deletion_auc: ``(B,)`` areas under those curves.
         clean_score: ``(B,)`` score of the unmodified image (``deletion[:, 0]``).
         substrate_score: ``(B,)`` score of the substrate (``insertion[:, 0]``).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+        >>> cc = causal_curves(model, torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8), 1, steps=4)
+        >>> cc.fractions.tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+        >>> bool(torch.allclose(cc.deletion[:, 0], cc.clean_score))
+        True
     """
 
     fractions: Tensor

@@ -72,6 +72,13 @@ class Explanation:
         objective: ``(B,)`` the final noise-free objective.
         passes_per_image: model images pushed through the model per explained image.
         deletion_mask, insertion_mask: the two masks of iGOS++ (None for I-GOS).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2))
+        >>> ex = igos(model, torch.randn(1, 3, 16, 16), 0, iterations=1, ig_steps=2)
+        >>> sorted(ex.mask_stats())
+        ['mask_frac_below_half', 'mask_mean', 'mask_min']
     """
 
     mask: Tensor
@@ -96,7 +103,12 @@ class Explanation:
 
 
 def resolve_mask_size(mask_size: None | int | tuple[int, int], height: int, width: int) -> tuple[int, int]:
-    """Mask resolution: given, or about an eighth of the image (28 at 224)."""
+    """Mask resolution: given, or about an eighth of the image (28 at 224).
+
+    Example:
+        >>> resolve_mask_size(None, 224, 224), resolve_mask_size(7, 64, 64)
+        ((28, 28), (7, 7))
+    """
     if mask_size is None:
         return max(1, round(height / 8)), max(1, round(width / 8))
     if isinstance(mask_size, numbers.Integral) and not isinstance(mask_size, bool):

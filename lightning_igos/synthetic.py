@@ -48,6 +48,11 @@ class ObjectImages:
         labels: ``(N,)`` class of each image (the pattern of its patch, see :data:`PATTERNS`).
         boxes: ``(N, 4)`` the patch of each image as ``(x0, y0, x1, y1)``, end exclusive.
         mean, std: the normalisation, for display.
+
+    Example:
+        >>> data = make_object_images(2, image_size=32)
+        >>> data.object_masks().shape, len(data.dataset())
+        (torch.Size([2, 1, 32, 32]), 2)
     """
 
     images: Tensor
@@ -153,7 +158,13 @@ def train_small_cnn(
     seed: int = 0,
     num_classes: int | None = None,
 ) -> SmallCNN:
-    """Train a :class:`SmallCNN` on ``data`` with Adam (seconds on a CPU); returns it in eval mode."""
+    """Train a :class:`SmallCNN` on ``data`` with Adam (seconds on a CPU); returns it in eval mode.
+
+    Example:
+        >>> model = train_small_cnn(make_object_images(64, image_size=32), epochs=1)
+        >>> model.training
+        False
+    """
     classes = num_classes or int(data.labels.max()) + 1
     torch.manual_seed(seed)
     model = SmallCNN(num_classes=classes)
