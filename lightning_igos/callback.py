@@ -245,13 +245,31 @@ class _IGOSCallbackLogic:
         return {"version": STATE_VERSION, "probe_images": self._probe_images, "probe_targets": self._probe_targets}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the probe of the checkpointed run (it replaces a probe given to ``__init__``)."""
+        """Restore the probe of the checkpointed run (it replaces a probe given to ``__init__``).
+
+        A state this version cannot read never stops the resumed run unless
+        ``on_error="raise"``: the callback warns and keeps (or captures anew) its probe.
+        """
         if not state_dict:
             return
-        images = check_images(state_dict["probe_images"], "checkpointed probe images")
-        targets = state_dict.get("probe_targets")
+        try:
+            images = check_images(state_dict["probe_images"], "checkpointed probe images")
+            targets = state_dict.get("probe_targets")
+            if targets is not None:
+                targets = check_targets(targets, images.shape[0], targets.device, "checkpointed probe targets")
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            if self.on_error == "raise":
+                raise
+            warnings.warn(
+                f"IGOSCallback could not restore its probe from the checkpoint ({type(err).__name__}: {err}); "
+                "it keeps the probe it was given or captures a new one, so epochs before and after the "
+                "resume may explain different images.",
+                IGOSWarning,
+                stacklevel=2,
+            )
+            return
         self._probe_images = cpu_copy(images)
-        self._probe_targets = None if targets is None else cpu_copy(targets).long()
+        self._probe_targets = None if targets is None else cpu_copy(targets)
         self._captured, self._capture_error = [], None
 
     # --------------------------------------------------------------------- Lightning hooks

@@ -422,3 +422,16 @@ def test_probe_from_a_probe_file(tmp_path: Path) -> None:
     callback = IGOSCallback(probe=path)
     assert torch.equal(callback.probe[0], images) and callback.probe[1].tolist() == [0, 1, 2]
     assert callback.mean == (0.5,) * 3 and callback.std == (0.25,) * 3
+
+
+def test_unreadable_checkpoint_state_warns_instead_of_stopping_the_resume() -> None:
+    callback = IGOSCallback()
+    with pytest.warns(IGOSWarning, match="could not restore its probe"):
+        callback.load_state_dict({"version": 1, "probe_images": torch.zeros(3, 8)})
+    assert callback.probe is None
+    strict = IGOSCallback(on_error="raise")
+    with pytest.raises(ValueError, match="checkpointed probe images"):
+        strict.load_state_dict({"version": 1, "probe_images": torch.zeros(3, 8)})
+    good = IGOSCallback()
+    good.load_state_dict({"version": 1, "probe_images": torch.zeros(2, 3, 8, 8), "probe_targets": torch.tensor([0, 1])})
+    assert good.probe[1].tolist() == [0, 1]
