@@ -382,7 +382,11 @@ class _IGOSCallbackLogic:
         if all(r.targets is not None for r in reports):
             self._last_targets = torch.cat([r.targets for r in reports])
         # A rank whose explanation failed logs empty states, so every rank logs the same names.
-        self._log_scalars(pl_module, result if result is not None else _empty_result(self.metric_steps))
+        try:
+            self._log_scalars(pl_module, result if result is not None else _empty_result(self.metric_steps))
+        except Exception as err:  # e.g. a logger that rejects the values: training still goes on
+            self._handle_failures(trainer, [_RankReport(trainer.global_rank, f"{type(err).__name__}: {err}")],
+                                  own_error=err)
         rendered = [r.result for r in reports if r.result is not None]
         if self.log_images and trainer.is_global_zero and rendered:
             try:
