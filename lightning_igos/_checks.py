@@ -91,6 +91,23 @@ def check_same_device(model: nn.Module, images: Tensor) -> None:
         )
 
 
+def check_call(
+    model: object, images: object, targets: object, max_batch_size: object
+) -> tuple[nn.Module, Tensor, Tensor, int]:
+    """The checks every explanation and metric function starts with.
+
+    Returns the model, the images, the targets as a long tensor (B,) and the number of
+    images per forward pass (``max_batch_size`` or the device's default).
+    """
+    model = check_model(model)
+    images = check_images(images)
+    check_same_device(model, images)
+    if max_batch_size is not None:
+        check_positive_int(max_batch_size, "max_batch_size")
+    targets_t = check_targets(targets, images.shape[0], images.device)
+    return model, images, targets_t, max_batch_size or default_max_batch_size(images.device)
+
+
 def check_logits(logits: object, batch_size: int, targets: Tensor, score_fn: ScoreFn | None) -> None:
     """Check one forward's output: (B, classes) finite logits, targets in range."""
     if not isinstance(logits, Tensor):

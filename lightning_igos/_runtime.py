@@ -60,12 +60,6 @@ def model_input_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
     return default
 
 
-def model_device(model: nn.Module, default: torch.device) -> torch.device:
-    for parameter in model.parameters():
-        return parameter.device
-    return default
-
-
 def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` pairs covering ``range(total)`` in pieces of at most ``size``."""
     for start in range(0, total, size):

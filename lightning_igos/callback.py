@@ -15,7 +15,7 @@ logs
   overlay, insertion/deletion curves) and a grid of all overlays
   (``igos/overlays``), at ``trainer.global_step``. Without a TensorBoard logger
   the same images are written as PNG files under
-  ``<log_dir>/igos/epoch_XXX/``.
+  ``<log_dir>/igos/epoch_<NNN>/``.
 
 Two classes share one implementation, because ``pytorch_lightning`` and
 ``lightning.pytorch`` have distinct ``Callback`` base classes:
@@ -365,7 +365,7 @@ class _IGOSCallbackLogic:
         try:
             result = self._explain_share(trainer, pl_module)
             if self.log_images:
-                result.panels = self._render_panels(pl_module, result)
+                result.panels = self._render_panels(result)
         except Exception as err:  # the run must go on (on_error="warn"); handled below
             own_error = err
         report = _RankReport(
@@ -390,7 +390,7 @@ class _IGOSCallbackLogic:
         rendered = [r.result for r in reports if r.result is not None]
         if self.log_images and trainer.is_global_zero and rendered:
             try:
-                self._write_images(trainer, pl_module, rendered)
+                self._write_images(trainer, rendered)
             except Exception as err:
                 self._handle_failures(trainer, [_RankReport(0, f"{type(err).__name__}: {err}")], own_error=err)
 
@@ -516,10 +516,10 @@ class _IGOSCallbackLogic:
             return None, None
         return mean, std
 
-    def _render_panels(self, pl_module: Any, result: _ShareResult) -> list[Tensor]:
+    def _render_panels(self, result: _ShareResult) -> list[Tensor]:
         from lightning_igos import render
 
-        mean, std = self._display_stats(pl_module)
+        mean, std = self._last_display  # resolved once per run in _run
         display = render.unnormalize(self._probe_images[result.indices], mean, std)
         curves = result.curves
         panels = []
@@ -534,13 +534,13 @@ class _IGOSCallbackLogic:
             ))
         return panels
 
-    def _write_images(self, trainer: Any, pl_module: Any, results: list[_ShareResult]) -> None:
+    def _write_images(self, trainer: Any, results: list[_ShareResult]) -> None:
         from lightning_igos import render
 
         indices = torch.cat([r.indices for r in results])
         panels = [p for r in results for p in r.panels]
         saliency = torch.cat([r.saliency for r in results])
-        mean, std = self._display_stats(pl_module)
+        mean, std = self._last_display
         grid = render.overlay_grid(render.unnormalize(self._probe_images[indices], mean, std), saliency)
         writers = _tensorboard_writers(trainer)
         step = trainer.global_step

@@ -25,14 +25,10 @@ from torch import Tensor, nn
 from lightning_igos._checks import (
     ScoreFn,
     TargetsLike,
-    check_images,
+    check_call,
     check_logits,
-    check_model,
     check_positive_int,
     check_saliency,
-    check_same_device,
-    check_targets,
-    default_max_batch_size,
     target_scores,
 )
 from lightning_igos._runtime import chunks, evaluation_mode, model_input_dtype, usable
@@ -166,18 +162,12 @@ def causal_curves(
         >>> cc.insertion.shape, cc.deletion_auc.shape
         (torch.Size([2, 9]), torch.Size([2]))
     """
-    check_model(model)
-    images = check_images(images)
+    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
     saliency = check_saliency(saliency, images)
-    check_same_device(model, images)
     steps = check_positive_int(steps, "steps")
     check_baseline(substrate, "substrate")
-    if max_batch_size is not None:
-        check_positive_int(max_batch_size, "max_batch_size")
     batch, _, height, width = images.shape
     device = images.device
-    targets_t = check_targets(targets, batch, device)
-    cap = max_batch_size or default_max_batch_size(device)
 
     with evaluation_mode(model), torch.no_grad():
         x = usable(images).float()

@@ -8,13 +8,9 @@ from torch import Tensor, nn
 from lightning_igos._checks import (
     ScoreFn,
     TargetsLike,
-    check_images,
+    check_call,
     check_logits,
-    check_model,
     check_positive_int,
-    check_same_device,
-    check_targets,
-    default_max_batch_size,
     target_scores,
 )
 from lightning_igos._runtime import (
@@ -25,16 +21,6 @@ from lightning_igos._runtime import (
     usable,
 )
 from lightning_igos.baselines import BaselineLike, check_baseline, make_baseline
-
-
-def _prepare(model: nn.Module, images: Tensor, targets: TargetsLike, max_batch_size: int | None):
-    check_model(model)
-    images = check_images(images)
-    check_same_device(model, images)
-    if max_batch_size is not None:
-        check_positive_int(max_batch_size, "max_batch_size")
-    targets_t = check_targets(targets, images.shape[0], images.device)
-    return images, targets_t, max_batch_size or default_max_batch_size(images.device)
 
 
 def _input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, score_fn: ScoreFn | None,
@@ -64,7 +50,7 @@ def gradient_saliency(
         >>> gradient_saliency(model, torch.randn(4, 3, 8, 8), 1).shape
         torch.Size([4, 1, 8, 8])
     """
-    images, targets_t, cap = _prepare(model, images, targets, max_batch_size)
+    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
     out = []
     with evaluation_mode(model), gradient_context(images.device):
         x = usable(images).float()
@@ -100,7 +86,7 @@ def integrated_gradients(
         >>> integrated_gradients(model, torch.randn(4, 3, 8, 8), 0, steps=5).shape
         torch.Size([4, 1, 8, 8])
     """
-    images, targets_t, cap = _prepare(model, images, targets, max_batch_size)
+    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
     steps = check_positive_int(steps, "steps")
     check_baseline(baseline)
     batch = images.shape[0]

@@ -27,14 +27,10 @@ from torch import Tensor, nn
 from lightning_igos._checks import (
     ScoreFn,
     TargetsLike,
-    check_images,
+    check_call,
     check_logits,
-    check_model,
     check_non_negative,
     check_positive_int,
-    check_same_device,
-    check_targets,
-    default_max_batch_size,
     target_scores,
 )
 from lightning_igos._runtime import (
@@ -272,7 +268,7 @@ class _Problem:
         steps = self.ig_steps
         for sign, compose in self.terms:
             for first, last, k0, k1 in _path_chunks(batch, steps, self.cap):
-                keep = leaves[0][first:last] if len(leaves) == 1 else (leaves[0] * leaves[1])[first:last]
+                keep = leaves[0][first:last] if len(leaves) == 1 else leaves[0][first:last] * leaves[1][first:last]
                 n_img, n_step = last - first, k1 - k0
                 # Expanding (not indexing) the upsampled masks keeps the backward a plain
                 # sum, which is deterministic on every device.
@@ -404,9 +400,7 @@ def igos(
         >>> ex.mask.shape, ex.saliency.shape
         (torch.Size([2, 1, 4, 4]), torch.Size([2, 1, 32, 32]))
     """
-    check_model(model)
-    images = check_images(images)
-    check_same_device(model, images)
+    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
     check_solver_options(
         method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
         noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
@@ -419,8 +413,6 @@ def igos(
     batch, _, height, width = images.shape
     device = images.device
     size = resolve_mask_size(mask_size, height, width)
-    targets_t = check_targets(targets, batch, device)
-    cap = max_batch_size or default_max_batch_size(device)
     if generator is None:
         generator = torch.Generator(device=device)
         generator.manual_seed(0)
