@@ -16,7 +16,9 @@ batched forward.
 
 from __future__ import annotations
 
+import math
 import numbers
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,7 +49,9 @@ METHODS = ("igos", "igos++")
 # Armijo line search constants (DESIGN.md): sufficient decrease 1e-4, shrink by 0.2.
 ARMIJO_C = 1e-4
 STEP_DECAY = 0.2
-# Smallest change of the largest mask cell a trial may make before the search gives up.
+# A line search whose first trial was accepted starts the next iteration this much larger.
+STEP_GROWTH = 2.0
+# With `tolerance=0` a search still gives up below this change of the largest cell.
 MIN_CELL_CHANGE = 1e-5
 # The reference hyper-parameters are set for a 28x28 mask.
 REFERENCE_CELLS = 28 * 28
@@ -67,6 +71,8 @@ class Explanation:
         masked_score: ``(B,)`` the target's score with the mask applied (deletion form).
         objective: ``(B,)`` the final noise-free objective.
         passes_per_image: model images pushed through the model per explained image.
+        converged: ``(B,)`` True for images whose descent stopped before ``iterations``
+            ran out (see ``tolerance``).
         deletion_mask, insertion_mask: the two masks of iGOS++ (None for I-GOS).
 
     Example:
@@ -84,6 +90,7 @@ class Explanation:
     masked_score: Tensor
     objective: Tensor
     passes_per_image: float
+    converged: Tensor
     deletion_mask: Tensor | None = None
     insertion_mask: Tensor | None = None
     history: list = field(default_factory=list, repr=False)
@@ -180,6 +187,33 @@ def _bilateral_weights(images: Tensor, size: tuple[int, int], sigma: float) -> t
     return torch.exp(-dv / (2 * sigma**2)), torch.exp(-dh / (2 * sigma**2))
 
 
+class _NoiseBank:
+    """Gaussian noise for the integration path, drawn once per solve.
+
+    Drawing fresh normal variates for every path point costs as much as a few
+    percent of a small model's passes. Instead one bank of i.i.d. normals, one
+    image larger than the largest chunk, is drawn from the caller's generator,
+    and each chunk reads a window of it at a random offset. Windows at different
+    offsets pair every element with a different variate, so the noise of two
+    chunks is uncorrelated; the offsets come from a Python RNG seeded from the
+    generator once, so the solve is still a function of the generator's state and
+    the loop never waits for the device.
+    """
+
+    def __init__(self, points: int, image_shape: tuple[int, ...], std: float, generator: torch.Generator,
+                 device: torch.device) -> None:
+        per_image = math.prod(image_shape)
+        bank = torch.randn((points + 1) * per_image, generator=generator, device=generator.device)
+        self.bank = (std * bank).to(device)
+        seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
+        self.offsets = random.Random(int(seed))
+
+    def add_to(self, inputs: Tensor) -> Tensor:
+        count = inputs.numel()
+        start = self.offsets.randrange(self.bank.numel() - count + 1)
+        return inputs + self.bank[start:start + count].view(inputs.shape).to(inputs.dtype)
+
+
 class _Problem:
     """The batched objective: model, images, baselines and regulariser of one solve."""
 
@@ -212,9 +246,12 @@ class _Problem:
         # a smooth mask grows as (28 / n)^2 at an n x n mask, so the weight is scaled by
         # the cell count to keep the same smoothness prior at every resolution.
         self.l1, self.tv, self.tv_power = l1, tv * mask_size[0] * mask_size[1] / REFERENCE_CELLS, tv_power
-        self.noise_std = noise_std
         self.cap = max_batch_size
-        self.generator = generator
+        self.noise = None
+        if noise_std > 0:
+            pieces = _path_chunks(images.shape[0], ig_steps, self.cap)
+            points = max((last - first) * (k1 - k0) for first, last, k0, k1 in pieces)
+            self.noise = _NoiseBank(points, tuple(images.shape[1:]), noise_std, generator, images.device)
         self.score_fn = score_fn
         self.input_dtype = input_dtype
         # iGOS++ optimises a deletion and an insertion mask; the objective uses their product.
@@ -260,33 +297,30 @@ class _Problem:
         weights = None if self.edge_weights is None else tuple(w[index] for w in self.edge_weights)
         return total + self.regulariser(masks, weights), deletion_score
 
-    def descent_direction(self, masks: list[Tensor]) -> list[Tensor]:
-        """Integrated gradient of the score terms plus the regulariser's gradient."""
+    def descent_direction(self, masks: list[Tensor], index: Tensor) -> list[Tensor]:
+        """Integrated gradient of the score terms plus the regulariser's gradient, for images ``index``."""
         leaves = [m.detach().requires_grad_(True) for m in masks]
         grads = [torch.zeros_like(m) for m in masks]
-        batch = self.images.shape[0]
         steps = self.ig_steps
         for sign, compose in self.terms:
-            for first, last, k0, k1 in _path_chunks(batch, steps, self.cap):
+            for first, last, k0, k1 in _path_chunks(index.shape[0], steps, self.cap):
+                rows = index[first:last]
                 keep = leaves[0][first:last] if len(leaves) == 1 else leaves[0][first:last] * leaves[1][first:last]
                 n_img, n_step = last - first, k1 - k0
                 # Expanding (not indexing) the upsampled masks keeps the backward a plain
                 # sum, which is deterministic on every device.
                 up = self.upsample(keep).unsqueeze(1).expand(n_img, n_step, 1, *self.size)
                 alpha = torch.arange(k0 + 1, k1 + 1, device=up.device, dtype=up.dtype).view(1, -1, 1, 1, 1) / steps
-                x = self.images[first:last].unsqueeze(1)
-                b = self.baselines[first:last].unsqueeze(1)
+                x = self.images[rows].unsqueeze(1)
+                b = self.baselines[rows].unsqueeze(1)
                 inputs = compose(x, b, alpha * up).flatten(0, 1)
-                if self.noise_std > 0:
-                    noise = torch.randn(
-                        inputs.shape, generator=self.generator, device=self.generator.device, dtype=inputs.dtype
-                    )
-                    inputs = inputs + self.noise_std * noise.to(inputs.device)
-                rows_targets = self.targets[first:last].repeat_interleave(n_step)
-                s = self.scores(inputs, rows_targets)
+                if self.noise is not None:
+                    inputs = self.noise.add_to(inputs)
+                s = self.scores(inputs, self.targets[rows].repeat_interleave(n_step))
                 for g, part in zip(grads, torch.autograd.grad(sign * s.sum() / steps, leaves)):
                     g += part
-        reg = self.regulariser(leaves, self.edge_weights).sum()
+        weights = None if self.edge_weights is None else tuple(w[index] for w in self.edge_weights)
+        reg = self.regulariser(leaves, weights).sum()
         for g, part in zip(grads, torch.autograd.grad(reg, leaves)):
             g += part
         return grads
@@ -303,39 +337,66 @@ def _path_chunks(batch: int, steps: int, cap: int) -> list[tuple[int, int, int, 
     return [(i, i + 1, k, min(k + cap, steps)) for i in range(batch) for k in range(0, steps, cap)]
 
 
-def _line_search(problem: _Problem, masks: list[Tensor], grads: list[Tensor], current: Tensor,
-                 current_score: Tensor, initial_step: float) -> tuple[list[Tensor], Tensor, Tensor]:
-    """Per-image Armijo backtracking; all images still searching share one batched forward.
+@dataclass
+class _Search:
+    """Per-image state of the solve, kept between iterations."""
+
+    masks: list[Tensor]
+    objective: Tensor
+    score: Tensor
+    first_trial: Tensor  # the change of the largest cell the next line search tries first
+    active: Tensor  # images still descending
+
+
+def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[Tensor], *,
+                 initial_step: float, tolerance: float) -> None:
+    """Per-image Armijo backtracking on images ``index``; all searching images share one forward.
 
     The direction is projected on the box [0, 1]: a component that pushes a cell
     already at a bound further out cannot move it, so it neither counts in the
-    sufficient-decrease test nor sets the scale of the first trial step.
+    sufficient-decrease test nor sets the scale of the first trial step. Trial
+    steps are measured by how far they move the mask's largest cell: the first
+    is where the image's last accepted step was (twice that if it was accepted at
+    once), the search shrinks by ``STEP_DECAY`` and gives up below ``tolerance``.
+    An image whose search gives up has converged and is dropped from the solve
+    (unless ``tolerance`` is 0).
     """
+    masks = [m[index] for m in state.masks]
     grads = [g.masked_fill(((m >= 1) & (g < 0)) | ((m <= 0) & (g > 0)), 0.0) for m, g in zip(masks, grads)]
     gnorm2 = sum(g.flatten(1).pow(2).sum(1) for g in grads)
     gmax = torch.stack([g.flatten(1).abs().amax(1) for g in grads]).amax(0)
-    # Start where the largest cell moves by `initial_step` (the mask's range is [0, 1]).
-    step = initial_step / gmax.clamp_min(1e-12)
+    change = state.first_trial[index].clone()
+    step = change / gmax.clamp_min(1e-12)
+    current = state.objective[index]
     searching = gmax > 0
-    masks = [m.clone() for m in masks]
-    current, current_score = current.clone(), current_score.clone()
+    accepted = torch.zeros_like(searching)
+    smallest = max(tolerance, MIN_CELL_CHANGE)
+    first_round = True
     while True:
-        searching &= step * gmax >= MIN_CELL_CHANGE
-        index = searching.nonzero().squeeze(1)
-        if index.numel() == 0:
+        searching &= change >= smallest
+        todo = searching.nonzero().squeeze(1)
+        if todo.numel() == 0:
             break
-        a = step[index].view(-1, 1, 1, 1)
-        trial = [(m[index] - a * g[index]).clamp(0, 1) for m, g in zip(masks, grads)]
-        value, score = problem.objective(trial, index)
-        accept = value <= current[index] - ARMIJO_C * step[index] * gnorm2[index]
-        done = index[accept]
-        for m, t in zip(masks, trial):
-            m[done] = t[accept]
-        current[done] = value[accept]
-        current_score[done] = score[accept]
+        a = step[todo].view(-1, 1, 1, 1)
+        trial = [(m[todo] - a * g[todo]).clamp(0, 1) for m, g in zip(masks, grads)]
+        value, score = problem.objective(trial, index[todo])
+        ok = value <= current[todo] - ARMIJO_C * step[todo] * gnorm2[todo]
+        done, rows = todo[ok], index[todo[ok]]
+        for m, t in zip(state.masks, trial):
+            m[rows] = t[ok]
+        state.objective[rows] = value[ok]
+        state.score[rows] = score[ok]
+        state.first_trial[rows] = torch.clamp(
+            change[done] * (STEP_GROWTH if first_round else 1.0), max=initial_step
+        )
+        accepted[done] = True
         searching[done] = False
-        step[index[~accept]] *= STEP_DECAY
-    return masks, current, current_score
+        rejected = todo[~ok]
+        step[rejected] *= STEP_DECAY
+        change[rejected] *= STEP_DECAY
+        first_round = False
+    if tolerance > 0:
+        state.active[index[~accepted]] = False
 
 
 def igos(
@@ -355,6 +416,7 @@ def igos(
     max_batch_size: int | None = None,
     generator: torch.Generator | None = None,
     initial_step: float = 1.0,
+    tolerance: float = 1e-3,
     score_fn: ScoreFn | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> Explanation:
@@ -381,8 +443,13 @@ def igos(
         generator: source of the integration noise; the global RNG is never used. The
             same generator state and inputs give the same masks. None uses a fresh
             generator seeded with 0.
-        initial_step: first line-search trial moves the mask cell with the largest
-            gradient by this much.
+        initial_step: the first line-search trial moves the mask cell with the largest
+            gradient by this much; later searches start from the image's last accepted
+            step (doubled if it was accepted at once).
+        tolerance: an image has converged, and costs no more passes, once no step that
+            moves its largest mask cell by at least this much lowers its objective
+            enough (Armijo). 0 runs every iteration on every image (each search then
+            gives up below a change of 1e-5).
         score_fn: ``score_fn(logits, targets) -> (B,)`` for heads whose score is not the
             softmax probability of the target.
         autocast_dtype: run the model's forward passes under autocast with this dtype
@@ -408,6 +475,7 @@ def igos(
     )
     if not (isinstance(initial_step, numbers.Real) and initial_step > 0):
         raise ValueError(f"`initial_step` must be a number > 0, got {initial_step!r}.")
+    check_non_negative(tolerance, "tolerance")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
     batch, _, height, width = images.shape
@@ -430,29 +498,34 @@ def igos(
             generator=generator, score_fn=score_fn, input_dtype=input_dtype,
         )
         masks = [torch.ones(batch, 1, *size, device=device) for _ in problem.terms]
-        everyone = torch.arange(batch, device=device)
         with torch.no_grad():
-            current, score = problem.objective(masks, everyone)
+            current, score = problem.objective(masks, torch.arange(batch, device=device))
         clean_score = score.clone()
-        history = [current.detach()]
+        state = _Search(masks, current, score, first_trial=torch.full_like(current, float(initial_step)),
+                        active=torch.ones(batch, dtype=torch.bool, device=device))
+        history = [current.clone()]
         for _ in range(iterations):
-            grads = problem.descent_direction(masks)
+            index = state.active.nonzero().squeeze(1)
+            if index.numel() == 0:
+                break
+            grads = problem.descent_direction([m[index] for m in state.masks], index)
             with torch.no_grad():
-                masks, current, score = _line_search(problem, masks, grads, current, score, initial_step)
-            history.append(current.detach())
+                _line_search(problem, state, index, grads, initial_step=initial_step, tolerance=tolerance)
+            history.append(state.objective.clone())
 
+    masks = state.masks
     keep = masks[0] if len(masks) == 1 else masks[0] * masks[1]
-    keep = keep.detach()
     saliency = 1 - F.interpolate(keep, size=(height, width), mode="bilinear", align_corners=False)
     return Explanation(
         mask=keep,
         saliency=saliency,
         targets=targets_t,
-        clean_score=clean_score.detach(),
-        masked_score=score.detach(),
-        objective=current.detach(),
+        clean_score=clean_score,
+        masked_score=state.score,
+        objective=state.objective,
         passes_per_image=problem.images_pushed / batch,
-        deletion_mask=masks[0].detach() if len(masks) == 2 else None,
-        insertion_mask=masks[1].detach() if len(masks) == 2 else None,
+        converged=~state.active,
+        deletion_mask=masks[0] if len(masks) == 2 else None,
+        insertion_mask=masks[1] if len(masks) == 2 else None,
         history=history,
     )
