@@ -144,6 +144,8 @@ class _IGOSCallbackLogic:
         tv_power: float = 2.0,
         noise_std: float = 0.2,
         baseline: BaselineLike = "blur",
+        tolerance: float = 1e-3,
+        patience: int | None = 3,
         autocast_dtype: torch.dtype | None = None,
         substrate: BaselineLike = "blur",
         metric_steps: int = 50,
@@ -163,12 +165,13 @@ class _IGOSCallbackLogic:
         check_solver_options(
             method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
             noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size, autocast_dtype=autocast_dtype,
+            tolerance=tolerance, patience=patience,
         )
         check_mask_size(mask_size)
         self.solver_options: dict[str, Any] = dict(
             method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
             tv_power=tv_power, noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
-            autocast_dtype=autocast_dtype, score_fn=score_fn,
+            tolerance=tolerance, patience=patience, autocast_dtype=autocast_dtype, score_fn=score_fn,
         )
         check_baseline(substrate, "substrate")
         self.substrate = substrate
@@ -600,7 +603,7 @@ _CLASS_DOC = """Explain a fixed probe batch with I-GOS every few validation epoc
         target: ``"label"`` explains the probe's labels, ``"pred"`` the class the model predicts
             on each probe image at that epoch.
         method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,
-            autocast_dtype: options of :func:`lightning_igos.igos`, same names and defaults.
+            tolerance, patience, autocast_dtype: options of :func:`lightning_igos.igos`, same names and defaults.
         substrate: what the causal metrics replace pixels with (as ``baseline``).
         metric_steps: points minus one of the insertion/deletion curves.
         log_images: log the per-image panels and the overlay grid (rank 0 only).

@@ -31,7 +31,7 @@ from lightning_igos._checks import (
     check_saliency,
     target_scores,
 )
-from lightning_igos._runtime import chunks, evaluation_mode, model_input_dtype, usable
+from lightning_igos._runtime import chunks, evaluation_mode, model_input_dtype, model_memory_format, usable
 from lightning_igos.baselines import BaselineLike, check_baseline, make_baseline
 
 # Denominator floor of the normalised curves: a clean score of 0 would divide by 0.
@@ -172,6 +172,7 @@ def causal_curves(
     with evaluation_mode(model), torch.no_grad():
         x = usable(images).float()
         input_dtype = model_input_dtype(model, x.dtype)
+        memory_format = model_memory_format(model)
         check_logits(model(x[:1].to(input_dtype)), 1, targets_t, score_fn)
         sub = make_baseline(x, substrate, "substrate")
         ranks = pixel_ranks(saliency.to(device), (height, width)).view(batch, 1, height, width)
@@ -186,7 +187,7 @@ def causal_curves(
             xs, subs, t = x[rows], sub[rows], targets_t[rows]
             deleted = torch.where(changed, subs, xs)
             inserted = torch.where(changed, xs, subs)
-            logits = model(torch.cat([inserted, deleted]).to(input_dtype))
+            logits = model(torch.cat([inserted, deleted]).to(input_dtype, memory_format=memory_format))
             both = target_scores(logits, torch.cat([t, t]), score_fn)
             scores[:, start:stop] = both.view(2, -1)
         insertion, deletion = scores.view(2, batch, points).unbind(0)

@@ -88,6 +88,13 @@ def _non_negative(value: str) -> float:
     return number
 
 
+def _positive_number(value: str) -> float:
+    number = _number(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value!r}")
+    return number
+
+
 def _positive_int(value: str) -> int:
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
@@ -162,12 +169,16 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     solver.add_argument("--noise-std", type=_non_negative, default=0.2,
                         help="integration noise std in input units (default: 0.2)")
     solver.add_argument("--baseline", choices=BASELINE_CHOICES, default="blur", help="solver baseline (default: blur)")
+    solver.add_argument("--tolerance", type=_positive_number, default=1e-3,
+                        help="line searches give up below this change of a mask cell (default: 0.001)")
+    solver.add_argument("--patience", type=_count, default=3,
+                        help="an image stops after this many failed line searches in a row (default: 3; 0: never)")
     solver.add_argument("--substrate", choices=BASELINE_CHOICES, default="blur",
                         help="what the metrics insert into / delete to (default: blur)")
     solver.add_argument("--metric-steps", type=_positive_int, default=50,
                         help="points on each insertion/deletion curve minus one (default: 50)")
     solver.add_argument("--max-batch-size", type=_positive_int, default=None,
-                        help="images per forward pass (default: 32 on CPU, 256 on CUDA)")
+                        help="images per forward pass (default: 32 on CPU, 64 on CUDA)")
     solver.add_argument("--seed", type=_count, default=0, help="seed of the integration noise (default: 0)")
 
 
@@ -311,6 +322,8 @@ def solver_options(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
         "tv_power": args.tv_power,
         "noise_std": args.noise_std,
         "baseline": args.baseline,
+        "tolerance": args.tolerance,
+        "patience": args.patience or None,
         "max_batch_size": args.max_batch_size,
     }
     height, width = probe.images.shape[-2:]

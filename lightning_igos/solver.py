@@ -40,6 +40,7 @@ from lightning_igos._runtime import (
     evaluation_mode,
     gradient_context,
     model_input_dtype,
+    model_memory_format,
     usable,
 )
 from lightning_igos.baselines import BaselineLike, check_baseline, make_baseline
@@ -51,8 +52,6 @@ ARMIJO_C = 1e-4
 STEP_DECAY = 0.2
 # A line search whose first trial was accepted starts the next iteration this much larger.
 STEP_GROWTH = 2.0
-# With `tolerance=0` a search still gives up below this change of the largest cell.
-MIN_CELL_CHANGE = 1e-5
 # The reference hyper-parameters are set for a 28x28 mask.
 REFERENCE_CELLS = 28 * 28
 
@@ -72,7 +71,7 @@ class Explanation:
         objective: ``(B,)`` the final noise-free objective.
         passes_per_image: model images pushed through the model per explained image.
         converged: ``(B,)`` True for images whose descent stopped before ``iterations``
-            ran out (see ``tolerance``).
+            ran out (see ``patience``).
         deletion_mask, insertion_mask: the two masks of iGOS++ (None for I-GOS).
 
     Example:
@@ -139,6 +138,8 @@ def check_solver_options(
     baseline: BaselineLike,
     max_batch_size: int | None,
     autocast_dtype: torch.dtype | None = None,
+    tolerance: float = 1e-3,
+    patience: int | None = None,
 ) -> None:
     """Validate the solver's options; shared with the callback's ``__init__``."""
     if method not in METHODS:
@@ -150,6 +151,10 @@ def check_solver_options(
     if check_non_negative(tv_power, "tv_power") < 1:
         raise ValueError(f"`tv_power` must be >= 1 (the reference uses 2), got {tv_power!r}.")
     check_non_negative(noise_std, "noise_std")
+    if not check_non_negative(tolerance, "tolerance") > 0:
+        raise ValueError(f"`tolerance` must be > 0, got {tolerance!r}.")
+    if patience is not None:
+        check_positive_int(patience, "patience")
     check_baseline(baseline, "baseline")
     if max_batch_size is not None:
         check_positive_int(max_batch_size, "max_batch_size")
@@ -254,6 +259,7 @@ class _Problem:
             self.noise = _NoiseBank(points, tuple(images.shape[1:]), noise_std, generator, images.device)
         self.score_fn = score_fn
         self.input_dtype = input_dtype
+        self.memory_format = model_memory_format(model)
         # iGOS++ optimises a deletion and an insertion mask; the objective uses their product.
         self.terms: list[tuple[float, Callable[[Tensor, Tensor, Tensor], Tensor]]] = [(1.0, _deletion)]
         self.edge_weights = None
@@ -264,7 +270,7 @@ class _Problem:
 
     def scores(self, inputs: Tensor, targets: Tensor) -> Tensor:
         self.images_pushed += inputs.shape[0]
-        logits = self.model(inputs.to(self.input_dtype))
+        logits = self.model(inputs.to(self.input_dtype, memory_format=self.memory_format))
         return target_scores(logits, targets, self.score_fn)
 
     def upsample(self, masks: Tensor) -> Tensor:
@@ -346,10 +352,11 @@ class _Search:
     score: Tensor
     first_trial: Tensor  # the change of the largest cell the next line search tries first
     active: Tensor  # images still descending
+    failures: Tensor  # consecutive line searches without an acceptable step
 
 
 def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[Tensor], *,
-                 initial_step: float, tolerance: float) -> None:
+                 initial_step: float, tolerance: float, patience: int | None) -> None:
     """Per-image Armijo backtracking on images ``index``; all searching images share one forward.
 
     The direction is projected on the box [0, 1]: a component that pushes a cell
@@ -358,8 +365,8 @@ def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[T
     steps are measured by how far they move the mask's largest cell: the first
     is where the image's last accepted step was (twice that if it was accepted at
     once), the search shrinks by ``STEP_DECAY`` and gives up below ``tolerance``.
-    An image whose search gives up has converged and is dropped from the solve
-    (unless ``tolerance`` is 0).
+    An image whose searches give up ``patience`` times in a row has converged and
+    is dropped from the solve.
     """
     masks = [m[index] for m in state.masks]
     grads = [g.masked_fill(((m >= 1) & (g < 0)) | ((m <= 0) & (g > 0)), 0.0) for m, g in zip(masks, grads)]
@@ -370,10 +377,9 @@ def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[T
     current = state.objective[index]
     searching = gmax > 0
     accepted = torch.zeros_like(searching)
-    smallest = max(tolerance, MIN_CELL_CHANGE)
     first_round = True
     while True:
-        searching &= change >= smallest
+        searching &= change >= tolerance
         todo = searching.nonzero().squeeze(1)
         if todo.numel() == 0:
             break
@@ -395,8 +401,9 @@ def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[T
         step[rejected] *= STEP_DECAY
         change[rejected] *= STEP_DECAY
         first_round = False
-    if tolerance > 0:
-        state.active[index[~accepted]] = False
+    state.failures[index] = torch.where(accepted, 0, state.failures[index] + 1)
+    if patience is not None:
+        state.active[index] = state.failures[index] < patience
 
 
 def igos(
@@ -417,6 +424,7 @@ def igos(
     generator: torch.Generator | None = None,
     initial_step: float = 1.0,
     tolerance: float = 1e-3,
+    patience: int | None = 3,
     score_fn: ScoreFn | None = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> Explanation:
@@ -446,10 +454,11 @@ def igos(
         initial_step: the first line-search trial moves the mask cell with the largest
             gradient by this much; later searches start from the image's last accepted
             step (doubled if it was accepted at once).
-        tolerance: an image has converged, and costs no more passes, once no step that
-            moves its largest mask cell by at least this much lowers its objective
-            enough (Armijo). 0 runs every iteration on every image (each search then
-            gives up below a change of 1e-5).
+        tolerance: a line search gives up when its trial step would move the largest
+            mask cell by less than this.
+        patience: an image has converged, and costs no more passes, after this many
+            iterations in a row whose line search gave up (the integration noise makes
+            one failed search weak evidence). None runs every iteration on every image.
         score_fn: ``score_fn(logits, targets) -> (B,)`` for heads whose score is not the
             softmax probability of the target.
         autocast_dtype: run the model's forward passes under autocast with this dtype
@@ -471,11 +480,10 @@ def igos(
     check_solver_options(
         method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
         noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
-        autocast_dtype=autocast_dtype,
+        autocast_dtype=autocast_dtype, tolerance=tolerance, patience=patience,
     )
     if not (isinstance(initial_step, numbers.Real) and initial_step > 0):
         raise ValueError(f"`initial_step` must be a number > 0, got {initial_step!r}.")
-    check_non_negative(tolerance, "tolerance")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
     batch, _, height, width = images.shape
@@ -502,7 +510,8 @@ def igos(
             current, score = problem.objective(masks, torch.arange(batch, device=device))
         clean_score = score.clone()
         state = _Search(masks, current, score, first_trial=torch.full_like(current, float(initial_step)),
-                        active=torch.ones(batch, dtype=torch.bool, device=device))
+                        active=torch.ones(batch, dtype=torch.bool, device=device),
+                        failures=torch.zeros(batch, dtype=torch.long, device=device))
         history = [current.clone()]
         for _ in range(iterations):
             index = state.active.nonzero().squeeze(1)
@@ -510,7 +519,8 @@ def igos(
                 break
             grads = problem.descent_direction([m[index] for m in state.masks], index)
             with torch.no_grad():
-                _line_search(problem, state, index, grads, initial_step=initial_step, tolerance=tolerance)
+                _line_search(problem, state, index, grads, initial_step=initial_step, tolerance=tolerance,
+                             patience=patience)
             history.append(state.objective.clone())
 
     masks = state.masks

@@ -179,6 +179,8 @@ def test_comparison_saliencies_have_image_shape(trained_cnn, probe_data):
         (dict(baseline="noise"), ValueError, "baseline"),
         (dict(baseline=torch.zeros(2, 3, 8, 8)), ValueError, "baseline"),
         (dict(max_batch_size=0), ValueError, "max_batch_size"),
+        (dict(tolerance=0.0), ValueError, "tolerance"),
+        (dict(patience=0), ValueError, "patience"),
         (dict(generator=0), TypeError, "generator"),
         (dict(model=lambda x: x), TypeError, "model"),
         (dict(model=SmallCNN(num_classes=4, width=2).to("meta")), ValueError, "one device"),
