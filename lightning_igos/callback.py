@@ -144,7 +144,7 @@ class _IGOSCallbackLogic:
         tv_power: float = 2.0,
         noise_std: float = 0.2,
         baseline: BaselineLike = "blur",
-        tolerance: float = 1e-3,
+        tolerance: float = 1e-5,
         patience: int | None = 3,
         autocast_dtype: torch.dtype | None = None,
         substrate: BaselineLike = "blur",

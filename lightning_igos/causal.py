@@ -185,9 +185,11 @@ def causal_curves(
             rows, k = flat // points, flat % points
             changed = ranks[rows] < counts[k].view(-1, 1, 1, 1)
             xs, subs, t = x[rows], sub[rows], targets_t[rows]
-            deleted = torch.where(changed, subs, xs)
-            inserted = torch.where(changed, xs, subs)
-            logits = model(torch.cat([inserted, deleted]).to(input_dtype, memory_format=memory_format))
+            # Both halves are written into one batch: no concatenation copy.
+            both_images = x.new_empty((2 * len(rows), *x.shape[1:]))
+            torch.where(changed, xs, subs, out=both_images[: len(rows)])  # inserted
+            torch.where(changed, subs, xs, out=both_images[len(rows):])  # deleted
+            logits = model(both_images.to(input_dtype, memory_format=memory_format))
             both = target_scores(logits, torch.cat([t, t]), score_fn)
             scores[:, start:stop] = both.view(2, -1)
         insertion, deletion = scores.view(2, batch, points).unbind(0)

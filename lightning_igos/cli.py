@@ -169,8 +169,8 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     solver.add_argument("--noise-std", type=_non_negative, default=0.2,
                         help="integration noise std in input units (default: 0.2)")
     solver.add_argument("--baseline", choices=BASELINE_CHOICES, default="blur", help="solver baseline (default: blur)")
-    solver.add_argument("--tolerance", type=_positive_number, default=1e-3,
-                        help="line searches give up below this change of a mask cell (default: 0.001)")
+    solver.add_argument("--tolerance", type=_positive_number, default=1e-5,
+                        help="line searches give up below this change of a mask cell (default: 1e-5)")
     solver.add_argument("--patience", type=_count, default=3,
                         help="an image stops after this many failed line searches in a row (default: 3; 0: never)")
     solver.add_argument("--substrate", choices=BASELINE_CHOICES, default="blur",

@@ -138,7 +138,7 @@ def check_solver_options(
     baseline: BaselineLike,
     max_batch_size: int | None,
     autocast_dtype: torch.dtype | None = None,
-    tolerance: float = 1e-3,
+    tolerance: float = 1e-5,
     patience: int | None = None,
 ) -> None:
     """Validate the solver's options; shared with the callback's ``__init__``."""
@@ -423,7 +423,7 @@ def igos(
     max_batch_size: int | None = None,
     generator: torch.Generator | None = None,
     initial_step: float = 1.0,
-    tolerance: float = 1e-3,
+    tolerance: float = 1e-5,
     patience: int | None = 3,
     score_fn: ScoreFn | None = None,
     autocast_dtype: torch.dtype | None = None,

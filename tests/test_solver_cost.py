@@ -68,7 +68,7 @@ def test_line_search_starts_from_the_last_accepted_step(trained_cnn, probe_data)
     integrated = sum(n for n, grad, _ in model.calls if grad) / steps  # image-iterations
     trials = sum(n for n, grad, _ in model.calls if not grad) - 1 - len(images)  # validation, initial
     print(f"line-search trials per image and iteration: {trials / integrated:.2f}")
-    assert trials / integrated < 2.2  # 2.5 when every search starts from `initial_step`
+    assert trials / integrated < 3.6  # 4.2 when every search starts from `initial_step`
 
 
 def test_integration_noise_has_the_requested_std_and_differs_per_chunk():
