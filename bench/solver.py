@@ -1,10 +1,11 @@
 """Speed and memory of the I-GOS solver and the causal metrics, against raw model passes.
 
 For each model and batch size it records every forward the solver makes (batch size,
-with or without backward), then replays the same passes on raw random inputs in the
-same process: the ratio of the two times is the overhead of everything around the
-model passes. Peak memory is torch.cuda.max_memory_allocated on a GPU, and on the CPU
-the growth of the process's resident memory during the call, sampled every 2 ms
+with or without backward), then replays the same passes on the raw probe images in
+the same process: the ratio of the two times is the overhead of everything around
+the model passes, the median over adjacent solver/replay pairs. Peak memory is
+torch.cuda.max_memory_allocated on a GPU, and on the CPU the growth of the process's
+resident memory during the call, sampled every 2 ms
 (each configuration runs in a fresh subprocess so the measurements do not mix).
 
     python bench/solver.py                  # CPU, small CNN and ResNet-18
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -126,18 +128,28 @@ def measure(name: str, batch: int, device: torch.device, what: str, iterations: 
         sync(device)
         return time.perf_counter() - start
 
-    # Solver and raw passes alternate; the best of `repeats` runs of each is compared.
+    # The first run measures memory (its sampler thread competes for the cores) and is
+    # not timed. Then `repeats` adjacent pairs of solver and replay, in alternating
+    # order so a drift of the machine's speed cancels: the overhead is the median of
+    # the pairs' ratios, and their range shows how far to trust it.
     with PeakRSS() as rss:
-        elapsed = run()
+        run()
     memory = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss.peak_mb
-    raw = replay(model, recorder.calls, images, device)
-    for _ in range(repeats - 1):
-        elapsed = min(elapsed, run())
-        raw = min(raw, replay(model, recorder.calls, images, device))
+    ratios, times = [], []
+    for i in range(repeats):
+        if i % 2 == 0:
+            elapsed = run()
+            raw = replay(model, recorder.calls, images, device)
+        else:
+            raw = replay(model, recorder.calls, images, device)
+            elapsed = run()
+        ratios.append(elapsed / raw)
+        times.append(elapsed)
     pushed = sum(n for n, _ in recorder.calls)
     return {
-        "what": what, "model": name, "batch": batch, "s_per_image": elapsed / batch,
-        "passes_per_image": pushed / batch, "overhead": elapsed / raw, "peak_mb": memory,
+        "what": what, "model": name, "batch": batch, "s_per_image": statistics.median(times) / batch,
+        "passes_per_image": pushed / batch, "overhead": statistics.median(ratios),
+        "range": f"{min(ratios):.2f}-{max(ratios):.2f}", "peak_mb": memory,
         "mask": f"{stats['mask_mean']:.3f} / {stats['mask_min']:.3f}" if stats else "-",
     }
 
@@ -149,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", default="small-cnn,resnet18")
     parser.add_argument("--iterations", type=int, default=3, help="solver iterations (cost is linear in it)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each side; the best counts")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="adjacent solver/replay pairs; the median of their ratios counts")
     parser.add_argument("--max-batch-size", type=int, default=None, help="images per forward (default: per device)")
     parser.add_argument("--what", default="igos,causal", help="igos, causal or both")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -165,9 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(measure(name, int(batch), device, what, args.iterations, args.max_batch_size, args.repeats)))
         return
     print(f"device {device}, {args.threads} threads, torch {torch.__version__}, solver iterations "
-          f"{args.iterations}, max_batch_size {args.max_batch_size or 'default'}, best of {args.repeats}, "
+          f"{args.iterations}, max_batch_size {args.max_batch_size or 'default'}, median of {args.repeats} pairs, "
           f"subnormals flushed")
-    header = (f"| {'what':6} | {'model':9} | batch | s / image | passes / image | overhead | peak MB "
+    header = (f"| {'what':6} | {'model':9} | batch | s / image | passes / image | overhead | pair range | peak MB "
               f"| mask mean / min |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -183,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
                     cmd += ["--max-batch-size", str(args.max_batch_size)]
                 row = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
                 print(f"| {row['what']:6} | {row['model']:9} | {row['batch']:5} | {row['s_per_image']:9.3f} | "
-                      f"{row['passes_per_image']:14.1f} | {row['overhead']:8.3f} | {row['peak_mb']:7.0f} "
+                      f"{row['passes_per_image']:14.1f} | {row['overhead']:8.3f} | {row['range']:>10} "
+                      f"| {row['peak_mb']:7.0f} "
                       f"| {row['mask']:>15} |",
                       flush=True)
 
