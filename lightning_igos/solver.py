@@ -175,6 +175,11 @@ def _insertion(x: Tensor, b: Tensor, keep: Tensor) -> Tensor:
     return x + (b - x) * keep
 
 
+def _keep(masks: list[Tensor]) -> Tensor:
+    """The keep-mask: the mask itself, or for iGOS++ the product of its two masks."""
+    return masks[0] if len(masks) == 1 else masks[0] * masks[1]
+
+
 def _total_variation(m: Tensor, power: float, weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Per-image mean |vertical diff|^p + mean |horizontal diff|^p, optionally edge-weighted."""
     dv = (m[..., 1:, :] - m[..., :-1, :]).abs().pow(power)
@@ -279,7 +284,9 @@ class _Problem:
     def upsample(self, masks: Tensor) -> Tensor:
         return F.interpolate(masks, size=self.size, mode="bilinear", align_corners=False)
 
-    def regulariser(self, masks: list[Tensor], edge_weights: tuple[Tensor, Tensor] | None) -> Tensor:
+    def regulariser(self, masks: list[Tensor], index: Tensor) -> Tensor:
+        """L1 + TV (+ edge-weighted TV for iGOS++) of the masks of images ``index``."""
+        edge_weights = None if self.edge_weights is None else tuple(w[index] for w in self.edge_weights)
         reg = 0.0
         for m in masks:
             # m <= 1, so mean(1 - m) is the L1 distance to the all-ones mask with a
@@ -292,7 +299,7 @@ class _Problem:
 
     def objective(self, masks: list[Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
         """Noise-free objective of the images ``index`` under ``masks``; also the deletion score."""
-        keep = masks[0] if len(masks) == 1 else masks[0] * masks[1]
+        keep = _keep(masks)
         total = torch.zeros(index.shape[0], device=keep.device)
         deletion_score = torch.zeros_like(total)
         for sign, compose in self.terms:
@@ -303,8 +310,7 @@ class _Problem:
                 total[start:stop] += sign * s
                 if compose is _deletion:
                     deletion_score[start:stop] = s
-        weights = None if self.edge_weights is None else tuple(w[index] for w in self.edge_weights)
-        return total + self.regulariser(masks, weights), deletion_score
+        return total + self.regulariser(masks, index), deletion_score
 
     def descent_direction(self, masks: list[Tensor], index: Tensor) -> list[Tensor]:
         """Integrated gradient of the score terms plus the regulariser's gradient, for images ``index``."""
@@ -314,7 +320,7 @@ class _Problem:
         for sign, compose in self.terms:
             for first, last, k0, k1 in _path_chunks(index.shape[0], steps, self.cap):
                 rows = index[first:last]
-                keep = leaves[0][first:last] if len(leaves) == 1 else leaves[0][first:last] * leaves[1][first:last]
+                keep = _keep([leaf[first:last] for leaf in leaves])
                 n_img, n_step = last - first, k1 - k0
                 # Expanding (not indexing) the upsampled masks keeps the backward a plain
                 # sum, which is deterministic on every device.
@@ -328,8 +334,7 @@ class _Problem:
                 s = self.scores(inputs, self.targets[rows].repeat_interleave(n_step))
                 for g, part in zip(grads, torch.autograd.grad(sign * s.sum() / steps, leaves)):
                     g += part
-        weights = None if self.edge_weights is None else tuple(w[index] for w in self.edge_weights)
-        reg = self.regulariser(leaves, weights).sum()
+        reg = self.regulariser(leaves, index).sum()
         for g, part in zip(grads, torch.autograd.grad(reg, leaves)):
             g += part
         return grads
@@ -354,12 +359,17 @@ class _Search:
     objective: Tensor
     score: Tensor
     first_trial: Tensor  # the change of the largest cell the next line search tries first
-    active: Tensor  # images still descending
     failures: Tensor  # consecutive line searches without an acceptable step
+
+    def active(self, patience: int | None) -> Tensor:
+        """Images still descending: fewer than ``patience`` failed searches in a row."""
+        if patience is None:
+            return torch.ones_like(self.failures, dtype=torch.bool)
+        return self.failures < patience
 
 
 def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[Tensor], *,
-                 initial_step: float, tolerance: float, patience: int | None) -> None:
+                 initial_step: float, tolerance: float) -> None:
     """Per-image Armijo backtracking on images ``index``; all searching images share one forward.
 
     The direction is projected on the box [0, 1]: a component that pushes a cell
@@ -368,8 +378,8 @@ def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[T
     steps are measured by how far they move the mask's largest cell: the first
     is where the image's last accepted step was (twice that if it was accepted at
     once), the search shrinks by ``STEP_DECAY`` and gives up below ``tolerance``.
-    An image whose searches give up ``patience`` times in a row has converged and
-    is dropped from the solve.
+    A search that gives up adds one to the image's failure count (see
+    :meth:`_Search.active`); an accepted step resets it.
     """
     masks = [m[index] for m in state.masks]
     grads = [g.masked_fill(((m >= 1) & (g < 0)) | ((m <= 0) & (g > 0)), 0.0) for m, g in zip(masks, grads)]
@@ -405,8 +415,6 @@ def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[T
         change[rejected] *= STEP_DECAY
         first_round = False
     state.failures[index] = torch.where(accepted, 0, state.failures[index] + 1)
-    if patience is not None:
-        state.active[index] = state.failures[index] < patience
 
 
 def igos(
@@ -513,21 +521,19 @@ def igos(
             current, score = problem.objective(masks, torch.arange(batch, device=device))
         clean_score = score.clone()
         state = _Search(masks, current, score, first_trial=torch.full_like(current, float(initial_step)),
-                        active=torch.ones(batch, dtype=torch.bool, device=device),
                         failures=torch.zeros(batch, dtype=torch.long, device=device))
         history = [current.clone()]
         for _ in range(iterations):
-            index = state.active.nonzero().squeeze(1)
+            index = state.active(patience).nonzero().squeeze(1)
             if index.numel() == 0:
                 break
             grads = problem.descent_direction([m[index] for m in state.masks], index)
             with torch.no_grad():
-                _line_search(problem, state, index, grads, initial_step=initial_step, tolerance=tolerance,
-                             patience=patience)
+                _line_search(problem, state, index, grads, initial_step=initial_step, tolerance=tolerance)
             history.append(state.objective.clone())
 
     masks = state.masks
-    keep = masks[0] if len(masks) == 1 else masks[0] * masks[1]
+    keep = _keep(masks)
     saliency = 1 - F.interpolate(keep, size=(height, width), mode="bilinear", align_corners=False)
     return Explanation(
         mask=keep,
@@ -537,7 +543,7 @@ def igos(
         masked_score=state.score,
         objective=state.objective,
         passes_per_image=problem.images_pushed / batch,
-        converged=~state.active,
+        converged=~state.active(patience),
         deletion_mask=masks[0] if len(masks) == 2 else None,
         insertion_mask=masks[1] if len(masks) == 2 else None,
         history=history,
