@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -77,3 +79,50 @@ def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` pairs covering ``range(total)`` in pieces of at most ``size``."""
     for start in range(0, total, size):
         yield start, min(start + size, total)
+
+
+# Torch's opt-out of safe loading; some torch versions honour it even when the caller asks for safety.
+UNSAFE_LOAD_VARIABLE = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+@contextlib.contextmanager
+def safe_loading() -> Iterator[None]:
+    """Set torch's opt-out variable (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) aside, restoring it afterwards."""
+    saved = os.environ.pop(UNSAFE_LOAD_VARIABLE, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[UNSAFE_LOAD_VARIABLE] = saved
+
+
+def load_weights_only(path: object) -> object:
+    """``torch.load(path, map_location="cpu", weights_only=True)``: no pickled code ever runs.
+
+    Torch's opt-out variable is set aside for the call (:func:`safe_loading`), and torch's
+    warnings about the file (e.g. its pickle protocol) are not shown: the caller turns a
+    failure into one message. Errors of ``torch.load`` propagate.
+    """
+    with safe_loading(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+_TORCH_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "In PyTorch 2.6")
+
+
+def load_failure_reason(err: BaseException, limit: int = 200) -> str:
+    """The informative line of a ``torch.load`` error (e.g. the global it refused), shortened.
+
+    Example:
+        >>> load_failure_reason(RuntimeError("Weights only load failed. ...\\n\\nUnsupported global: os.system"))
+        'RuntimeError: Unsupported global: os.system'
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_TORCH_BOILERPLATE)]
+    text = " ".join((useful or lines or [""])[0].split())
+    if text.startswith("WeightsUnpickler error:"):
+        text = text.split(":", 1)[1].strip() or text
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

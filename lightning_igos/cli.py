@@ -46,7 +46,7 @@ from lightning_igos.check_report import (
     write_images,
     write_report,
 )
-from lightning_igos.model_loading import InputError, import_model_class, load_model
+from lightning_igos.model_loading import InputError, check_input_file, import_model_class, load_model
 from lightning_igos.probe import Probe, load_probe
 from lightning_igos.solver import METHODS, Explanation, check_solver_options, igos, resolve_mask_size
 
@@ -261,8 +261,7 @@ def run_check(args: argparse.Namespace) -> int:
     """The ``check`` command on parsed arguments; returns 0 (pass) or 1 (a threshold failed)."""
     started = time.perf_counter()
     device = resolve_device(args.device)
-    if not args.checkpoint.is_file():
-        raise InputError(f"checkpoint file '{args.checkpoint}' does not exist.")
+    check_input_file(args.checkpoint, "checkpoint")
     probe = read_probe(args.probe)
     options = solver_options(args, probe)
     model_class = import_model_class(args.model)
@@ -306,7 +305,7 @@ def resolve_device(name: str) -> torch.device:
 def read_probe(path: Path) -> Probe:
     try:
         return load_probe(path)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         raise InputError(str(err)) from err
 
 

@@ -7,6 +7,8 @@ does not fit it) is raised as :class:`InputError` with a one-line message.
 from __future__ import annotations
 
 import importlib
+import inspect
+import io
 import os
 import sys
 import zipfile
@@ -16,6 +18,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from lightning_igos._runtime import load_failure_reason, load_weights_only, safe_loading
 
 
 class InputError(Exception):
@@ -49,51 +53,101 @@ def import_model_class(spec: str) -> type[nn.Module]:
     return target
 
 
-def load_model(model_class: type[nn.Module], checkpoint: Path, device: torch.device, spec: str = "") -> nn.Module:
-    """Load ``checkpoint`` into ``model_class`` on ``device``, in eval mode.
+def check_input_file(path: Path, what: str) -> Path:
+    """``path`` must name an existing regular file; ``what`` (e.g. ``"checkpoint"``) names it in the error.
 
-    A class with ``load_from_checkpoint`` (a LightningModule) is loaded with it; a plain
-    ``nn.Module`` is built without arguments and given the state dict in the file (a raw
-    state dict or a Lightning checkpoint's ``"state_dict"``, with a common key prefix such as
+    Example:
+        >>> check_input_file(Path("no/such.ckpt"), "checkpoint")
+        Traceback (most recent call last):
+        ...
+        lightning_igos.model_loading.InputError: checkpoint file 'no/such.ckpt' does not exist.
+    """
+    if path.is_dir():
+        raise InputError(f"{what} '{path}' is a directory, not a file.")
+    if not path.exists():
+        raise InputError(f"{what} file '{path}' does not exist.")
+    if not path.is_file():
+        raise InputError(f"{what} '{path}' is not a regular file.")
+    return path
+
+
+def read_checkpoint(checkpoint: Path, spec: str) -> object:
+    """The content of ``checkpoint``, read with ``torch.load(weights_only=True)``: no pickled code runs.
+
+    Whatever the torch version or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``; a file that cannot be read
+    that way is an :class:`InputError`.
+    """
+    check_input_file(checkpoint, "checkpoint")
+    try:
+        return load_weights_only(checkpoint)
+    except Exception as err:
+        reason = load_failure_reason(err)
+        if not zipfile.is_zipfile(checkpoint):
+            raise InputError(f"checkpoint '{checkpoint}' is not a file written by torch.save ({reason}).") from err
+        raise InputError(
+            f"checkpoint '{checkpoint}' cannot be read without running code from it (torch.load with "
+            f"weights_only=True: {reason}); lightning-igos check never runs pickled code. Keep only plain "
+            f"values in the hyper-parameters, or give --model {spec} a file holding its state dict."
+        ) from err
+
+
+def load_model(model_class: type[nn.Module], checkpoint: Path, device: torch.device, spec: str = "") -> nn.Module:
+    """Load ``checkpoint`` into ``model_class`` on ``device``, in eval mode, without running pickled code.
+
+    The file is read once with ``torch.load(weights_only=True)``. A Lightning checkpoint (a dict
+    with ``"state_dict"``) given to a class with ``load_from_checkpoint`` (a LightningModule) is
+    handed to it from that content, so its hyper-parameters build the module; any other
+    ``nn.Module`` is built without arguments and given the state dict in the file (a raw state
+    dict or a Lightning checkpoint's ``"state_dict"``, with a common key prefix such as
     ``"model."`` or ``"module."`` stripped when that makes the keys match).
     """
     spec = spec or model_class.__name__
-    if hasattr(model_class, "load_from_checkpoint"):
-        try:
-            model = model_class.load_from_checkpoint(checkpoint, map_location=device)
-        except Exception as err:
-            content = _read_state_file(checkpoint, spec, quiet=True)
-            if not _is_state_dict(content):
-                raise InputError(_lightning_load_failure(checkpoint, spec, content, err)) from err
-            model = _state_dict_model(model_class, content, device, checkpoint, spec)
+    content = read_checkpoint(checkpoint, spec)
+    lightning = hasattr(model_class, "load_from_checkpoint")
+    if lightning and isinstance(content, Mapping) and isinstance(content.get("state_dict"), Mapping):
+        model = _lightning_model(model_class, content, device, checkpoint, spec)
+    elif lightning and not _is_state_dict(content):
+        raise InputError(_not_lightning_checkpoint(checkpoint, content))
     else:
-        content = _read_state_file(checkpoint, spec)
         model = _state_dict_model(model_class, content, device, checkpoint, spec)
     if not isinstance(model, nn.Module):  # a load_from_checkpoint that returns something else
         raise InputError(f"--model {spec}: loading '{checkpoint}' gave a {type(model).__name__}, not an nn.Module.")
     return model.to(device).eval()
 
 
-def _lightning_load_failure(checkpoint: Path, spec: str, content: object, err: Exception) -> str:
-    """Say why ``load_from_checkpoint`` failed in the terms a user can act on."""
-    if not zipfile.is_zipfile(checkpoint) and content is None:
-        return f"checkpoint '{checkpoint}' is not a file written by torch.save ({type(err).__name__}: {err})."
-    if isinstance(content, Mapping) and "state_dict" not in content:
+def _lightning_model(
+    model_class: type[nn.Module], content: Mapping, device: torch.device, checkpoint: Path, spec: str
+) -> nn.Module:
+    """``model_class.load_from_checkpoint`` on content already read safely.
+
+    The content is written back to memory holding only what the safe load let through, and
+    ``weights_only=True`` is passed where Lightning accepts it: Lightning's own ``torch.load``
+    runs no code whatever the torch version or environment.
+    """
+    buffer = io.BytesIO()
+    torch.save(dict(content), buffer)
+    buffer.seek(0)
+    loader = model_class.load_from_checkpoint
+    options: dict[str, Any] = {"map_location": device}
+    try:
+        if "weights_only" in inspect.signature(loader).parameters:
+            options["weights_only"] = True
+    except (TypeError, ValueError):  # no signature to read: rely on the sanitised buffer
+        pass
+    try:
+        with safe_loading():
+            return loader(buffer, **options)
+    except Exception as err:
+        raise InputError(f"checkpoint '{checkpoint}' does not fit --model {spec}: {type(err).__name__}: {err}") \
+            from err
+
+
+def _not_lightning_checkpoint(checkpoint: Path, content: object) -> str:
+    if isinstance(content, Mapping):
         keys = ", ".join(repr(k) for k in list(content)[:5])
         return f"checkpoint '{checkpoint}' is not a Lightning checkpoint: it has no 'state_dict' (keys: {keys})."
-    return f"checkpoint '{checkpoint}' does not fit --model {spec}: {type(err).__name__}: {err}"
-
-
-def _read_state_file(checkpoint: Path, spec: str, quiet: bool = False) -> object:
-    try:
-        return torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except Exception as err:
-        if quiet:
-            return None
-        raise InputError(
-            f"checkpoint '{checkpoint}' cannot be read for --model {spec} (torch.load with weights_only=True): "
-            f"{type(err).__name__}: {err}"
-        ) from err
+    kind = type(content).__name__
+    return f"checkpoint '{checkpoint}' is not a Lightning checkpoint or a state dict: it holds a {kind}."
 
 
 def _is_state_dict(content: object) -> bool:

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from lightning_igos._checks import TargetsLike, check_images, check_targets
+from lightning_igos._runtime import load_failure_reason, load_weights_only
 
 FORMAT = "lightning-igos-probe"
 VERSION = 1
@@ -151,6 +152,7 @@ def load_probe(path: PathLike) -> Probe:
 
     Raises:
         FileNotFoundError: the file does not exist.
+        IsADirectoryError: the path is a directory.
         ValueError: the file is not a probe (not a torch file, no format marker, a newer
             version, or content of the wrong shape or type); the message names the path.
 
@@ -161,6 +163,8 @@ def load_probe(path: PathLike) -> Probe:
         [0, 1, 0]
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"probe {str(path)!r} is a directory, not a probe file.")
     if not path.is_file():
         raise FileNotFoundError(f"probe file {str(path)!r} does not exist.")
     content = _read_torch_file(path)
@@ -188,12 +192,11 @@ def _read_torch_file(path: Path) -> object:
     if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
         raise ValueError(f"{str(path)!r} is not a lightning-igos probe: it is not a file written by torch.save.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_weights_only(path)
     except Exception as err:  # any failure to read means "not a probe"; the cause goes in the message
-        reason = " ".join(str(err).split())[:200]
         raise ValueError(
             f"{str(path)!r} is not a lightning-igos probe: it could not be read as a torch file "
-            f"with weights_only=True ({type(err).__name__}: {reason})."
+            f"with weights_only=True, which runs no code ({load_failure_reason(err)})."
         ) from err
 
 

@@ -10,6 +10,8 @@ are tiny: these tests check the command, not the quality of the explanations.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import subprocess
 import sys
 import types
@@ -72,8 +74,28 @@ def workspace(tmp_path_factory) -> Path:
     save_probe(root / "probe_grey.pt", probe.images[:, :1], probe.labels)
     save_probe(root / "probe_target9.pt", probe.images, [0, 1, 9, 2])
     (root / "notes.txt").write_text("not a probe\n")
+    # Files whose unpickling would run code (it would create the folder `ran_code`).
+    checkpoint = torch.load(root / "run.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["payload"] = _RunsCode(root / "ran_code")
+    torch.save(checkpoint, root / "code_in_hparams.ckpt")
+    torch.save({**module.model.state_dict(), "payload": _RunsCode(root / "ran_code")}, root / "code_in_state.pt")
+    torch.save({"format": "lightning-igos-probe", "version": 1, "images": probe.images, "targets": probe.labels,
+                "mean": _RunsCode(root / "ran_code"), "std": None}, root / "code_in_probe.pt")
+    with open(root / "plain.pkl", "wb") as f:
+        pickle.dump({"weights": [1.0, 2.0]}, f, protocol=4)
+    (root / "a_folder").mkdir()
     (root / "other_models.py").write_text(OTHER_MODELS)
     return root
+
+
+class _RunsCode:
+    """Unpickling it creates a folder: evidence that a loader ran pickled code."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __reduce__(self):
+        return (os.makedirs, (str(self.folder),))
 
 
 def run_cli(workspace: Path, *args: str) -> subprocess.CompletedProcess:
@@ -289,3 +311,57 @@ def test_progress_line_draws_only_when_enabled():
     assert hidden.getvalue() == ""
     text = shown.getvalue()
     assert "explaining" in text and "scoring" in text and "100.0%" in text and text.endswith("\n")
+
+
+# ----------------------------------------------------------------------------- loading runs no code
+
+
+@pytest.mark.parametrize(
+    ("model", "checkpoint", "probe", "message"),
+    [
+        (MODEL, "code_in_hparams.ckpt", "probe.pt", "checkpoint 'code_in_hparams.ckpt' cannot be read without running"),
+        ("lightning_igos.synthetic:SmallCNN", "code_in_hparams.ckpt", "probe.pt", "cannot be read without running"),
+        ("lightning_igos.synthetic:SmallCNN", "code_in_state.pt", "probe.pt", "cannot be read without running code"),
+        (MODEL, "run.ckpt", "code_in_probe.pt", "'code_in_probe.pt' is not a lightning-igos probe"),
+    ],
+    ids=["lightning-module", "plain-module", "state-dict", "probe"],
+)
+def test_no_pickled_code_runs_even_with_torchs_opt_out(workspace, monkeypatch, capsys, model, checkpoint, probe,
+                                                       message):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD (and torch < 2.6) must not make any file run code."""
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    result = run_main(workspace, monkeypatch, capsys, *check_args(model=model, checkpoint=checkpoint, probe=probe))
+    assert not (workspace / "ran_code").exists()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr and "os.makedirs" in result.stderr
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"  # set aside only while loading
+
+
+def test_lightning_checkpoint_loads_with_torchs_opt_out_set(workspace, passing, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    result = run_main(workspace, monkeypatch, capsys, *check_args("--report", "opt_out.json"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((workspace / "opt_out.json").read_text())
+    assert report["mean"] == pytest.approx(passing[1]["mean"], abs=1e-6)
+
+
+def test_non_torch_pickle_is_one_error_line_without_torch_warnings(workspace):
+    result = run_cli(workspace, *check_args(checkpoint="plain.pkl"))
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr  # torch's two-line "pickle protocol" warning is not shown
+    assert lines[0].startswith("lightning-igos: error: checkpoint 'plain.pkl' is not a file written by torch.save")
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "probe", "message"),
+    [
+        ("a_folder", "probe.pt", "checkpoint 'a_folder' is a directory, not a file"),
+        ("run.ckpt", "a_folder", "probe 'a_folder' is a directory, not a probe file"),
+    ],
+    ids=["checkpoint", "probe"],
+)
+def test_a_directory_is_named_as_one(workspace, monkeypatch, capsys, checkpoint, probe, message):
+    result = run_main(workspace, monkeypatch, capsys, *check_args(checkpoint=checkpoint, probe=probe))
+    assert result.returncode == 2
+    assert message in result.stderr and "does not exist" not in result.stderr
