@@ -65,6 +65,18 @@ from lightning_igos.solver import check_solver_options, igos
 
 __all__ = ["IGOSCallback", "IGOSWarning"]  # and LightningIGOSCallback, made on first access
 
+SCALAR_NAMES = (
+    "igos/insertion_auc",
+    "igos/deletion_auc",
+    "igos/insertion_auc_normalized",
+    "igos/deletion_auc_normalized",
+    "igos/mask_mean",
+    "igos/mask_min",
+    "igos/mask_frac_below_half",
+    "igos/target_prob",
+)
+# What a monitor sees for a scalar that has never been computed: the worst finite value of its mode.
+_NEVER_COMPUTED = {"max": -torch.finfo(torch.float32).max, "min": torch.finfo(torch.float32).max}
 TARGET_MODES = ("label", "pred")
 ERROR_MODES = ("warn", "raise")
 STATE_VERSION = 1
@@ -204,6 +216,11 @@ class _IGOSCallbackLogic:
         self._last_targets: Tensor | None = None
         self._last_display: tuple[Any, Any] = (mean, std)
         self._png_warned = False
+        # The igos/ scalars of the last explained epoch (as the loggers got them) and the names
+        # logged in the current validation epoch: see _log_stand_ins.
+        self._last_values: dict[str, float] = {}
+        self._logged: set[str] = set()
+        self._measured = False
 
     # --------------------------------------------------------------------- public helpers
 
@@ -243,9 +260,12 @@ class _IGOSCallbackLogic:
     # --------------------------------------------------------------------- checkpointing
 
     def state_dict(self) -> dict[str, Any]:
-        if self._probe_images is None:
-            return {}
-        return {"version": STATE_VERSION, "probe_images": self._probe_images, "probe_targets": self._probe_targets}
+        state: dict[str, Any] = {}
+        if self._probe_images is not None:
+            state.update(probe_images=self._probe_images, probe_targets=self._probe_targets)
+        if self._last_values:
+            state["last_values"] = dict(self._last_values)
+        return {"version": STATE_VERSION, **state} if state else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the probe of the checkpointed run (it replaces a probe given to ``__init__``).
@@ -254,6 +274,14 @@ class _IGOSCallbackLogic:
         ``on_error="raise"``: the callback warns and keeps (or captures anew) its probe.
         """
         if not state_dict:
+            return
+        last_values = state_dict.get("last_values")
+        if isinstance(last_values, dict):
+            self._last_values = {
+                k: float(v) for k, v in last_values.items()
+                if k in SCALAR_NAMES and isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+        if "probe_images" not in state_dict:
             return
         try:
             images = check_images(state_dict["probe_images"], "checkpointed probe images")
@@ -295,6 +323,23 @@ class _IGOSCallbackLogic:
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
+        self._logged, self._measured = set(), False
+        self._validation_epoch_end(trainer, pl_module)
+        # A skipped or failed epoch (or scalars that failed half way) still gives every monitor its key.
+        self._log_stand_ins(trainer, pl_module)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        """Remember the scalars Lightning computed (and synced) from this epoch's explanations."""
+        if trainer.sanity_checking or not self._measured:
+            return
+        metrics = trainer.callback_metrics
+        for name in SCALAR_NAMES:
+            value = metrics.get(name)
+            if isinstance(value, Tensor) and value.numel() == 1 and torch.isfinite(value):
+                self._last_values[name] = float(value)
+        self._measured = False
+
+    def _validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self._probe_images is None:
             error = self._settle_probe(trainer)
             if error is not None:
@@ -479,6 +524,40 @@ class _IGOSCallbackLogic:
 
     # --------------------------------------------------------------------- scalars
 
+    def _log_stand_ins(self, trainer: Any, pl_module: Any) -> None:
+        """Give ``ModelCheckpoint``/``EarlyStopping`` every igos/ key on an epoch without fresh scalars.
+
+        On an epoch that is not explained (``every_n_epochs``) or whose explanation failed
+        (``on_error="warn"``), the monitors see the value of the last explained epoch (Lightning
+        keeps it in ``trainer.callback_metrics``; after a resume it comes from the callback's
+        checkpoint state): never an improvement, so a checkpoint that was not explained never
+        ranks above one that was. Before any epoch was explained, a scalar that a callback
+        monitors reads as the worst finite value of that callback's ``mode`` (-3.4e38 for
+        ``"max"``, +3.4e38 for ``"min"``). Stand-ins go to ``trainer.callback_metrics`` only,
+        which is what the monitors read: no logger records a value that was not measured.
+        """
+        try:
+            metrics = trainer.callback_metrics
+            for name in SCALAR_NAMES:
+                if name in self._logged or name in metrics:
+                    continue
+                value = self._last_values.get(name)
+                if value is None:
+                    modes = [getattr(cb, "mode", None) for cb in getattr(trainer, "callbacks", [])
+                             if getattr(cb, "monitor", None) == name]
+                    modes = [mode for mode in modes if mode in _NEVER_COMPUTED]
+                    if not modes:
+                        continue
+                    value = _NEVER_COMPUTED[modes[0]]
+                metrics[name] = torch.tensor(value, dtype=torch.float32)
+        except Exception as err:
+            if self.on_error == "raise":
+                raise
+            warnings.warn(
+                f"IGOSCallback could not give the monitors their igos/ values at epoch {trainer.current_epoch} "
+                f"({type(err).__name__}: {err}). Training continues.", IGOSWarning, stacklevel=2,
+            )
+
     def _log_scalars(self, pl_module: Any, result: _ShareResult) -> None:
         """Log fresh Metric objects on every rank; Lightning computes (and syncs) them at epoch end."""
         metrics: dict[str, Metric] = {
@@ -507,6 +586,8 @@ class _IGOSCallbackLogic:
                 name, metric, on_step=False, on_epoch=True, add_dataloader_idx=False,
                 metric_attribute="igos_callback_" + name.split("/")[1],
             )
+            self._logged.add(name)
+            self._measured = True
 
     # --------------------------------------------------------------------- images
 
@@ -599,7 +680,11 @@ _CLASS_DOC = """Explain a fixed probe batch with I-GOS every few validation epoc
             same images; a checkpointed probe replaces one given here.
         num_probe: images to capture when ``probe`` is None.
         every_n_epochs: explain at the validation of every n-th epoch (epochs ``n-1, 2n-1, ...``,
-            as Lightning's ``check_val_every_n_epoch``); ``trainer.validate()`` always explains.
+            as Lightning's ``check_val_every_n_epoch``); ``trainer.validate()`` always explains. On
+            the other epochs (and after a failure under ``on_error="warn"``) no logger gets igos/
+            scalars, and ``ModelCheckpoint``/``EarlyStopping`` see the last explained value (before
+            any, the worst finite value of their ``mode``), so monitoring an igos/ key never stops
+            training.
         target: ``"label"`` explains the probe's labels, ``"pred"`` the class the model predicts
             on each probe image at that epoch.
         method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,

@@ -435,3 +435,79 @@ def test_unreadable_checkpoint_state_warns_instead_of_stopping_the_resume() -> N
     good = IGOSCallback()
     good.load_state_dict({"version": 1, "probe_images": torch.zeros(2, 3, 8, 8), "probe_targets": torch.tensor([0, 1])})
     assert good.probe[1].tolist() == [0, 1]
+
+
+# ----------------------------------------------------------------------------- monitoring igos/ scalars
+
+
+def _monitors(tmp_path: Path, patience: int = 10) -> tuple[ModelCheckpoint, EarlyStopping]:
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="igos/insertion_auc", mode="max", save_top_k=1)
+    stopping = EarlyStopping(monitor="igos/deletion_auc", mode="min", patience=patience)
+    return checkpoint, stopping
+
+
+def test_monitoring_with_every_n_epochs_never_crashes_and_ranks_only_explained_epochs(tmp_path: Path, loaders):
+    checkpoint, stopping = _monitors(tmp_path)
+    logger = CSVLogger(tmp_path, name="csv")
+    callback = IGOSCallback(every_n_epochs=2, log_images=False, **FAST)
+    trainer = _trainer(tmp_path, [callback, checkpoint, stopping], logger=logger, max_epochs=4)
+    trainer.fit(_module(), *loaders)
+    assert trainer.current_epoch == 4 and trainer.state.finished
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("igos/insertion_auc")]
+    # The loggers get measured values only: epochs 1 and 3.
+    assert [int(r["epoch"]) for r in rows] == [1, 3]
+    measured = [float(r["igos/insertion_auc"]) for r in rows]
+    assert float(checkpoint.best_model_score) == pytest.approx(max(measured), abs=1e-6)
+    assert f"epoch={1 + 2 * measured.index(max(measured))}" in Path(checkpoint.best_model_path).name
+    assert torch.isfinite(stopping.best_score)
+    assert callback._last_values["igos/insertion_auc"] == pytest.approx(measured[-1], abs=1e-6)
+
+
+def _fails_after(calls: int):
+    from lightning_igos.callback import igos as real_igos
+
+    count = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        count["n"] += 1
+        if count["n"] > calls:
+            raise ValueError("`model` returned NaN or infinite outputs on the input images.")
+        return real_igos(*args, **kwargs)
+
+    return flaky
+
+
+@pytest.mark.parametrize("good_epochs", [0, 1])
+def test_monitoring_survives_failed_explanations(tmp_path: Path, loaders, monkeypatch, good_epochs: int) -> None:
+    monkeypatch.setattr("lightning_igos.callback.igos", _fails_after(good_epochs))
+    checkpoint, stopping = _monitors(tmp_path)
+    trainer = _trainer(tmp_path, [IGOSCallback(log_images=False, **FAST), checkpoint, stopping], logger=False,
+                       max_epochs=3)
+    with pytest.warns(IGOSWarning, match="NaN or infinite"):
+        trainer.fit(_module(), *loaders)
+    assert trainer.current_epoch == 3 and trainer.state.finished
+    if good_epochs:
+        # The failed epochs carry epoch 0's value: never an improvement, so epoch 0 stays best.
+        assert "epoch=0" in Path(checkpoint.best_model_path).name
+        assert float(trainer.callback_metrics["igos/insertion_auc"]) == float(checkpoint.best_model_score)
+        assert 0 <= float(checkpoint.best_model_score) <= 1
+    else:  # never explained: the worst finite value of each monitor's mode
+        assert float(checkpoint.best_model_score) == -torch.finfo(torch.float32).max
+        assert float(stopping.best_score) == torch.finfo(torch.float32).max
+        assert "igos/mask_mean" not in trainer.callback_metrics  # not monitored: no stand-in
+
+
+def test_resumed_run_gives_monitors_the_checkpointed_value(tmp_path: Path, loaders) -> None:
+    train, val = loaders
+    first = IGOSCallback(every_n_epochs=2, log_images=False, **FAST)
+    saver = ModelCheckpoint(dirpath=tmp_path / "last", save_last=True)
+    _trainer(tmp_path, [first, saver], max_epochs=2, logger=False).fit(_module(), train, val)
+    measured = first._last_values["igos/insertion_auc"]
+    # Epoch 2 is not explained; the monitor must see epoch 1's value, not a stand-in for "never".
+    resumed = IGOSCallback(every_n_epochs=2, log_images=False, **FAST)
+    checkpoint, stopping = _monitors(tmp_path / "resumed")
+    trainer = _trainer(tmp_path, [resumed, checkpoint, stopping], max_epochs=3, logger=False)
+    trainer.fit(_module(), train, val, ckpt_path=tmp_path / "last" / "last.ckpt")
+    assert float(trainer.callback_metrics["igos/insertion_auc"]) == pytest.approx(measured, abs=1e-6)
+    assert float(checkpoint.best_model_score) == pytest.approx(measured, abs=1e-6)
