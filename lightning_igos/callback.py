@@ -15,7 +15,7 @@ logs
   overlay, insertion/deletion curves) and a grid of all overlays
   (``igos/overlays``), at ``trainer.global_step``. Without a TensorBoard logger
   the same images are written as PNG files under
-  ``<log_dir>/igos/epoch_<NNN>/``.
+  ``<log_dir>/igos/epoch_<E>_step_<S>/`` (a new folder for every validation run).
 
 Two classes share one implementation, because ``pytorch_lightning`` and
 ``lightning.pytorch`` have distinct ``Callback`` base classes:
@@ -634,7 +634,8 @@ class _IGOSCallbackLogic:
             writer.add_image("igos/overlays", grid, global_step=step)
         if writers:
             return
-        folder = _log_dir(trainer) / "igos" / f"epoch_{trainer.current_epoch:03d}"
+        root, where = _png_root(trainer)
+        folder = _new_folder(root, f"epoch_{trainer.current_epoch:03d}_step_{trainer.global_step:06d}")
         for index, panel in zip(indices.tolist(), panels):
             render.save_png(panel, folder / f"probe_{index}.png")
         render.save_png(grid, folder / "overlays.png")
@@ -642,7 +643,8 @@ class _IGOSCallbackLogic:
             self._png_warned = True
             warnings.warn(
                 f"IGOSCallback found no TensorBoard logger; the explanation panels are written as PNG files "
-                f"under {folder.parent}. Add a TensorBoardLogger to see them in TensorBoard.",
+                f"under {root} ({where}), one folder per validation run (epoch_<E>_step_<S>). "
+                "Add a TensorBoardLogger to see them in TensorBoard.",
                 IGOSWarning,
                 stacklevel=2,
             )
@@ -658,13 +660,28 @@ def _tensorboard_writers(trainer: Any) -> list[Any]:
     return writers
 
 
-def _log_dir(trainer: Any) -> Path:
+def _png_root(trainer: Any) -> tuple[Path, str]:
+    """The absolute folder of the PNG panels and, in words, where it comes from."""
     # Not trainer.log_dir: under DDP it is a collective call, and only rank 0 gets here.
     for logger in trainer.loggers:
         log_dir = getattr(logger, "log_dir", None)
         if log_dir:
-            return Path(log_dir)
-    return Path(trainer.default_root_dir)
+            return (Path(log_dir) / "igos").resolve(), f"the log_dir of {type(logger).__name__}"
+    if not trainer.loggers:
+        where = "no logger: the Trainer's default_root_dir, by default the current directory"
+    else:
+        where = "the Trainer's default_root_dir: no logger has a log_dir"
+    return (Path(trainer.default_root_dir) / "igos").resolve(), where
+
+
+def _new_folder(root: Path, name: str) -> Path:
+    """``root/name``, or ``root/name_2``, ``_3``, ... if taken: panels are never overwritten."""
+    folder, copy = root / name, 1
+    while folder.exists():
+        copy += 1
+        folder = root / f"{name}_{copy}"
+    folder.mkdir(parents=True)
+    return folder
 
 
 _CLASS_DOC = """Explain a fixed probe batch with I-GOS every few validation epochs and log how faithful

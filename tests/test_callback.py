@@ -154,8 +154,9 @@ def test_csv_logger_gets_scalars_and_pngs_with_one_warning(tmp_path: Path, loade
         rows = list(csv.DictReader(f))
     for name in SCALARS:
         assert len([r for r in rows if r.get(name)]) == 2, name
-    for epoch in (0, 1):
-        folder = Path(logger.log_dir) / "igos" / f"epoch_{epoch:03d}"
+    assert str((Path(logger.log_dir) / "igos").resolve()) in str(png_warnings[0].message)
+    for epoch, step in ((0, 3), (1, 6)):
+        folder = Path(logger.log_dir) / "igos" / f"epoch_{epoch:03d}_step_{step:06d}"
         assert sorted(p.name for p in folder.glob("*.png")) == [
             "overlays.png", "probe_0.png", "probe_1.png", "probe_2.png", "probe_3.png"
         ]
@@ -511,3 +512,37 @@ def test_resumed_run_gives_monitors_the_checkpointed_value(tmp_path: Path, loade
     trainer.fit(_module(), train, val, ckpt_path=tmp_path / "last" / "last.ckpt")
     assert float(trainer.callback_metrics["igos/insertion_auc"]) == pytest.approx(measured, abs=1e-6)
     assert float(checkpoint.best_model_score) == pytest.approx(measured, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- PNG panels are never overwritten
+
+
+def _png_folders(root: Path) -> list[str]:
+    return sorted(p.parent.name for p in root.glob("igos/*/overlays.png"))
+
+
+def test_pngs_of_several_validations_per_epoch_are_all_kept(tmp_path: Path, loaders) -> None:
+    logger = CSVLogger(tmp_path, name="csv")
+    trainer = _trainer(tmp_path, [IGOSCallback(**FAST)], logger=logger, max_epochs=1, val_check_interval=1,
+                       enable_checkpointing=False)
+    with pytest.warns(IGOSWarning, match="PNG"):
+        trainer.fit(_module(), *loaders)
+    # A validation after each of the 3 training batches: three folders in epoch 0.
+    assert _png_folders(Path(logger.log_dir)) == [f"epoch_000_step_{step:06d}" for step in (1, 2, 3)]
+
+
+def test_repeated_validate_without_logger_keeps_every_panel_and_says_where(tmp_path: Path, loaders,
+                                                                           monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    trainer = pl.Trainer(accelerator="cpu", callbacks=[IGOSCallback(**FAST)], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    module = _module()
+    messages = []
+    for _ in range(2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.validate(module, loaders[1])
+        messages += [str(w.message) for w in caught if issubclass(w.category, IGOSWarning)]
+    assert _png_folders(tmp_path) == ["epoch_000_step_000000", "epoch_000_step_000000_2"]
+    assert len(messages) == 2  # one per run
+    assert str(tmp_path.resolve() / "igos") in messages[0] and "no logger" in messages[0]
