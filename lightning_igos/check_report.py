@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,6 +192,33 @@ def format_table(report: dict[str, Any], args: argparse.Namespace) -> str:
     failed = [t for t in report["thresholds"] if not t["passed"]]
     lines.append("PASS" if not failed else f"FAIL: {len(failed)} of {len(report['thresholds'])} thresholds failed")
     return "\n".join(lines)
+
+
+def check_report_path(path: Path) -> None:
+    """Fail (InputError) before any work when ``--report`` cannot be written; creates missing parents."""
+    if path.is_dir():
+        raise InputError(f"--report '{path}' is a directory; give a file name such as '{path / 'report.json'}'.")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a"):
+            pass
+    except OSError as err:
+        raise InputError(f"--report '{path}' cannot be written: {err}") from err
+    if not existed:
+        path.unlink()
+
+
+def check_images_folder(folder: Path) -> None:
+    """Fail (InputError) before any work when ``--images`` is not a writable folder; creates it."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--images '{folder}' is a file, not a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise InputError(f"--images '{folder}': cannot write into the folder: {err}") from err
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

@@ -35,12 +35,15 @@ import torch
 from torch import Tensor, nn
 
 import lightning_igos
+from lightning_igos._checks import default_max_batch_size
 from lightning_igos._runtime import evaluation_mode, model_input_dtype
 from lightning_igos.causal import CausalCurves, causal_curves
 from lightning_igos.check_report import (
     PROG,
     ProgressLine,
     build_report,
+    check_images_folder,
+    check_report_path,
     display_normalisation,
     format_table,
     write_images,
@@ -260,14 +263,20 @@ def _one_line(message: str, limit: int = 500) -> str:
 def run_check(args: argparse.Namespace) -> int:
     """The ``check`` command on parsed arguments; returns 0 (pass) or 1 (a threshold failed)."""
     started = time.perf_counter()
+    check_thresholds(args)
     device = resolve_device(args.device)
     check_input_file(args.checkpoint, "checkpoint")
     probe = read_probe(args.probe)
     options = solver_options(args, probe)
+    # The outputs are checked before the expensive work, so a bad path never loses the verdict.
+    if args.report is not None:
+        check_report_path(args.report)
+    if args.images is not None:
+        check_images_folder(args.images)
     model_class = import_model_class(args.model)
     with _library_logs(args.verbose):
         model = load_model(model_class, args.checkpoint, device, args.model)
-    check_probe_fits(model, probe, device, args)
+    check_probe_fits(model, probe, device, args, options["max_batch_size"])
 
     progress = ProgressLine(sys.stderr, enabled=sys.stderr.isatty())
     explanation, curves = explain(model, probe, device, options, args, progress)
@@ -280,6 +289,28 @@ def run_check(args: argparse.Namespace) -> int:
         mean, std = display_normalisation(probe, model)
         write_images(args.images, probe, explanation, curves, mean, std)
     return EXIT_PASS if report["passed"] else EXIT_FAIL
+
+
+def check_thresholds(args: argparse.Namespace) -> None:
+    """Thresholds that can be met: raw AUCs lie in [0, 1]; normalised ones are >= 0 (and may exceed 1).
+
+    Example:
+        >>> check_thresholds(argparse.Namespace(min_insertion=1.5, max_deletion=None, normalized=True))
+        >>> check_thresholds(argparse.Namespace(min_insertion=1.5, max_deletion=None, normalized=False))
+        Traceback (most recent call last):
+        ...
+        lightning_igos.model_loading.InputError: --min-insertion 1.5 could never pass: raw AUCs lie in [0, 1].
+    """
+    for option, value in (("--min-insertion", args.min_insertion), ("--max-deletion", args.max_deletion)):
+        if value is None:
+            continue
+        lower = option == "--min-insertion"  # the AUC must be at least the value
+        if args.normalized and value < 0:
+            verdict = "fail" if lower else "pass"
+            raise InputError(f"{option} {value:g} could never {verdict}: normalized AUCs are >= 0.")
+        if not args.normalized and not 0 <= value <= 1:
+            verdict = "pass" if (value > 1) == lower else "fail"
+            raise InputError(f"{option} {value:g} could never {verdict}: raw AUCs lie in [0, 1].")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -349,26 +380,42 @@ def _library_logs(verbose: bool) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, args: argparse.Namespace) -> None:
-    """One forward on a probe image: the model must take it and return logits covering the targets."""
-    image = probe.images[:1].to(device)
-    try:
-        with torch.no_grad(), evaluation_mode(model):
-            logits = model(image.to(model_input_dtype(model, image.dtype)))
-    except Exception as err:
-        raise InputError(
-            f"probe '{args.probe}' (images {tuple(probe.images.shape[1:])}) does not fit --model {args.model}: "
-            f"the forward pass failed with {type(err).__name__}: {err}"
-        ) from err
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != 1 or logits.shape[1] < 2:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise InputError(f"--model {args.model} must return logits shaped (B, num_classes), got {shape}.")
-    num_classes = logits.shape[1]
-    largest = int(probe.targets.max())
-    if largest >= num_classes:
-        raise InputError(
-            f"probe '{args.probe}' has target {largest} but --model {args.model} has {num_classes} classes."
-        )
+def check_probe_fits(
+    model: nn.Module, probe: Probe, device: torch.device, args: argparse.Namespace, max_batch_size: int | None = None
+) -> None:
+    """One forward over the probe: the model must take it and return finite logits covering the targets.
+
+    This is all the input validation the model gets: a failure inside the solver or the
+    metrics afterwards is unexpected (exit 3), not an input error.
+    """
+    size = max_batch_size or default_max_batch_size(device)
+    for start in range(0, len(probe), size):
+        images = probe.images[start : start + size].to(device)
+        try:
+            with torch.no_grad(), evaluation_mode(model):
+                logits = model(images.to(model_input_dtype(model, images.dtype)))
+        except Exception as err:
+            raise InputError(
+                f"probe '{args.probe}' (images {tuple(probe.images.shape[1:])}) does not fit --model {args.model}: "
+                f"the forward pass failed with {type(err).__name__}: {err}"
+            ) from err
+        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != len(images) \
+                or logits.shape[1] < 2:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise InputError(
+                f"--model {args.model} must return logits shaped (B, num_classes) with num_classes >= 2, "
+                f"got {shape} for {len(images)} images."
+            )
+        finite = torch.isfinite(logits).all(dim=1)
+        if not finite.all():
+            bad = [start + int(i) for i in torch.nonzero(~finite).flatten()[:5]]
+            raise InputError(f"--model {args.model} returns NaN or infinite logits on probe image(s) {bad}.")
+        num_classes = logits.shape[1]
+        largest = int(probe.targets.max())
+        if largest >= num_classes:
+            raise InputError(
+                f"probe '{args.probe}' has target {largest} but --model {args.model} has {num_classes} classes."
+            )
 
 
 def explain(
@@ -379,7 +426,11 @@ def explain(
     args: argparse.Namespace,
     progress: ProgressLine,
 ) -> tuple[Explanation, CausalCurves]:
-    """Explain the probe with :func:`igos` (noise seeded with ``--seed``) and score it."""
+    """Explain the probe with :func:`igos` (noise seeded with ``--seed``) and score it.
+
+    The inputs were validated before (:func:`solver_options`, :func:`check_probe_fits`): any
+    exception from here on, a ``ValueError`` included, is unexpected (exit 3).
+    """
     images, targets = probe.images.to(device), probe.targets.to(device)
     generator = torch.Generator(device=device)
     generator.manual_seed(args.seed)
@@ -395,8 +446,6 @@ def explain(
                 model, images, explanation.saliency, targets, steps=args.metric_steps,
                 substrate=args.substrate, max_batch_size=options["max_batch_size"],
             )
-    except (TypeError, ValueError) as err:
-        raise InputError(str(err).replace("`", "")) from err
     finally:
         progress.finish()
     return explanation, curves

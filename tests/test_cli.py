@@ -46,6 +46,15 @@ class WideCNN(SmallCNN):
         super().__init__(num_classes=4, width=8)
 
 
+class NaNForLaterImages(SmallCNN):
+    """Finite logits for the first image of a batch only."""
+
+    def forward(self, x):
+        out = super().forward(x).clone()
+        out[1:] = float("nan")
+        return out
+
+
 class OtherModule(pl.LightningModule):
     def __init__(self, hidden: int = 3):
         super().__init__()
@@ -175,7 +184,7 @@ def test_report_aucs_equal_causal_curves_on_the_same_masks(workspace, passing):
 
 
 def test_failed_threshold_exits_1_and_says_which(workspace):
-    result = run_cli(workspace, *check_args("--min-insertion", "0", "--max-deletion", "-1", "--normalized",
+    result = run_cli(workspace, *check_args("--min-insertion", "0", "--max-deletion", "0", "--normalized",
                                             "--report", "fail.json"))
     assert result.returncode == 1, result.stderr
     lines = result.stdout.splitlines()
@@ -237,14 +246,26 @@ SUBPROCESS_ERRORS = {"missing-checkpoint", "module-not-importable", "lightning-m
         (check_args(probe="probe_grey.pt"), "does not fit --model"),
         (check_args(probe="probe_target9.pt"), "has target 9 but --model"),
         (check_args("--mask-size", "64"), "mask_size must be between 1 and the image size"),
+        (check_args("--min-insertion", "1.2"), "--min-insertion 1.2 could never pass: raw AUCs lie in [0, 1]"),
+        (check_args("--max-deletion", "-0.1"), "--max-deletion -0.1 could never pass: raw AUCs lie in [0, 1]"),
+        (check_args("--max-deletion", "1.5"), "--max-deletion 1.5 could never fail"),
+        (check_args("--max-deletion", "-1", "--normalized"), "could never pass: normalized AUCs are >= 0"),
+        (check_args("--report", "a_folder"), "--report 'a_folder' is a directory"),
+        (check_args("--images", "notes.txt"), "--images 'notes.txt' is a file, not a folder"),
+        (check_args(model="other_models:NaNForLaterImages", checkpoint="cnn_state.pt"),
+         "returns NaN or infinite logits on probe image(s) [1, 2, 3]"),
         (["check", "--model", MODEL, "--checkpoint", "run.ckpt"], "the following arguments are required: --probe"),
     ],
     ids=["missing-checkpoint", "missing-probe", "module-not-importable", "class-missing", "not-a-module",
          "state-dict-mismatch", "lightning-mismatch", "probe-as-checkpoint", "text-as-probe", "checkpoint-as-probe",
-         "wrong-channels", "target-out-of-range", "bad-option", "usage"],
+         "wrong-channels", "target-out-of-range", "bad-option", "raw-threshold-above-1", "raw-threshold-below-0",
+         "vacuous-threshold", "negative-normalized-threshold", "report-is-a-folder", "images-is-a-file",
+         "nan-logits", "usage"],
 )
 def test_input_errors_exit_2_with_one_line(workspace, monkeypatch, capsys, request, args, message):
     case = request.node.callspec.id
+    # Every input error is found before the expensive work.
+    monkeypatch.setattr("lightning_igos.cli.explain", _must_not_run)
     if case in SUBPROCESS_ERRORS:
         result = run_cli(workspace, *args)
     else:
@@ -255,6 +276,27 @@ def test_input_errors_exit_2_with_one_line(workspace, monkeypatch, capsys, reque
     error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and error_lines[0].startswith("lightning-igos")
     assert result.stdout == ""
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the explanations ran although the input was bad")
+
+
+def test_normalized_thresholds_may_exceed_one():
+    from lightning_igos.cli import check_thresholds
+
+    check_thresholds(types.SimpleNamespace(min_insertion=1.3, max_deletion=1.2, normalized=True))
+    check_thresholds(types.SimpleNamespace(min_insertion=0.0, max_deletion=1.0, normalized=False))
+
+
+def test_a_value_error_inside_the_solver_is_a_bug_not_an_input_error(workspace, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ValueError("shape mismatch in the line search")
+
+    monkeypatch.setattr("lightning_igos.cli.igos", broken)
+    result = run_main(workspace, monkeypatch, capsys, *check_args())
+    assert result.returncode == 3, result.stderr
+    assert "unexpected ValueError: shape mismatch in the line search" in result.stderr
 
 
 def test_verbose_shows_the_traceback(workspace, monkeypatch, capsys):
