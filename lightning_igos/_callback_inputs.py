@@ -1,20 +1,25 @@
-"""Argument checks and probe/batch reading of :class:`~lightning_igos.callback.IGOSCallback`."""
+"""Argument checks and probe/batch reading of :class:`~lightning_igos.callback.IGOSCallback`.
+
+The checks shared with the solver, the metrics and the command line live in
+:mod:`lightning_igos._checks` (``check_mask_size`` is re-exported here).
+"""
 
 from __future__ import annotations
 
-import numbers
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Union
 
 import torch
 from torch import Tensor
 
-from lightning_igos._checks import check_images, check_targets
+from lightning_igos._checks import check_channel_stats, check_images, check_mask_size, check_targets
 
 # Keys tried, in order, when a validation batch is a dict.
 IMAGE_KEYS = ("image", "images", "input", "inputs", "x")
 TARGET_KEYS = ("label", "labels", "target", "targets", "y")
+
+__all__ = ["check_bool", "check_choice", "check_display_stats", "check_mask_size", "read_probe", "batch_parts"]
 
 ProbeLike = Union[tuple[Tensor, Any], str, os.PathLike, Any, None]
 BatchToProbe = Callable[[Any], tuple[Tensor, Union[Tensor, None]]]
@@ -27,9 +32,12 @@ def cpu_copy(tensor: Tensor) -> Tensor:
 
 
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    allowed = ", ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be a str, one of {allowed}, got {value!r} ({type(value).__name__}).")
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {', '.join(repr(c) for c in choices)}, got {value!r}.")
-    return value  # type: ignore[return-value]
+        raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+    return value
 
 
 def check_bool(value: object, name: str) -> bool:
@@ -38,32 +46,16 @@ def check_bool(value: object, name: str) -> bool:
     return value
 
 
-def check_mask_size(mask_size: object) -> None:
-    if mask_size is None:
-        return
-    values = mask_size if isinstance(mask_size, (tuple, list)) else (mask_size,)
-    ok = len(values) in (1, 2) and all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in values
-    )
-    if not ok or (isinstance(mask_size, (tuple, list)) and len(mask_size) != 2):
-        raise ValueError(f"`mask_size` must be None, an int >= 1 or a pair (h, w) of ints >= 1, got {mask_size!r}.")
-
-
-def check_display_stats(mean: object, std: object) -> None:
+def check_display_stats(
+    mean: object, std: object, channels: int | None = None
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``mean``/``std`` for display: both or neither, finite, ``std`` positive, one per channel if known."""
     if (mean is None) != (std is None):
         raise ValueError("`mean` and `std` must be given together (or both left None).")
-    for name, values in (("mean", mean), ("std", std)):
-        if values is None:
-            continue
-        flat = values.reshape(-1).tolist() if isinstance(values, Tensor) else values
-        if isinstance(flat, numbers.Real) and not isinstance(flat, bool):
-            flat = [flat]
-        if not isinstance(flat, Sequence) or isinstance(flat, str) or not all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in flat
-        ):
-            raise TypeError(f"`{name}` must be None, a number or a sequence of numbers per channel, got {values!r}.")
-        if name == "std" and not all(v > 0 for v in flat):
-            raise ValueError(f"`std` must be positive, got {values!r}.")
+    return (
+        check_channel_stats(mean, "mean", channels),
+        check_channel_stats(std, "std", channels, positive=True),
+    )
 
 
 def read_probe(probe: ProbeLike) -> tuple[Tensor, Tensor | None, Any, Any] | None:

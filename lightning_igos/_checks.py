@@ -5,6 +5,7 @@ Every check runs before any expensive work and names the argument at fault.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from typing import Union
@@ -63,16 +64,136 @@ def check_targets(targets: object, batch_size: int, device: torch.device, name: 
     return t.to(device=device, dtype=torch.long)
 
 
+# Every check below raises TypeError for a value of the wrong type (2.5 or "2" for an int)
+# and ValueError for a value of the right type outside the allowed range.
+
+
 def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    """An ``int`` (not a bool) >= ``minimum``.
+
+    Example:
+        >>> check_positive_int(3, "iterations")
+        3
+        >>> check_positive_int(2.5, "num_probe")
+        Traceback (most recent call last):
+        ...
+        TypeError: `num_probe` must be an integer >= 1, got 2.5 (float).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"`{name}` must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
+    if value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
     return int(value)
 
 
 def check_non_negative(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+    """A real number (not a bool) >= 0; NaN is a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a number >= 0, got {value!r} ({type(value).__name__}).")
+    if not value >= 0:
         raise ValueError(f"`{name}` must be a number >= 0, got {value!r}.")
     return float(value)
+
+
+def check_mask_size(mask_size: object, image_size: tuple[int, int] | None = None) -> tuple[int, int] | None:
+    """Validate a mask resolution: None, an int >= 1, or a pair ``(h, w)`` of ints >= 1.
+
+    Returns None or the ``(h, w)`` pair. Floats such as ``(2.9, 3.7)`` are rejected (TypeError),
+    never truncated. With ``image_size=(H, W)`` the mask must also fit the image (ValueError).
+
+    Example:
+        >>> check_mask_size(7), check_mask_size((4, 6)), check_mask_size(None)
+        ((7, 7), (4, 6), None)
+        >>> check_mask_size((2.9, 3.7))
+        Traceback (most recent call last):
+        ...
+        TypeError: `mask_size` must be None, an int or a pair (h, w) of ints, got (2.9, 3.7).
+    """
+    if mask_size is None:
+        return None
+    if isinstance(mask_size, (tuple, list)):
+        values = tuple(mask_size)
+        if len(values) != 2:
+            raise ValueError(f"`mask_size` must be None, an int or a pair (h, w), got {len(values)} values: "
+                             f"{mask_size!r}.")
+    else:
+        values = (mask_size, mask_size)
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"`mask_size` must be None, an int or a pair (h, w) of ints, got {mask_size!r}.")
+    if not all(v >= 1 for v in values):
+        raise ValueError(f"`mask_size` must be >= 1 in each dimension, got {mask_size!r}.")
+    size = (int(values[0]), int(values[1]))
+    if image_size is not None and (size[0] > image_size[0] or size[1] > image_size[1]):
+        raise ValueError(
+            f"`mask_size` must be between 1 and the image size {tuple(image_size)}, got {mask_size!r}."
+        )
+    return size
+
+
+def check_autocast_dtype(dtype: object) -> torch.dtype | None:
+    """None or a floating point ``torch.dtype`` (``torch.bfloat16``, ``torch.float16``, ...).
+
+    Example:
+        >>> check_autocast_dtype(torch.int8)
+        Traceback (most recent call last):
+        ...
+        ValueError: `autocast_dtype` must be a floating point dtype such as torch.bfloat16, got torch.int8.
+    """
+    if dtype is None:
+        return None
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"`autocast_dtype` must be None or a torch.dtype such as torch.bfloat16, got {dtype!r}.")
+    if not dtype.is_floating_point:
+        raise ValueError(f"`autocast_dtype` must be a floating point dtype such as torch.bfloat16, got {dtype}.")
+    return dtype
+
+
+def check_channel_stats(
+    values: object, name: str, channels: int | None = None, positive: bool = False
+) -> tuple[float, ...] | None:
+    """Per-channel display statistics (``mean`` or ``std``): None, one number, or one number per channel.
+
+    Returns a tuple of floats (one number is repeated for every channel when ``channels`` is
+    known). NaN/inf, a count other than ``channels``, or (``positive``) a value <= 0 is a
+    ValueError; anything that is not numbers is a TypeError.
+
+    Example:
+        >>> check_channel_stats(0.5, "mean", channels=3)
+        (0.5, 0.5, 0.5)
+        >>> check_channel_stats([0.2, float("nan")], "std")
+        Traceback (most recent call last):
+        ...
+        ValueError: `std` must hold finite numbers, got [0.2, nan].
+    """
+    if values is None:
+        return None
+    flat: object = values
+    if isinstance(values, Tensor):
+        if values.is_complex() or values.dtype == torch.bool:
+            raise TypeError(f"`{name}` must hold real numbers, got a tensor of dtype {values.dtype}.")
+        flat = values.detach().reshape(-1).tolist()
+    if isinstance(flat, numbers.Real) and not isinstance(flat, bool):
+        flat = [flat]
+    if not isinstance(flat, Sequence) or isinstance(flat, (str, bytes)) or not all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) for v in flat
+    ):
+        raise TypeError(f"`{name}` must be None, a number or a sequence of numbers per channel, got {values!r}.")
+    numbers_ = [float(v) for v in flat]
+    if not numbers_:
+        raise ValueError(f"`{name}` must hold at least one number, got {values!r}.")
+    if not all(math.isfinite(v) for v in numbers_):
+        raise ValueError(f"`{name}` must hold finite numbers, got {values!r}.")
+    if positive and not all(v > 0 for v in numbers_):
+        raise ValueError(f"`{name}` must be positive, got {values!r}.")
+    if channels is not None:
+        if len(numbers_) == 1:
+            numbers_ = numbers_ * channels
+        if len(numbers_) != channels:
+            raise ValueError(
+                f"`{name}` must hold one number per channel ({channels} for these images), got {len(numbers_)}: "
+                f"{values!r}."
+            )
+    return tuple(numbers_)
 
 
 def check_model(model: object, name: str = "model") -> nn.Module:

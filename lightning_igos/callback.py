@@ -56,12 +56,18 @@ from lightning_igos._callback_inputs import (
     cpu_copy,
     read_probe,
 )
-from lightning_igos._checks import ScoreFn, check_images, check_positive_int, check_targets
+from lightning_igos._checks import (
+    ScoreFn,
+    check_autocast_dtype,
+    check_images,
+    check_positive_int,
+    check_targets,
+)
 from lightning_igos._runtime import autocast_context, evaluation_mode, model_input_dtype
 from lightning_igos.baselines import BaselineLike, check_baseline
 from lightning_igos.causal import CausalCurves, causal_curves
 from lightning_igos.metrics import DeletionAUC, InsertionAUC
-from lightning_igos.solver import check_solver_options, igos
+from lightning_igos.solver import METHODS, check_solver_options, igos
 
 __all__ = ["IGOSCallback", "IGOSWarning"]  # and LightningIGOSCallback, made on first access
 
@@ -174,12 +180,14 @@ class _IGOSCallbackLogic:
         self.num_probe = check_positive_int(num_probe, "num_probe")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.target = check_choice(target, "target", TARGET_MODES)
+        check_choice(method, "method", METHODS)
+        check_mask_size(mask_size)
+        check_autocast_dtype(autocast_dtype)
         check_solver_options(
             method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
             noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size, autocast_dtype=autocast_dtype,
             tolerance=tolerance, patience=patience,
         )
-        check_mask_size(mask_size)
         self.solver_options: dict[str, Any] = dict(
             method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
             tv_power=tv_power, noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
@@ -192,7 +200,7 @@ class _IGOSCallbackLogic:
         self.max_batch_size = max_batch_size
         self.on_error = check_choice(on_error, "on_error", ERROR_MODES)
         self.seed = check_positive_int(seed, "seed", minimum=0)
-        check_display_stats(mean, std)
+        mean, std = check_display_stats(mean, std)
         if score_fn is not None and not callable(score_fn):
             raise TypeError(f"`score_fn` must be None or a callable (logits, targets) -> scores, got {score_fn!r}.")
         if batch_to_probe is not None and not callable(batch_to_probe):
@@ -208,6 +216,8 @@ class _IGOSCallbackLogic:
             self._probe_images, self._probe_targets = given[0], given[1]
             if mean is None and given[2] is not None and given[3] is not None:
                 mean, std = given[2], given[3]
+            # Known images: the display statistics must have one value per channel.
+            mean, std = check_display_stats(mean, std, channels=self._probe_images.shape[1])
             if target == "label" and self._probe_targets is None:
                 raise ValueError("`probe` has no targets; give (images, targets) or use target='pred'.")
         self.mean, self.std = mean, std

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 import lightning_igos
-from lightning_igos._checks import default_max_batch_size
+from lightning_igos._checks import check_mask_size, default_max_batch_size
 from lightning_igos._runtime import evaluation_mode, model_input_dtype
 from lightning_igos.causal import CausalCurves, causal_curves
 from lightning_igos.check_report import (
@@ -51,7 +51,7 @@ from lightning_igos.check_report import (
 )
 from lightning_igos.model_loading import InputError, check_input_file, import_model_class, load_model
 from lightning_igos.probe import Probe, load_probe
-from lightning_igos.solver import METHODS, Explanation, check_solver_options, igos, resolve_mask_size
+from lightning_igos.solver import METHODS, Explanation, check_solver_options, igos
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -359,7 +359,7 @@ def solver_options(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     height, width = probe.images.shape[-2:]
     try:
         check_solver_options(**{k: v for k, v in options.items() if k != "mask_size"})
-        resolve_mask_size(args.mask_size, height, width)
+        check_mask_size(args.mask_size, image_size=(height, width))
     except (TypeError, ValueError) as err:
         raise InputError(str(err).replace("`", "")) from err
     return options

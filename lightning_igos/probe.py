@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import zipfile
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lightning_igos._checks import TargetsLike, check_images, check_targets
+from lightning_igos._checks import TargetsLike, check_channel_stats, check_images, check_targets
 from lightning_igos._runtime import load_failure_reason, load_weights_only
 
 FORMAT = "lightning-igos-probe"
@@ -75,32 +74,11 @@ class Probe:
         channels = images.shape[1]
         object.__setattr__(self, "images", images)
         object.__setattr__(self, "targets", targets.clone().contiguous())
-        object.__setattr__(self, "mean", _channel_values(self.mean, "mean", channels))
-        object.__setattr__(self, "std", _channel_values(self.std, "std", channels, positive=True))
+        object.__setattr__(self, "mean", check_channel_stats(self.mean, "mean", channels))
+        object.__setattr__(self, "std", check_channel_stats(self.std, "std", channels, positive=True))
 
     def __len__(self) -> int:
         return self.images.shape[0]
-
-
-def _channel_values(values: object, name: str, channels: int, positive: bool = False) -> tuple[float, ...] | None:
-    """``None`` or one finite number per channel, as a tuple of floats; one number serves every channel."""
-    if values is None:
-        return None
-    if isinstance(values, Tensor):
-        values = values.reshape(-1).tolist()
-    if isinstance(values, numbers.Real) and not isinstance(values, bool):
-        values = [values]
-    if isinstance(values, Sequence) and not isinstance(values, str) and len(values) == 1:
-        values = list(values) * channels
-    if not isinstance(values, Sequence) or isinstance(values, str):
-        raise TypeError(f"`{name}` must be None or a sequence of {channels} numbers, got {type(values).__name__}.")
-    if len(values) != channels or not all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values
-    ):
-        raise ValueError(f"`{name}` must hold {channels} finite numbers (one per channel), got {values!r}.")
-    if positive and not all(v > 0 for v in values):
-        raise ValueError(f"`{name}` must be positive, got {values!r}.")
-    return tuple(float(v) for v in values)
 
 
 def save_probe(

@@ -546,3 +546,44 @@ def test_repeated_validate_without_logger_keeps_every_panel_and_says_where(tmp_p
     assert _png_folders(tmp_path) == ["epoch_000_step_000000", "epoch_000_step_000000_2"]
     assert len(messages) == 2  # one per run
     assert str(tmp_path.resolve() / "igos") in messages[0] and "no logger" in messages[0]
+
+
+# ----------------------------------------------------------------------------- construction: types and values
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"num_probe": 2.5}, TypeError, "`num_probe` must be an integer"),
+        ({"every_n_epochs": "2"}, TypeError, "`every_n_epochs` must be an integer"),
+        ({"every_n_epochs": 0}, ValueError, "`every_n_epochs` must be an integer >= 1"),
+        ({"metric_steps": 8.0}, TypeError, "`metric_steps`"),
+        ({"seed": "0"}, TypeError, "`seed`"),
+        ({"iterations": 2.0}, TypeError, "`iterations`"),
+        ({"l1": "1"}, TypeError, "`l1` must be a number"),
+        ({"tv": float("nan")}, ValueError, "`tv`"),
+        ({"target": 1}, TypeError, "`target` must be a str"),
+        ({"method": None}, TypeError, "`method` must be a str"),
+        ({"on_error": True}, TypeError, "`on_error` must be a str"),
+        ({"autocast_dtype": torch.int8}, ValueError, "`autocast_dtype` must be a floating point dtype"),
+        ({"autocast_dtype": "bf16"}, TypeError, "`autocast_dtype`"),
+        ({"mask_size": (2.9, 3.7)}, TypeError, "`mask_size` must be None, an int or a pair"),
+        ({"mask_size": 4.0}, TypeError, "`mask_size`"),
+        ({"mask_size": (4, 4, 4)}, ValueError, "`mask_size`"),
+        ({"mask_size": (4, 0)}, ValueError, "`mask_size` must be >= 1"),
+        ({"mean": (0.5, float("nan"), 0.5), "std": (0.2,) * 3}, ValueError, "`mean` must hold finite numbers"),
+        ({"mean": (0.5,) * 3, "std": (0.2, float("inf"), 0.2)}, ValueError, "`std` must hold finite numbers"),
+        ({"mean": "rgb", "std": (0.2,) * 3}, TypeError, "`mean`"),
+        ({"mean": (0.5, 0.5), "std": (0.2, 0.2), "probe": (torch.zeros(2, 3, 8, 8), [0, 1])}, ValueError,
+         r"`mean` must hold one number per channel \(3"),
+    ],
+)
+def test_construction_rejects_wrong_types_with_type_error_and_bad_values_with_value_error(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        IGOSCallback(**kwargs)
+
+
+def test_display_statistics_are_stored_per_channel() -> None:
+    callback = IGOSCallback(probe=(torch.zeros(2, 3, 8, 8), [0, 1]), mean=0.5, std=[0.25])
+    assert callback.mean == (0.5, 0.5, 0.5) and callback.std == (0.25, 0.25, 0.25)
+    assert IGOSCallback(mean=torch.tensor([0.5, 0.25]), std=(1, 2)).mean == (0.5, 0.25)
