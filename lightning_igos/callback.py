@@ -445,7 +445,7 @@ class _IGOSCallbackLogic:
         except Exception as err:  # e.g. a logger that rejects the values: training still goes on
             self._handle_failures(trainer, [_RankReport(trainer.global_rank, f"{type(err).__name__}: {err}")],
                                   own_error=err)
-        rendered = [r.result for r in reports if r.result is not None]
+        rendered = [r.result for r in reports if r.result is not None and len(r.result) > 0]
         if self.log_images and trainer.is_global_zero and rendered:
             try:
                 self._write_images(trainer, rendered)
@@ -613,6 +613,8 @@ class _IGOSCallbackLogic:
     def _render_panels(self, result: _ShareResult) -> list[Tensor]:
         from lightning_igos import render
 
+        if len(result) == 0:  # an empty share (fewer probe images than ranks) has nothing to draw
+            return []
         mean, std = self._last_display  # resolved once per run in _run
         display = render.unnormalize(self._probe_images[result.indices], mean, std)
         curves = result.curves

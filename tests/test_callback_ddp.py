@@ -11,9 +11,12 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
+import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,3 +111,38 @@ def test_ddp_rank_zero_writes_every_panel_once_per_epoch(ddp_run: dict) -> None:
         assert len(events.Images(tag)) == 2, tag
     assert len(events.Scalars("igos/insertion_auc")) == 2
     assert len(events.Scalars("igos/mask_mean")) == 2
+
+
+# ----------------------------------------------------------------------------- fewer probe images than ranks
+
+
+class _StubModule(torch.nn.Module):
+    """What the callback uses of a LightningModule on a rank whose share is empty: log and device."""
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged: dict = {}
+
+    def log(self, name, value, **kwargs) -> None:
+        self.logged[name] = value
+
+
+@pytest.mark.parametrize("log_images", [True, False])
+def test_an_empty_share_is_normal_and_silent(log_images: bool) -> None:
+    """num_probe=1 on 2 ranks: rank 1 explains nothing, logs empty metric states, warns nothing."""
+    from lightning_igos.callback import SCALAR_NAMES, IGOSCallback
+
+    callback = IGOSCallback(probe=(torch.randn(1, 3, 16, 16), [0]), log_images=log_images, on_error="raise",
+                            iterations=1, ig_steps=2, metric_steps=4)
+    trainer = types.SimpleNamespace(
+        world_size=2, global_rank=1, is_global_zero=False, current_epoch=0, global_step=0, callbacks=[],
+        callback_metrics={}, loggers=[], sanity_checking=False,
+    )
+    module = _StubModule()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        callback._run(trainer, module)
+    assert set(module.logged) == set(SCALAR_NAMES)
+    assert module.logged["igos/insertion_auc"].count == 0  # empty states: the synced mean is rank 0's
