@@ -302,7 +302,7 @@ class _IGOSCallbackLogic:
             if self.on_error == "raise":
                 raise
             warnings.warn(
-                f"IGOSCallback could not restore its probe from the checkpoint ({type(err).__name__}: {err}); "
+                f"IGOSCallback could not restore its probe from the checkpoint ({_error_text(err)}); "
                 "it keeps the probe it was given or captures a new one, so epochs before and after the "
                 "resume may explain different images.",
                 IGOSWarning,
@@ -380,7 +380,7 @@ class _IGOSCallbackLogic:
         """Fix the probe from this epoch's captured batches (rank 0's, under DDP); return an error text."""
         local: tuple[Tensor, Tensor | None] | str | None
         if self._capture_error is not None:
-            local = f"{type(self._capture_error).__name__}: {self._capture_error}"
+            local = _error_text(self._capture_error)
         elif self._captured:
             labels = [c[1] for c in self._captured]
             with torch.inference_mode(False):
@@ -418,23 +418,29 @@ class _IGOSCallbackLogic:
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
         own_error: Exception | None = None
+        panel_error: Exception | None = None
         result = None
         self._last_display = self._display_stats(pl_module)
         try:
             result = self._explain_share(trainer, pl_module)
-            if self.log_images:
-                result.panels = self._render_panels(result)
         except Exception as err:  # the run must go on (on_error="warn"); handled below
             own_error = err
+        if result is not None and self.log_images:
+            try:
+                result.panels = self._render_panels(result)
+            except Exception as err:  # the scalars are still logged; only the images are lost
+                panel_error = err
+        error = own_error or panel_error
         report = _RankReport(
             rank=trainer.global_rank,
-            error=None if own_error is None else f"{type(own_error).__name__}: {own_error}",
+            error=None if error is None else _error_text(error),
             explained=result is not None,
             targets=None if result is None else result.targets,
-            result=result if self.log_images and own_error is None else None,
+            result=result if self.log_images and error is None else None,
         )
         reports = self._gather(trainer, report)
-        self._handle_failures(trainer, [r for r in reports if r.error is not None], own_error=own_error)
+        self._handle_failures(trainer, [r for r in reports if r.error is not None], own_error=error,
+                              what="explanations" if own_error is not None else "panels")
         if not any(r.explained for r in reports):
             return
         if all(r.targets is not None for r in reports):
@@ -443,14 +449,14 @@ class _IGOSCallbackLogic:
         try:
             self._log_scalars(pl_module, result if result is not None else _empty_result(self.metric_steps))
         except Exception as err:  # e.g. a logger that rejects the values: training still goes on
-            self._handle_failures(trainer, [_RankReport(trainer.global_rank, f"{type(err).__name__}: {err}")],
-                                  own_error=err)
+            self._handle_failures(trainer, [_RankReport(trainer.global_rank, _error_text(err))], own_error=err,
+                                  what="scalars")
         rendered = [r.result for r in reports if r.result is not None and len(r.result) > 0]
         if self.log_images and trainer.is_global_zero and rendered:
             try:
                 self._write_images(trainer, rendered)
             except Exception as err:
-                self._handle_failures(trainer, [_RankReport(0, f"{type(err).__name__}: {err}")], own_error=err)
+                self._handle_failures(trainer, [_RankReport(0, _error_text(err))], own_error=err, what="panels")
 
     def _share_indices(self, trainer: Any) -> Tensor:
         everyone = torch.arange(len(self._probe_images))
@@ -513,8 +519,14 @@ class _IGOSCallbackLogic:
         torch.distributed.all_gather_object(reports, report)
         return reports
 
-    def _handle_failures(self, trainer: Any, failures: list[_RankReport], own_error: Exception | None) -> None:
-        """Raise (on every rank, so none waits forever) or warn once per failing rank and epoch."""
+    def _handle_failures(
+        self, trainer: Any, failures: list[_RankReport], own_error: Exception | None, what: str = "explanations"
+    ) -> None:
+        """Raise (on every rank, so none waits forever) or warn once per failing rank and epoch.
+
+        ``what`` failed: ``"explanations"`` (nothing of the epoch is logged), ``"panels"`` (the
+        scalars are logged, the images are not) or ``"scalars"``.
+        """
         if not failures:
             return
         if self.on_error == "raise":
@@ -525,9 +537,15 @@ class _IGOSCallbackLogic:
         if own_error is None:
             return  # the failing rank warns in its own process
         where = f" on rank {trainer.global_rank}" if trainer.world_size > 1 else ""
+        epoch = trainer.current_epoch
+        lead = {
+            "explanations": f"IGOSCallback skipped the explanations of epoch {epoch}{where}",
+            "panels": f"IGOSCallback logged the igos/ scalars of epoch {epoch} but could not draw or write its "
+                      f"explanation panels{where}",
+            "scalars": f"IGOSCallback explained epoch {epoch} but could not log its igos/ scalars{where}",
+        }[what]
         warnings.warn(
-            f"IGOSCallback skipped the explanations of epoch {trainer.current_epoch}{where}: "
-            f"{type(own_error).__name__}: {own_error}. Training continues; pass on_error='raise' to stop instead.",
+            f"{lead}: {_error_text(own_error)}. Training continues; pass on_error='raise' to stop instead.",
             IGOSWarning,
             stacklevel=2,
         )
@@ -565,7 +583,7 @@ class _IGOSCallbackLogic:
                 raise
             warnings.warn(
                 f"IGOSCallback could not give the monitors their igos/ values at epoch {trainer.current_epoch} "
-                f"({type(err).__name__}: {err}). Training continues.", IGOSWarning, stacklevel=2,
+                f"({_error_text(err)}). Training continues.", IGOSWarning, stacklevel=2,
             )
 
     def _log_scalars(self, pl_module: Any, result: _ShareResult) -> None:
@@ -660,6 +678,12 @@ class _IGOSCallbackLogic:
                 IGOSWarning,
                 stacklevel=2,
             )
+
+
+def _error_text(err: BaseException) -> str:
+    """``Type: message`` without a trailing period, to be followed by one."""
+    message = " ".join(str(err).split()).rstrip(". ")
+    return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
 def _tensorboard_writers(trainer: Any) -> list[Any]:

@@ -61,19 +61,25 @@ def _tensor(x: object, name: str) -> Tensor:
 
 
 def _image_batch(images: object, name: str) -> tuple[Tensor, bool]:
-    """(B, C, H, W) or (C, H, W) with C in {1, 3} as a 3-channel batch, and whether it was unbatched."""
+    """(B, C, H, W) or (C, H, W), any C >= 1, as a batch, and whether it was unbatched."""
     x = _tensor(images, name)
-    if x.dim() not in (3, 4) or x.shape[-3] not in (1, 3) or 0 in x.shape:
+    if x.dim() not in (3, 4) or 0 in x.shape:
         raise ValueError(
-            f"`{name}` must be shaped (B, C, H, W) or (C, H, W) with C = 1 or 3 and no empty "
-            f"dimension, got {tuple(x.shape)}."
+            f"`{name}` must be shaped (B, C, H, W) or (C, H, W) with no empty dimension, got {tuple(x.shape)}."
         )
     unbatched = x.dim() == 3
     return (x.unsqueeze(0) if unbatched else x), unbatched
 
 
 def _grey_to_rgb(x: Tensor) -> Tensor:
-    return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    """The displayed colours of a (B, C, H, W) batch: C = 3 as is, C = 1 as grey, C = 2 its
+    first channel as grey, C >= 4 (RGBA, multispectral) its first three channels as RGB."""
+    channels = x.shape[1]
+    if channels == 3:
+        return x
+    if channels < 3:
+        return x[:, :1].expand(-1, 3, -1, -1)
+    return x[:, :3]
 
 
 def _saliency_batch(saliency: object, batch_size: int, unbatched: bool) -> Tensor:
@@ -155,11 +161,13 @@ def unnormalize(images: Tensor, mean: ChannelStats | None = None, std: ChannelSt
     With ``mean`` and ``std`` (per-channel numbers, a tensor, or one number for
     all channels) this undoes ``transforms.Normalize``: ``x * std + mean``,
     clamped to [0, 1]. Without them each image is min-max rescaled on its own
-    (a constant image becomes black). Single-channel images come back as
-    3-channel grey.
+    (a constant image becomes black). Images come back with 3 channels: one
+    channel as grey, two channels as their first in grey, four or more (RGBA,
+    multispectral) as their first three.
 
     Args:
-        images: (B, C, H, W) or (C, H, W) with C = 1 or 3, any device.
+        images: (B, C, H, W) or (C, H, W), any C >= 1, any device; ``mean``/``std`` have
+            one value per channel (or one for all).
         mean, std: both or neither.
 
     Returns:
@@ -455,7 +463,8 @@ def probe_panel(
 
 
 def save_png(image: Tensor, path: str | os.PathLike) -> None:
-    """Write a (3, H, W) (or grey (1, H, W)) image in [0, 1] to ``path`` as 8-bit PNG.
+    """Write a (3, H, W) (or grey (1, H, W); other channel counts as in :func:`unnormalize`)
+    image in [0, 1] to ``path`` as 8-bit PNG.
 
     Values are clamped and rounded to the nearest of 256 levels; missing parent
     directories are created.

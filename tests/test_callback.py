@@ -382,6 +382,7 @@ def test_on_error_warn_keeps_training(tmp_path: Path, loaders, monkeypatch, fail
         trainer.fit(module, *loaders)
     skipped = [str(w.message) for w in caught if issubclass(w.category, IGOSWarning)]
     assert len(skipped) == 2 and "epoch 0" in skipped[0] and "epoch 1" in skipped[1]
+    assert all("skipped the explanations" in m and ".." not in m for m in skipped)  # no double period
     assert ("OutOfMemoryError" if failure == "out_of_memory" else "logits") in skipped[0]
     assert trainer.current_epoch == 2 and trainer.state.finished
     assert "igos/insertion_auc" not in trainer.callback_metrics
@@ -410,8 +411,14 @@ def test_image_failure_still_logs_scalars(tmp_path: Path, loaders) -> None:
     module = _module()
     module.mean, module.std = (0.5, 0.5), (0.25, 0.25)  # two channels for RGB images: rendering fails
     trainer = _trainer(tmp_path, [IGOSCallback(**FAST)], max_epochs=1, enable_checkpointing=False)
-    with pytest.warns(IGOSWarning, match="mean"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         trainer.fit(module, *loaders)
+    messages = [str(w.message) for w in caught if issubclass(w.category, IGOSWarning)]
+    assert len(messages) == 1 and "`mean`" in messages[0]
+    # An image failure is not reported as skipped explanations: the scalars were logged.
+    assert "logged the igos/ scalars of epoch 0 but could not draw" in messages[0]
+    assert "skipped" not in messages[0] and ".." not in messages[0]
     assert "igos/insertion_auc" in trainer.callback_metrics
 
 
@@ -587,3 +594,23 @@ def test_display_statistics_are_stored_per_channel() -> None:
     callback = IGOSCallback(probe=(torch.zeros(2, 3, 8, 8), [0, 1]), mean=0.5, std=[0.25])
     assert callback.mean == (0.5, 0.5, 0.5) and callback.std == (0.25, 0.25, 0.25)
     assert IGOSCallback(mean=torch.tensor([0.5, 0.25]), std=(1, 2)).mean == (0.5, 0.25)
+
+
+# ----------------------------------------------------------------------------- images of other channel counts
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_images_with_two_or_four_channels_are_drawn(tmp_path: Path, channels: int) -> None:
+    data = make_object_images(8, image_size=32, seed=3)
+    images = torch.cat([data.images, data.images], dim=1)[:, :channels]
+    module = _module()
+    module.model.features[0] = torch.nn.Conv2d(channels, 4, 3, padding=1)
+    module.mean = module.std = None  # the module's 3-channel normalisation does not apply
+    loader = DataLoader(torch.utils.data.TensorDataset(images, data.labels), batch_size=8)
+    trainer = _trainer(tmp_path, [IGOSCallback(**FAST)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.validate(module, loader)
+    assert [str(w.message) for w in caught if issubclass(w.category, IGOSWarning)] == []
+    events = _events(trainer.logger.log_dir)
+    assert len(events.Images("igos/probe_0")) == 1 and len(events.Images("igos/overlays")) == 1

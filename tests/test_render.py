@@ -305,7 +305,7 @@ def test_save_png_accepts_a_string_path(tmp_path) -> None:
         (lambda: unnormalize(torch.rand(3, 4, 4), mean=[0.5] * 3, std=[0.2, 0.0, 0.2]), "std"),
         (lambda: unnormalize(torch.rand(3, 4, 4), mean=["a", "b", "c"], std=[0.2] * 3), "mean"),
         (lambda: unnormalize(torch.rand(4, 4)), "images"),
-        (lambda: unnormalize(torch.rand(1, 2, 4, 4)), "images"),
+        (lambda: unnormalize(torch.rand(1, 0, 4, 4)), "images"),
         (lambda: unnormalize(torch.full((3, 4, 4), math.nan)), "images"),
         (lambda: colormap(torch.rand(2, 3, 4, 4)), "values"),
         (lambda: overlay(torch.rand(2, 3, 8, 8), torch.rand(3, 1, 8, 8)), "saliency"),
@@ -333,3 +333,18 @@ def test_wrong_types_raise_type_error() -> None:
         overlay([[0.0]], torch.rand(1, 1, 1))
     with pytest.raises(TypeError, match="`title`"):
         probe_panel(torch.rand(3, 8, 8), torch.rand(1, 8, 8), INSERTION, DELETION, STEPS, 0.5, 0.5, 3)
+
+
+@pytest.mark.parametrize(("channels", "shown"), [(2, [0, 0, 0]), (4, [0, 1, 2]), (6, [0, 1, 2])])
+def test_other_channel_counts_are_displayed(tmp_path, channels: int, shown: list[int]) -> None:
+    """Two channels show the first in grey; four or more (RGBA, multispectral) the first three."""
+    images = torch.rand(2, channels, 8, 8)
+    out = unnormalize(images, mean=[0.0] * channels, std=[1.0] * channels)
+    assert out.shape == (2, 3, 8, 8)
+    assert torch.equal(out, images[:, shown])
+    f = torch.linspace(0, 1, 5)
+    tile = probe_panel(images[0], torch.rand(1, 4, 4), f, 1 - f, f, 0.5, 0.5, "x")
+    assert tile.shape[0] == 3
+    assert overlay_grid(images, torch.rand(2, 1, 4, 4)).shape[0] == 3
+    save_png(images[0], tmp_path / "x.png")
+    assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
