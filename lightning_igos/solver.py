@@ -57,6 +57,8 @@ STEP_DECAY = 0.2
 STEP_GROWTH = 2.0
 # The reference hyper-parameters are set for a 28x28 mask.
 REFERENCE_CELLS = 28 * 28
+# Floor of the clean score the relative objective divides by.
+MIN_SCORE = 1e-3
 
 
 @dataclass
@@ -108,14 +110,14 @@ class Explanation:
 
 
 def resolve_mask_size(mask_size: None | int | tuple[int, int], height: int, width: int) -> tuple[int, int]:
-    """Mask resolution: given, or about an eighth of the image (28 at 224).
+    """Mask resolution: given, or half the image's (112 at 224: one cell per 2x2 pixels).
 
     Example:
         >>> resolve_mask_size(None, 224, 224), resolve_mask_size(7, 64, 64)
-        ((28, 28), (7, 7))
+        ((112, 112), (7, 7))
     """
     if mask_size is None:
-        return max(1, round(height / 8)), max(1, round(width / 8))
+        return max(1, round(height / 2)), max(1, round(width / 2))
     if isinstance(mask_size, numbers.Integral) and not isinstance(mask_size, bool):
         size = (int(mask_size), int(mask_size))
     elif isinstance(mask_size, (tuple, list)) and len(mask_size) == 2:
@@ -275,6 +277,8 @@ class _Problem:
             self.terms.append((-1.0, _insertion))
             self.edge_weights = _bilateral_weights(images, mask_size, sigma=0.5)
         self.images_pushed = 0
+        # Per-image weight of the score terms (1 / clean score when the objective is relative).
+        self.score_weight = torch.ones(images.shape[0], device=images.device)
 
     def scores(self, inputs: Tensor, targets: Tensor) -> Tensor:
         self.images_pushed += inputs.shape[0]
@@ -310,7 +314,7 @@ class _Problem:
                 total[start:stop] += sign * s
                 if compose is _deletion:
                     deletion_score[start:stop] = s
-        return total + self.regulariser(masks, index), deletion_score
+        return total * self.score_weight[index] + self.regulariser(masks, index), deletion_score
 
     def descent_direction(self, masks: list[Tensor], index: Tensor) -> list[Tensor]:
         """Integrated gradient of the score terms plus the regulariser's gradient, for images ``index``."""
@@ -332,6 +336,7 @@ class _Problem:
                 if self.noise is not None:
                     inputs = self.noise.add_to(inputs)
                 s = self.scores(inputs, self.targets[rows].repeat_interleave(n_step))
+                s = s * self.score_weight[rows].repeat_interleave(n_step)
                 for g, part in zip(grads, torch.autograd.grad(sign * s.sum() / steps, leaves)):
                     g += part
         reg = self.regulariser(leaves, index).sum()
@@ -424,10 +429,10 @@ def igos(
     *,
     method: str = "igos",
     mask_size: None | int | tuple[int, int] = None,
-    iterations: int = 15,
+    iterations: int = 4,
     ig_steps: int = 20,
-    l1: float = 1.0,
-    tv: float = 20.0,
+    l1: float = 0.1,
+    tv: float = 2.0,
     tv_power: float = 2.0,
     noise_std: float = 0.2,
     baseline: BaselineLike = "blur",
@@ -438,6 +443,7 @@ def igos(
     patience: int | None = 3,
     score_fn: ScoreFn | None = None,
     autocast_dtype: torch.dtype | None = None,
+    normalize_score: bool = True,
 ) -> Explanation:
     """Explain ``model``'s decision for ``targets`` on ``images`` with I-GOS or iGOS++.
 
@@ -446,10 +452,12 @@ def igos(
         images: ``(B, C, H, W)`` inputs exactly as the model takes them (normalised).
         targets: the class to explain per image: an int, a sequence or a tensor ``(B,)``.
         method: ``"igos"`` or ``"igos++"`` (bilateral: deletion and insertion masks).
-        mask_size: mask resolution, an int or ``(h, w)``; None picks about ``H / 8``.
-        iterations: descent iterations.
+        mask_size: mask resolution, an int or ``(h, w)``; None picks half the image's (``H / 2``).
+        iterations: descent iterations, at most (see ``patience``). Each costs ``ig_steps``
+            forward+backward passes per image plus a few forward-only line-search trials.
         ig_steps: integration steps along the path from the baseline to the masked image.
-        l1: weight of the L1 term that keeps the removed area small.
+        l1: weight of the L1 term that keeps the removed area small (relative to the clean
+            score, see ``normalize_score``).
         tv: weight of the total variation term that keeps the mask smooth, as set for a
             28x28 mask; it is scaled by ``h * w / 784`` for other mask sizes, so the same
             value means the same smoothness at every resolution.
@@ -474,6 +482,11 @@ def igos(
             softmax probability of the target.
         autocast_dtype: run the model's forward passes under autocast with this dtype
             (e.g. ``torch.bfloat16`` on GPUs); None runs them in the model's own dtype.
+        normalize_score: divide the score term of the objective by each image's clean
+            score, so ``l1`` and ``tv`` weigh the regularisers against the *fraction* of
+            the score a mask removes and mean the same for a model that is 15% or 99%
+            sure. False uses the raw score, as the original I-GOS does (its weights, l1 1
+            and tv 20, were set for models confident near 1).
 
     The model's parameters, their ``.grad``, the train/eval flag of every submodule
     and the global RNG state are left exactly as they were.
@@ -519,7 +532,11 @@ def igos(
         masks = [torch.ones(batch, 1, *size, device=device) for _ in problem.terms]
         with torch.no_grad():
             current, score = problem.objective(masks, torch.arange(batch, device=device))
-        clean_score = score.clone()
+            clean_score = score.clone()
+            if normalize_score:
+                # The regulariser is 0 at the all-ones start, so the objective just scales.
+                problem.score_weight = 1 / clean_score.abs().clamp_min(MIN_SCORE)
+                current = current * problem.score_weight
         state = _Search(masks, current, score, first_trial=torch.full_like(current, float(initial_step)),
                         failures=torch.zeros(batch, dtype=torch.long, device=device))
         history = [current.clone()]

@@ -55,6 +55,43 @@ def test_deletion_beats_random_and_gradient_saliency(trained_cnn, probe_data, ex
     assert aucs["igos"].insertion_auc.mean() > aucs["random"].insertion_auc.mean() + 0.1
 
 
+class Tempered(nn.Module):
+    """A trained classifier made less or more sure: logits divided by ``temperature``, plus
+    ``extra`` classes with logit 0 (so the target's probability can fall below 1 / 4)."""
+
+    def __init__(self, model: nn.Module, temperature: float, extra: int = 0) -> None:
+        super().__init__()
+        self.model, self.temperature, self.extra = model, temperature, extra
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x) / self.temperature
+        return torch.cat([logits, logits.new_zeros(logits.shape[0], self.extra)], 1)
+
+
+@pytest.mark.parametrize(("temperature", "extra", "confidence"), [(6.0, 6, (0.1, 0.25)), (0.5, 0, (0.99, 1.0))])
+def test_default_masks_move_at_any_confidence(trained_cnn, probe_data, temperature, extra, confidence):
+    """The failure mode on real classifiers: a barely confident model kept every mask at all ones."""
+    model = Tempered(trained_cnn, temperature, extra)
+    images, labels = probe_data.images[:8], probe_data.labels[:8]
+    ex = igos(model, images, labels)
+    low, high = confidence
+    assert ((ex.clean_score > low) & (ex.clean_score < high)).all(), ex.clean_score  # the premise
+    per_image_min = ex.mask.flatten(1).amin(1)
+    print(f"clean {ex.clean_score.mean():.3f} mask min per image {per_image_min.tolist()}"
+          f" masked/clean {(ex.masked_score / ex.clean_score).tolist()}")
+    assert (per_image_min < 0.9).all()
+    assert (ex.masked_score < 0.9 * ex.clean_score).all()
+
+
+def test_relative_objective_is_what_makes_a_low_confidence_model_explainable(trained_cnn, probe_data):
+    model = Tempered(trained_cnn, 6.0, 6)
+    images, labels = probe_data.images[:4], probe_data.labels[:4]
+    relative = igos(model, images, labels)
+    raw = igos(model, images, labels, normalize_score=False, l1=1.0, tv=20.0)
+    assert relative.mask.mean() < raw.mask.mean()
+    assert (raw.masked_score > 0.95 * raw.clean_score).all()  # the reference weights on the raw score: no move
+
+
 def test_igos_plus_plus_localises_the_object(trained_cnn, probe_data):
     ex = igos(trained_cnn, probe_data.images[:8], probe_data.labels[:8], method="igos++", iterations=8)
     assert ex.deletion_mask is not None and ex.insertion_mask is not None
