@@ -32,6 +32,7 @@ rank 0 writes images.
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
 from collections.abc import Sequence
@@ -155,16 +156,18 @@ class _IGOSCallbackLogic:
         *,
         method: str = "igos",
         mask_size: None | int | tuple[int, int] = None,
-        iterations: int = 15,
+        iterations: int = 4,
         ig_steps: int = 20,
-        l1: float = 1.0,
-        tv: float = 20.0,
+        l1: float = 0.1,
+        tv: float = 2.0,
         tv_power: float = 2.0,
         noise_std: float = 0.2,
         baseline: BaselineLike = "blur",
         tolerance: float = 1e-5,
         patience: int | None = 3,
         autocast_dtype: torch.dtype | None = None,
+        normalize_score: bool = True,
+        initial_step: float = 1.0,
         substrate: BaselineLike = "blur",
         metric_steps: int = 50,
         log_images: bool = True,
@@ -186,13 +189,16 @@ class _IGOSCallbackLogic:
         check_solver_options(
             method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
             noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size, autocast_dtype=autocast_dtype,
-            tolerance=tolerance, patience=patience,
+            tolerance=tolerance, patience=patience, normalize_score=normalize_score,
         )
         self.solver_options: dict[str, Any] = dict(
             method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
             tv_power=tv_power, noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
             tolerance=tolerance, patience=patience, autocast_dtype=autocast_dtype, score_fn=score_fn,
+            normalize_score=normalize_score, initial_step=initial_step,
         )
+        if not (isinstance(initial_step, numbers.Real) and not isinstance(initial_step, bool) and initial_step > 0):
+            raise ValueError(f"`initial_step` must be a number > 0, got {initial_step!r}.")
         check_baseline(substrate, "substrate")
         self.substrate = substrate
         self.metric_steps = check_positive_int(metric_steps, "metric_steps")
@@ -741,7 +747,8 @@ _CLASS_DOC = """Explain a fixed probe batch with I-GOS every few validation epoc
         target: ``"label"`` explains the probe's labels, ``"pred"`` the class the model predicts
             on each probe image at that epoch.
         method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,
-            tolerance, patience, autocast_dtype: options of :func:`lightning_igos.igos`, same names and defaults.
+            tolerance, patience, autocast_dtype, normalize_score, initial_step: options of
+            :func:`lightning_igos.igos`, same names and defaults.
         substrate: what the causal metrics replace pixels with (as ``baseline``).
         metric_steps: points minus one of the insertion/deletion curves.
         log_images: log the per-image panels and the overlay grid (rank 0 only).

@@ -51,7 +51,7 @@ from lightning_igos.check_report import (
 )
 from lightning_igos.model_loading import InputError, check_input_file, import_model_class, load_model
 from lightning_igos.probe import Probe, load_probe
-from lightning_igos.solver import METHODS, Explanation, check_solver_options, igos
+from lightning_igos.solver import METHODS, SOLVER_DEFAULTS, Explanation, check_solver_options, igos
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -161,16 +161,23 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
 
     solver = check.add_argument_group("solver and metric options (defaults as in igos and IGOSCallback)")
     solver.add_argument("--method", choices=METHODS, default="igos", help="default: igos")
-    solver.add_argument("--iterations", type=_count, default=15, help="descent iterations (default: 15)")
-    solver.add_argument("--ig-steps", type=_positive_int, default=20,
-                        help="integrated-gradient steps (default: 20)")
-    solver.add_argument("--mask-size", type=_mask_size, default=None, metavar="N|HxW",
-                        help="mask resolution (default: about an eighth of the image)")
-    solver.add_argument("--l1", type=_non_negative, default=1.0, help="L1 weight (default: 1)")
-    solver.add_argument("--tv", type=_non_negative, default=20.0, help="total variation weight (default: 20)")
-    solver.add_argument("--tv-power", type=_non_negative, default=2.0, help="total variation exponent (default: 2)")
-    solver.add_argument("--noise-std", type=_non_negative, default=0.2,
-                        help="integration noise std in input units (default: 0.2)")
+    d = SOLVER_DEFAULTS
+    solver.add_argument("--iterations", type=_count, default=d["iterations"],
+                        help="descent iterations, at most (default: %(default)s)")
+    solver.add_argument("--ig-steps", type=_positive_int, default=d["ig_steps"],
+                        help="integrated-gradient steps (default: %(default)s)")
+    solver.add_argument("--mask-size", type=_mask_size, default=d["mask_size"], metavar="N|HxW",
+                        help="mask resolution (default: half the image's)")
+    solver.add_argument("--l1", type=_non_negative, default=d["l1"], help="L1 weight (default: %(default)s)")
+    solver.add_argument("--tv", type=_non_negative, default=d["tv"],
+                        help="total variation weight at a 28x28 mask (default: %(default)s)")
+    solver.add_argument("--tv-power", type=_non_negative, default=d["tv_power"],
+                        help="total variation exponent (default: %(default)s)")
+    solver.add_argument("--normalize-score", action=argparse.BooleanOptionalAction, default=d["normalize_score"],
+                        help="divide the objective's score by the clean score, so --l1/--tv mean the same at any "
+                             "confidence (default: on)")
+    solver.add_argument("--noise-std", type=_non_negative, default=d["noise_std"],
+                        help="integration noise std in input units (default: %(default)s)")
     solver.add_argument("--baseline", choices=BASELINE_CHOICES, default="blur", help="solver baseline (default: blur)")
     solver.add_argument("--tolerance", type=_positive_number, default=1e-5,
                         help="line searches give up below this change of a mask cell (default: 1e-5)")
@@ -350,6 +357,7 @@ def solver_options(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
         "l1": args.l1,
         "tv": args.tv,
         "tv_power": args.tv_power,
+        "normalize_score": args.normalize_score,
         "noise_std": args.noise_std,
         "baseline": args.baseline,
         "tolerance": args.tolerance,

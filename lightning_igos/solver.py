@@ -19,6 +19,7 @@ quality against passes the defaults were chosen from).
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import random
@@ -145,8 +146,11 @@ def check_solver_options(
     autocast_dtype: torch.dtype | None = None,
     tolerance: float = 1e-5,
     patience: int | None = None,
+    normalize_score: bool = True,
 ) -> None:
     """Validate the solver's options; shared with the callback's ``__init__``."""
+    if not isinstance(normalize_score, bool):
+        raise TypeError(f"`normalize_score` must be True or False, got {normalize_score!r}.")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
     check_positive_int(iterations, "iterations", minimum=0)
@@ -504,7 +508,7 @@ def igos(
     check_solver_options(
         method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
         noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
-        autocast_dtype=autocast_dtype, tolerance=tolerance, patience=patience,
+        autocast_dtype=autocast_dtype, tolerance=tolerance, patience=patience, normalize_score=normalize_score,
     )
     if not (isinstance(initial_step, numbers.Real) and initial_step > 0):
         raise ValueError(f"`initial_step` must be a number > 0, got {initial_step!r}.")
@@ -565,3 +569,9 @@ def igos(
         insertion_mask=masks[1] if len(masks) == 2 else None,
         history=history,
     )
+
+
+#: The keyword defaults of :func:`igos`: the callback and the check command take theirs from here.
+SOLVER_DEFAULTS: dict[str, object] = {
+    name: p.default for name, p in inspect.signature(igos).parameters.items() if p.default is not p.empty
+}

@@ -107,8 +107,16 @@ def test_init_errors_name_the_argument(kwargs: dict, argument: str) -> None:
 
 
 def test_defaults_match_the_solver() -> None:
+    """Every solver option of the callback has igos's name and default (compared structurally)."""
+    import inspect
+
+    from lightning_igos.solver import SOLVER_DEFAULTS
+
     callback = IGOSCallback()
-    assert callback.solver_options["iterations"] == 15 and callback.solver_options["ig_steps"] == 20
+    shared = {k: v for k, v in SOLVER_DEFAULTS.items() if k not in ("generator",)}
+    assert callback.solver_options == shared
+    signature = inspect.signature(IGOSCallback).parameters
+    assert {k: signature[k].default for k in shared} == shared
     assert callback.num_probe == 8 and callback.metric_steps == 50 and callback.on_error == "warn"
 
 
