@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-real clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/solver.py
+
+bench-real: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[dev,bench]"
+	cd bench && ../$(BIN)/python real_model.py --per-image --out results
 
 clean:
 	rm -rf $(VENV) lightning_logs .pytest_cache

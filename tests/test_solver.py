@@ -68,7 +68,7 @@ class Tempered(nn.Module):
         return torch.cat([logits, logits.new_zeros(logits.shape[0], self.extra)], 1)
 
 
-@pytest.mark.parametrize(("temperature", "extra", "confidence"), [(6.0, 6, (0.1, 0.25)), (0.5, 0, (0.99, 1.0))])
+@pytest.mark.parametrize(("temperature", "extra", "confidence"), [(6.0, 6, (0.1, 0.25)), (0.7, 0, (0.95, 1.0))])
 def test_default_masks_move_at_any_confidence(trained_cnn, probe_data, temperature, extra, confidence):
     """The failure mode on real classifiers: a barely confident model kept every mask at all ones."""
     model = Tempered(trained_cnn, temperature, extra)
@@ -208,6 +208,9 @@ def test_comparison_saliencies_have_image_shape(trained_cnn, probe_data):
         (dict(method="gradcam"), ValueError, "method"),
         (dict(mask_size=0), ValueError, "mask_size"),
         (dict(mask_size=(4, 40)), ValueError, "mask_size"),
+        (dict(mask_size=(2.9, 3.7)), TypeError, "mask_size"),
+        (dict(autocast_dtype=torch.int8), ValueError, "autocast_dtype"),
+        (dict(normalize_score="yes"), TypeError, "normalize_score"),
         (dict(iterations=-1), ValueError, "iterations"),
         (dict(ig_steps=0), ValueError, "ig_steps"),
         (dict(l1=-1.0), ValueError, "l1"),
