@@ -1,0 +1,312 @@
+"""The check's report as one self-contained HTML page and as a Markdown summary.
+
+Pure functions of the JSON report of ``lightning-igos check`` (the dict it writes with
+``--report``) and of the panel images: :func:`render_html` gives a page with every image
+embedded as a base64 PNG (it opens from a downloaded CI artifact, offline, in any
+browser), :func:`render_markdown` the summary that :func:`append_step_summary` appends to
+GitHub Actions' ``$GITHUB_STEP_SUMMARY``. Text is escaped with :func:`html.escape`; PNGs
+are encoded by Pillow.
+
+Example:
+    >>> report = {"passed": True, "thresholds": [], "images": [], "mean": {}, "normalized_mean": {},
+    ...           "settings": {"model": "m:Net"}}
+    >>> "PASS" in render_html(report, panels=[])
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchvision.transforms.functional import to_pil_image
+
+__all__ = ["append_step_summary", "png_base64", "render_html", "render_markdown", "verdict_text"]
+
+SUMMARY_VARIABLE = "GITHUB_STEP_SUMMARY"
+
+# Per-image columns: (report key, header, format). Only the keys a report row has are shown.
+_COLUMNS = (
+    ("clean_score", "clean prob", "{:.4f}"),
+    ("insertion_auc", "insertion AUC", "{:.4f}"),
+    ("deletion_auc", "deletion AUC", "{:.4f}"),
+    ("insertion_auc_normalized", "insertion (norm.)", "{:.4f}"),
+    ("deletion_auc_normalized", "deletion (norm.)", "{:.4f}"),
+    ("mask_mean", "mask mean", "{:.4f}"),
+)
+
+_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 1100px;
+       padding: 0 1em; color: #1b1b1b; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+.verdict { display: inline-block; padding: .3em .8em; border-radius: .3em; font-weight: bold; font-size: 1.3em;
+           color: white; }
+.verdict.pass { background: #1a7f37; } .verdict.fail { background: #cf222e; }
+table { border-collapse: collapse; margin: .5em 0; }
+th, td { border: 1px solid #d0d7de; padding: .25em .6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.fail td { background: #ffebe9; } tr.mean td { font-weight: bold; }
+figure { display: inline-block; margin: .5em; vertical-align: top; }
+figure img { image-rendering: pixelated; max-width: 100%; border: 1px solid #d0d7de; }
+figcaption { font-size: .9em; color: #57606a; }
+""".strip()
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def png_base64(image: Tensor) -> str:
+    """A (3, H, W) (or grey (1, H, W)) image in [0, 1] as base64-encoded PNG bytes.
+
+    Example:
+        >>> base64.b64decode(png_base64(torch.rand(3, 4, 4)))[:4]
+        b'\\x89PNG'
+    """
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"an image to embed must be shaped (3, H, W) or (1, H, W), got {shape}.")
+    pixels = image.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
+    buffer = io.BytesIO()
+    to_pil_image(pixels).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def verdict_text(report: Mapping[str, Any]) -> str:
+    """``PASS``, ``FAIL: 1 of 2 thresholds failed`` or ``PASS (no thresholds given)``.
+
+    Example:
+        >>> verdict_text({"passed": False, "thresholds": [{"passed": False}, {"passed": True}]})
+        'FAIL: 1 of 2 thresholds failed'
+    """
+    thresholds = report.get("thresholds") or []
+    if report.get("passed", True):
+        return "PASS" if thresholds else "PASS (no thresholds given)"
+    failed = sum(1 for t in thresholds if not t.get("passed"))
+    return f"FAIL: {failed} of {len(thresholds)} thresholds failed"
+
+
+def _threshold_label(t: Mapping[str, Any]) -> str:
+    metric = str(t.get("metric", "")).replace("_auc", " AUC").replace("_", " ")
+    return f"mean {metric}{' (normalized)' if t.get('normalized') else ''}"
+
+
+def _target_label(row: Mapping[str, Any]) -> str:
+    name = row.get("target_name")
+    return f"{row['target']} ({name})" if name else str(row["target"])
+
+
+def _number(value: Any, fmt: str = "{:.4f}") -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return fmt.format(value)
+    return "" if value is None else str(value)
+
+
+def _columns(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    rows = report.get("images") or []
+    return [c for c in _COLUMNS if any(c[0] in row for row in rows)]
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value) if all(isinstance(v, int) for v in value) else str(list(value))
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- HTML
+
+
+def render_html(
+    report: Mapping[str, Any],
+    panels: Sequence[tuple[str, Tensor]],
+    overlays: Tensor | None = None,
+    title: str = "lightning-igos check",
+) -> str:
+    """One self-contained HTML page: verdict, thresholds, per-image table, panels, settings.
+
+    Args:
+        report: the check's report dict (``passed``, ``thresholds``, ``images``, ``mean``,
+            ``normalized_mean``, ``settings``, optionally ``versions``, ``elapsed_s``,
+            ``class_names``); rows may carry ``target_name``.
+        panels: ``(caption, image)`` per probe image, images (3, H, W) in [0, 1].
+        overlays: the overlay grid of all probe images, or None.
+        title: the page title.
+
+    Returns:
+        The page as a string; every image is a ``data:image/png;base64`` URI, there is no
+        script and no external resource.
+    """
+    e = html.escape
+    passed = bool(report.get("passed", True))
+    verdict = verdict_text(report)
+    settings = report.get("settings") or {}
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}: {e(verdict)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    summary = []
+    if "num_images" in settings:
+        summary.append(f"{settings['num_images']} probe images")
+    if "probe" in settings:
+        summary.append(f"from {settings['probe']}")
+    if "model" in settings:
+        summary.append(f"model {settings['model']}")
+    if "device" in settings:
+        summary.append(f"on {settings['device']}")
+    if summary:
+        parts.append(f"<p>{e(', '.join(summary))}</p>")
+    parts.append(f'<p id="verdict" class="verdict {"pass" if passed else "fail"}">{e(verdict)}</p>')
+
+    # Thresholds.
+    parts.append('<h2>Thresholds</h2>')
+    thresholds = report.get("thresholds") or []
+    if thresholds:
+        parts.append('<table id="thresholds"><tr><th>threshold</th><th>value</th><th></th><th>limit</th>'
+                     '<th>result</th></tr>')
+        for t in thresholds:
+            row_class = "" if t.get("passed") else ' class="fail"'
+            parts.append(
+                f"<tr{row_class}><td>{e(_threshold_label(t))}</td><td class=\"num\">{_number(t.get('value'))}</td>"
+                f"<td>{e(str(t.get('op', '')))}</td><td class=\"num\">{e(_number(t.get('limit'), '{:g}'))}</td>"
+                f"<td>{'pass' if t.get('passed') else 'FAIL'}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append("<p>No thresholds given (<code>--min-insertion</code>, <code>--max-deletion</code>).</p>")
+
+    # Per-image table.
+    columns = _columns(report)
+    parts.append("<h2>Probe images</h2>")
+    parts.append('<table id="images"><tr><th>image</th><th>target</th>'
+                 + "".join(f"<th>{e(header)}</th>" for _, header, _ in columns) + "</tr>")
+    for row in report.get("images") or []:
+        cells = "".join(f'<td class="num">{e(_number(row.get(key), fmt))}</td>' for key, _, fmt in columns)
+        parts.append(f'<tr><td class="num">{e(str(row.get("index", "")))}</td><td>{e(_target_label(row))}</td>'
+                     f"{cells}</tr>")
+    mean, normalized = report.get("mean") or {}, report.get("normalized_mean") or {}
+    if mean or normalized:
+        cells = "".join(
+            f'<td class="num">{e(_number(_mean_value(key, mean, normalized), fmt))}</td>' for key, _, fmt in columns
+        )
+        parts.append(f'<tr class="mean"><td>mean</td><td></td>{cells}</tr>')
+    parts.append("</table>")
+    parts.append("<p>Insertion AUC: higher is better. Deletion AUC: lower is better. "
+                 "(norm.): each curve divided by the image's clean probability.</p>")
+
+    # Panels.
+    parts.append('<h2>Explanations</h2><div id="panels">')
+    for i, (caption, image) in enumerate(panels):
+        parts.append(
+            f'<figure class="panel"><img id="panel-{i}" alt="{e(caption, quote=True)}" '
+            f'src="data:image/png;base64,{png_base64(image)}"><figcaption>{e(caption)}</figcaption></figure>'
+        )
+    parts.append("</div>")
+    if overlays is not None:
+        parts.append(
+            '<h2>All overlays</h2><figure><img id="overlays" alt="overlays of all probe images" '
+            f'src="data:image/png;base64,{png_base64(overlays)}"></figure>'
+        )
+
+    # Settings, class names, versions.
+    parts.append('<h2>Settings</h2><table id="settings">')
+    for key, value in settings.items():
+        parts.append(f"<tr><th>{e(str(key))}</th><td>{e(_setting_text(value))}</td></tr>")
+    if "elapsed_s" in report:
+        parts.append(f"<tr><th>elapsed</th><td>{e(_number(report['elapsed_s'], '{:.1f}'))} s</td></tr>")
+    for key, value in (report.get("versions") or {}).items():
+        parts.append(f"<tr><th>{e(str(key))} version</th><td>{e(str(value))}</td></tr>")
+    parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _mean_value(key: str, mean: Mapping[str, Any], normalized: Mapping[str, Any]) -> Any:
+    if key.endswith("_normalized"):
+        return normalized.get(key[: -len("_normalized")])
+    return mean.get(key)
+
+
+# ----------------------------------------------------------------------------- Markdown
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell (GitHub renders some HTML: escape it too)."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+
+
+def render_markdown(report: Mapping[str, Any], title: str = "lightning-igos check") -> str:
+    """A Markdown summary: a verdict heading, the thresholds and the per-image table.
+
+    Example:
+        >>> print(render_markdown({"passed": True, "thresholds": [], "images": [
+        ...     {"index": 0, "target": 3, "target_name": "cat", "insertion_auc": 0.5}]}))
+        ## lightning-igos check: PASS (no thresholds given)
+        <BLANKLINE>
+        No thresholds given.
+        <BLANKLINE>
+        | image | target | insertion AUC |
+        | ---: | --- | ---: |
+        | 0 | 3 (cat) | 0.5000 |
+        <BLANKLINE>
+    """
+    verdict = verdict_text(report)
+    mark = "" if report.get("passed", True) else ":x: "
+    lines = [f"## {_md(title)}: {mark}{_md(verdict)}", ""]
+    settings = report.get("settings") or {}
+    if "model" in settings and "num_images" in settings:
+        lines += [f"{settings['num_images']} probe images, model `{_md(settings['model'])}`"
+                  f"{', ' + _md(settings['device']) if 'device' in settings else ''}.", ""]
+    thresholds = report.get("thresholds") or []
+    if thresholds:
+        lines += ["| threshold | value | limit | result |", "| --- | ---: | ---: | --- |"]
+        for t in thresholds:
+            lines.append(f"| {_md(_threshold_label(t))} | {_number(t.get('value'))} | "
+                         f"{_md(str(t.get('op', '')))} {_number(t.get('limit'), '{:g}')} | "
+                         f"{'pass' if t.get('passed') else '**FAIL**'} |")
+        lines.append("")
+    else:
+        lines += ["No thresholds given.", ""]
+    columns = _columns(report)
+    rows = report.get("images") or []
+    if rows:
+        lines.append("| image | target | " + " | ".join(header for _, header, _ in columns) + " |")
+        lines.append("| ---: | --- | " + " | ".join("---:" for _ in columns) + " |")
+        for row in rows:
+            cells = " | ".join(_number(row.get(key), fmt) for key, _, fmt in columns)
+            lines.append(f"| {row.get('index', '')} | {_md(_target_label(row))} | {cells} |")
+        mean, normalized = report.get("mean") or {}, report.get("normalized_mean") or {}
+        if mean or normalized:
+            cells = " | ".join(f"**{_number(_mean_value(key, mean, normalized), fmt)}**" for key, _, fmt in columns)
+            lines.append(f"| **mean** | | {cells} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def append_step_summary(report: Mapping[str, Any], path: str | os.PathLike | None = None) -> Path | None:
+    """Append :func:`render_markdown` to ``path``, by default ``$GITHUB_STEP_SUMMARY``; None if unset.
+
+    Example:
+        >>> import tempfile
+        >>> summary = Path(tempfile.mkdtemp()) / "summary.md"
+        >>> _ = append_step_summary({"passed": True, "thresholds": []}, summary)
+        >>> summary.read_text().splitlines()[0]
+        '## lightning-igos check: PASS (no thresholds given)'
+    """
+    if path is None:
+        path = os.environ.get(SUMMARY_VARIABLE) or None
+        if path is None:
+            return None
+    target = Path(path)
+    with open(target, "a", encoding="utf-8") as stream:
+        stream.write(render_markdown(report) + "\n")
+    return target

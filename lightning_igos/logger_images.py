@@ -1,0 +1,154 @@
+"""Send explanation panels to every Lightning logger that can show images.
+
+Which loggers take images, and how (checked in this order, by what the logger can do,
+so ``pytorch_lightning`` and ``lightning.pytorch`` loggers and look-alikes all work):
+
+* a logger with a ``log_image(key, images, step, caption=...)`` method, as
+  ``WandbLogger``: one call per tag, at the step of the scalars;
+* a logger whose ``experiment`` has ``add_image`` (TensorBoard's ``SummaryWriter``): one
+  image per tag at that step, so the step slider shows the panels evolving;
+* a logger with a ``run_id`` whose ``experiment`` has ``log_artifacts`` (``MLFlowLogger``'s
+  ``MlflowClient``): the PNG files of one validation run as artifacts under
+  ``igos/epoch_<EEE>_step_<SSSSSS>/``.
+
+A logger none of these fit (``CSVLogger``, ...) gets no images; when no logger of the
+trainer takes images, the callback writes PNG files instead. Nothing here imports
+``wandb`` or ``mlflow``: the loggers' own methods are called. PNGs are encoded by Pillow.
+
+Example:
+    >>> from types import SimpleNamespace
+    >>> class Writer:
+    ...     def add_image(self, tag, image, global_step): print(tag, tuple(image.shape), global_step)
+    >>> sinks = image_sinks([SimpleNamespace(experiment=Writer())])
+    >>> [s.kind for s in sinks]
+    ['tensorboard']
+    >>> sinks[0].log([("igos/probe_0", torch.rand(3, 4, 4), "#0")], step=7, epoch=0)
+    igos/probe_0 (3, 4, 4) 7
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torchvision.transforms.functional import to_pil_image
+
+__all__ = ["ImageSink", "artifact_folder", "custom_scalars_layout", "image_sinks", "write_custom_scalars"]
+
+# (tag, image (3, H, W) in [0, 1], caption)
+Panel = tuple[str, Tensor, str]
+
+
+def _pil(image: Tensor) -> Image.Image:
+    return to_pil_image(image.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8))
+
+
+def artifact_folder(epoch: int, step: int) -> str:
+    """The artifact folder of one validation run's panels.
+
+    Example:
+        >>> artifact_folder(3, 120)
+        'igos/epoch_003_step_000120'
+    """
+    return f"igos/epoch_{epoch:03d}_step_{step:06d}"
+
+
+@dataclass
+class ImageSink:
+    """One logger that takes images, and how (``kind``: ``"log_image"``, ``"tensorboard"`` or ``"mlflow"``)."""
+
+    logger: Any
+    kind: str
+    target: Any  # what gets called: the logger, its SummaryWriter or its MlflowClient
+
+    @property
+    def name(self) -> str:
+        return type(self.logger).__name__
+
+    def log(self, panels: Sequence[Panel], *, step: int, epoch: int) -> None:
+        """Log ``panels`` at ``step`` (the trainer's global step) of ``epoch``."""
+        if self.kind == "tensorboard":
+            for tag, image, _ in panels:
+                self.target.add_image(tag, image.detach().float().cpu().clamp(0, 1), global_step=step)
+        elif self.kind == "log_image":
+            for tag, image, caption in panels:
+                self.target.log_image(key=tag, images=[_pil(image)], step=step, caption=[caption])
+        elif self.kind == "mlflow":
+            with tempfile.TemporaryDirectory(prefix="igos_panels_") as folder:
+                for tag, image, _ in panels:
+                    _pil(image).save(Path(folder) / f"{tag.rsplit('/', 1)[-1]}.png", format="PNG")
+                self.target.log_artifacts(self.logger.run_id, folder, artifact_path=artifact_folder(epoch, step))
+        else:  # pragma: no cover - kinds are fixed above
+            raise ValueError(f"unknown image sink kind {self.kind!r}")
+
+
+def _sink(logger: Any) -> ImageSink | None:
+    if callable(getattr(logger, "log_image", None)):
+        return ImageSink(logger, "log_image", logger)
+    experiment = getattr(logger, "experiment", None)
+    if callable(getattr(experiment, "add_image", None)):
+        return ImageSink(logger, "tensorboard", experiment)
+    if callable(getattr(experiment, "log_artifacts", None)) and getattr(logger, "run_id", None):
+        return ImageSink(logger, "mlflow", experiment)
+    return None
+
+
+def image_sinks(loggers: Iterable[Any]) -> list[ImageSink]:
+    """The loggers that can take images, each with the way it takes them (see the module's doc)."""
+    sinks = []
+    for logger in loggers:
+        sink = _sink(logger)
+        if sink is not None:
+            sinks.append(sink)
+    return sinks
+
+
+# ----------------------------------------------------------------------------- TensorBoard layout
+
+
+def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
+    """TensorBoard's Custom Scalars layout of the igos/ scalars: one chart per family.
+
+    Insertion and deletion share a chart (raw AUCs in one, normalised in another, so each
+    chart keeps one scale), and so do the mask statistics. Tags are anchored regular
+    expressions (``igos/insertion_auc`` alone would match its ``_normalized`` variant too).
+
+    Example:
+        >>> custom_scalars_layout()["igos"]["insertion and deletion AUC"]
+        ['Multiline', ['^igos/insertion_auc$', '^igos/deletion_auc$']]
+    """
+    def tags(*names: str) -> list[str]:
+        return [f"^igos/{name}$" for name in names]
+
+    return {
+        "igos": {
+            "insertion and deletion AUC": ["Multiline", tags("insertion_auc", "deletion_auc")],
+            "insertion and deletion AUC, normalized": [
+                "Multiline", tags("insertion_auc_normalized", "deletion_auc_normalized"),
+            ],
+            "mask": ["Multiline", tags("mask_mean", "mask_min", "mask_frac_below_half")],
+        }
+    }
+
+
+def write_custom_scalars(loggers: Iterable[Any], done: set[str]) -> None:
+    """Write :func:`custom_scalars_layout` to every TensorBoard logger not in ``done`` (log dirs), once.
+
+    ``done`` holds the log directories already given the layout; it is updated.
+    """
+    for logger in loggers:
+        experiment = getattr(logger, "experiment", None)
+        add = getattr(experiment, "add_custom_scalars", None)
+        if not callable(add):
+            continue
+        key = str(getattr(experiment, "log_dir", None) or getattr(logger, "log_dir", None) or id(experiment))
+        if key in done:
+            continue
+        add(custom_scalars_layout())
+        done.add(key)
