@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,14 +50,14 @@ def _pil(image: Tensor) -> Image.Image:
     return to_pil_image(image.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8))
 
 
-def artifact_folder(epoch: int, step: int) -> str:
+def artifact_folder(epoch: int, step: int, prefix: str = "igos") -> str:
     """The artifact folder of one validation run's panels.
 
     Example:
         >>> artifact_folder(3, 120)
         'igos/epoch_003_step_000120'
     """
-    return f"igos/epoch_{epoch:03d}_step_{step:06d}"
+    return f"{prefix}/epoch_{epoch:03d}_step_{step:06d}"
 
 
 @dataclass
@@ -71,8 +72,8 @@ class ImageSink:
     def name(self) -> str:
         return type(self.logger).__name__
 
-    def log(self, panels: Sequence[Panel], *, step: int, epoch: int) -> None:
-        """Log ``panels`` at ``step`` (the trainer's global step) of ``epoch``."""
+    def log(self, panels: Sequence[Panel], *, step: int, epoch: int, prefix: str = "igos") -> None:
+        """Log ``panels`` at ``step`` (the trainer's global step) of ``epoch``; ``prefix``: MLflow's folder."""
         if self.kind == "tensorboard":
             for tag, image, _ in panels:
                 self.target.add_image(tag, image.detach().float().cpu().clamp(0, 1), global_step=step)
@@ -83,7 +84,8 @@ class ImageSink:
             with tempfile.TemporaryDirectory(prefix="igos_panels_") as folder:
                 for tag, image, _ in panels:
                     _pil(image).save(Path(folder) / f"{tag.rsplit('/', 1)[-1]}.png", format="PNG")
-                self.target.log_artifacts(self.logger.run_id, folder, artifact_path=artifact_folder(epoch, step))
+                where = artifact_folder(epoch, step, prefix)
+                self.target.log_artifacts(self.logger.run_id, folder, artifact_path=where)
         else:  # pragma: no cover - kinds are fixed above
             raise ValueError(f"unknown image sink kind {self.kind!r}")
 
@@ -112,7 +114,7 @@ def image_sinks(loggers: Iterable[Any]) -> list[ImageSink]:
 # ----------------------------------------------------------------------------- TensorBoard layout
 
 
-def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
+def custom_scalars_layout(prefix: str = "igos") -> dict[str, dict[str, list[Any]]]:
     """TensorBoard's Custom Scalars layout of the igos/ scalars: one chart per family.
 
     Insertion and deletion share a chart (raw AUCs in one, normalised in another, so each
@@ -124,10 +126,10 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
         ['Multiline', ['^igos/insertion_auc$', '^igos/deletion_auc$']]
     """
     def tags(*names: str) -> list[str]:
-        return [f"^igos/{name}$" for name in names]
+        return [f"^{re.escape(prefix)}/{name}$" for name in names]
 
     return {
-        "igos": {
+        prefix: {
             "insertion and deletion AUC": ["Multiline", tags("insertion_auc", "deletion_auc")],
             "insertion and deletion AUC, normalized": [
                 "Multiline", tags("insertion_auc_normalized", "deletion_auc_normalized"),
@@ -137,7 +139,7 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
     }
 
 
-def write_custom_scalars(loggers: Iterable[Any], done: set[str]) -> None:
+def write_custom_scalars(loggers: Iterable[Any], done: set[str], prefix: str = "igos") -> None:
     """Write :func:`custom_scalars_layout` to every TensorBoard logger not in ``done`` (log dirs), once.
 
     ``done`` holds the log directories already given the layout; it is updated.
@@ -150,5 +152,5 @@ def write_custom_scalars(loggers: Iterable[Any], done: set[str]) -> None:
         key = str(getattr(experiment, "log_dir", None) or getattr(logger, "log_dir", None) or id(experiment))
         if key in done:
             continue
-        add(custom_scalars_layout())
+        add(custom_scalars_layout(prefix))
         done.add(key)
