@@ -56,7 +56,7 @@ from torch.utils._pytree import tree_flatten
 from torchvision.models import resnet50
 
 from lightning_igos import igos
-from lightning_igos._checks import default_max_batch_size
+from lightning_igos.core.runtime import default_max_batch_size
 from lightning_igos.synthetic import make_object_images
 
 MB = 2**20

@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from lightning_igos.causal import CausalCurves, causal_curves
-from lightning_igos.gradients import gradient_saliency, integrated_gradients
-from lightning_igos.solver import Explanation, igos
+from lightning_igos.core.causal import CausalCurves, causal_curves
+from lightning_igos.core.gradients import gradient_saliency, integrated_gradients
+from lightning_igos.core.solver import Explanation, igos
 
 if TYPE_CHECKING:
     from lightning_igos.callback import IGOSCallback

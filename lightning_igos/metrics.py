@@ -2,7 +2,7 @@
 
 They hold state only (a sum and a count, both reduced by summation, so they
 sync correctly across processes) and take the result of
-:func:`lightning_igos.causal.causal_curves` or a tensor of per-image AUCs.
+:func:`lightning_igos.core.causal.causal_curves` or a tensor of per-image AUCs.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_igos.causal import CausalCurves
+from lightning_igos.core.causal import CausalCurves
 
 
 class _MeanAUC(Metric):

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lightning_igos._checks import TargetsLike, check_channel_stats, check_images, check_targets
-from lightning_igos._runtime import load_failure_reason, load_weights_only
+from lightning_igos.core.runtime import load_failure_reason, load_weights_only
+from lightning_igos.core.validation import TargetsLike, check_channel_stats, check_images, check_targets
 
 FORMAT = "lightning-igos-probe"
 VERSION = 1

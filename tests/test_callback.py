@@ -110,7 +110,7 @@ def test_defaults_match_the_solver() -> None:
     """Every solver option of the callback has igos's name and default (compared structurally)."""
     import inspect
 
-    from lightning_igos.solver import SOLVER_DEFAULTS
+    from lightning_igos.core.solver import SOLVER_DEFAULTS
 
     callback = IGOSCallback()
     shared = {k: v for k, v in SOLVER_DEFAULTS.items() if k not in ("generator",)}
@@ -379,7 +379,7 @@ def _out_of_memory(*args, **kwargs):
 @pytest.mark.parametrize("failure", ["bad_output", "out_of_memory"])
 def test_on_error_warn_keeps_training(tmp_path: Path, loaders, monkeypatch, failure: str) -> None:
     if failure == "out_of_memory":
-        monkeypatch.setattr("lightning_igos.callback.igos", _out_of_memory)
+        monkeypatch.setattr("lightning_igos.callback.hooks.igos", _out_of_memory)
         module = _module()
     else:
         torch.manual_seed(0)
@@ -481,7 +481,7 @@ def test_monitoring_with_every_n_epochs_never_crashes_and_ranks_only_explained_e
 
 
 def _fails_after(calls: int):
-    from lightning_igos.callback import igos as real_igos
+    from lightning_igos.callback.hooks import igos as real_igos
 
     count = {"n": 0}
 
@@ -496,7 +496,7 @@ def _fails_after(calls: int):
 
 @pytest.mark.parametrize("good_epochs", [0, 1])
 def test_monitoring_survives_failed_explanations(tmp_path: Path, loaders, monkeypatch, good_epochs: int) -> None:
-    monkeypatch.setattr("lightning_igos.callback.igos", _fails_after(good_epochs))
+    monkeypatch.setattr("lightning_igos.callback.hooks.igos", _fails_after(good_epochs))
     checkpoint, stopping = _monitors(tmp_path)
     trainer = _trainer(tmp_path, [IGOSCallback(log_images=False, **FAST), checkpoint, stopping], logger=False,
                        max_epochs=3)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lightning_igos.causal import auc, causal_curves, pixel_counts, pixel_ranks
+from lightning_igos.core.causal import auc, causal_curves, pixel_counts, pixel_ranks
 
 
 class ConstantModel(nn.Module):

@@ -1,11 +1,11 @@
-"""The shared validators of lightning_igos._checks: one rule, the same errors, for every entry point."""
+"""The shared validators of lightning_igos.core.validation: one rule, the same errors, for every entry point."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lightning_igos._checks import (
+from lightning_igos.core.validation import (
     check_autocast_dtype,
     check_channel_stats,
     check_mask_size,

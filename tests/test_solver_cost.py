@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from lightning_igos import causal_curves, igos
-from lightning_igos.solver import _NoiseBank
+from lightning_igos.core.solver import _NoiseBank
 
 
 class ForwardRecorder(nn.Module):

@@ -35,10 +35,9 @@ import torch
 from torch import Tensor, nn
 
 import lightning_igos
-from lightning_igos._checks import check_mask_size, default_max_batch_size
-from lightning_igos._runtime import evaluation_mode, model_input_dtype
-from lightning_igos.causal import CausalCurves, causal_curves
-from lightning_igos.check_report import (
+from lightning_igos.cli.errors import InputError
+from lightning_igos.cli.model_loading import check_input_file, import_model_class, load_model
+from lightning_igos.cli.report import (
     PROG,
     ProgressLine,
     build_report,
@@ -49,9 +48,11 @@ from lightning_igos.check_report import (
     write_images,
     write_report,
 )
-from lightning_igos.model_loading import InputError, check_input_file, import_model_class, load_model
+from lightning_igos.core.causal import CausalCurves, causal_curves
+from lightning_igos.core.runtime import default_max_batch_size, evaluation_mode, model_input_dtype
+from lightning_igos.core.solver import METHODS, SOLVER_DEFAULTS, Explanation, check_solver_options, igos
+from lightning_igos.core.validation import check_mask_size
 from lightning_igos.probe import Probe, load_probe
-from lightning_igos.solver import METHODS, SOLVER_DEFAULTS, Explanation, check_solver_options, igos
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -306,7 +307,7 @@ def check_thresholds(args: argparse.Namespace) -> None:
         >>> check_thresholds(argparse.Namespace(min_insertion=1.5, max_deletion=None, normalized=False))
         Traceback (most recent call last):
         ...
-        lightning_igos.model_loading.InputError: --min-insertion 1.5 could never pass: raw AUCs lie in [0, 1].
+        lightning_igos.cli.errors.InputError: --min-insertion 1.5 could never pass: raw AUCs lie in [0, 1].
     """
     for option, value in (("--min-insertion", args.min_insertion), ("--max-deletion", args.max_deletion)):
         if value is None:

@@ -5,22 +5,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lightning_igos._checks import (
-    ScoreFn,
-    TargetsLike,
-    check_call,
-    check_logits,
-    check_positive_int,
-    target_scores,
-)
-from lightning_igos._runtime import (
+from lightning_igos.core.baselines import BaselineLike, check_baseline, make_baseline
+from lightning_igos.core.runtime import (
     chunks,
     evaluation_mode,
     gradient_context,
     model_input_dtype,
     usable,
 )
-from lightning_igos.baselines import BaselineLike, check_baseline, make_baseline
+from lightning_igos.core.scoring import ScoreFn, target_scores
+from lightning_igos.core.validation import (
+    TargetsLike,
+    check_call,
+    check_logits,
+    check_positive_int,
+)
 
 
 def _input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, score_fn: ScoreFn | None,

@@ -1,7 +1,8 @@
-"""Argument checks and probe/batch reading of :class:`~lightning_igos.callback.IGOSCallback`.
+"""The probe of :class:`~lightning_igos.callback.IGOSCallback`: where it comes from and what is kept.
 
-The checks shared with the solver, the metrics and the command line live in
-:mod:`lightning_igos._checks` (``check_mask_size`` is re-exported here).
+The probe is given (a pair, a :class:`~lightning_igos.probe.Probe` or a probe file) or
+captured from the first validation batches; it is kept on the CPU and saved in the
+callback's checkpoint state, so a resumed run explains the same images.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
-from lightning_igos._checks import check_channel_stats, check_images, check_mask_size, check_targets
+from lightning_igos.core.validation import check_channel_stats, check_images, check_mask_size, check_targets
 
 # Keys tried, in order, when a validation batch is a dict.
 IMAGE_KEYS = ("image", "images", "input", "inputs", "x")

@@ -19,11 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_igos._runtime import load_failure_reason, load_weights_only, safe_loading
-
-
-class InputError(Exception):
-    """A usage or input problem: reported on one line, exit status 2."""
+from lightning_igos.cli.errors import InputError
+from lightning_igos.core.runtime import load_failure_reason, load_weights_only, safe_loading
 
 
 def import_model_class(spec: str) -> type[nn.Module]:
@@ -60,7 +57,7 @@ def check_input_file(path: Path, what: str) -> Path:
         >>> check_input_file(Path("no/such.ckpt"), "checkpoint")
         Traceback (most recent call last):
         ...
-        lightning_igos.model_loading.InputError: checkpoint file 'no/such.ckpt' does not exist.
+        lightning_igos.cli.errors.InputError: checkpoint file 'no/such.ckpt' does not exist.
     """
     if path.is_dir():
         raise InputError(f"{what} '{path}' is a directory, not a file.")

@@ -46,7 +46,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.aggregation import MeanMetric, MinMetric
 
-from lightning_igos._callback_inputs import (
+from lightning_igos.callback.outputs import error_text, new_folder, png_root, tensorboard_writers
+from lightning_igos.callback.probe_state import (
     BatchToProbe,
     ProbeLike,
     batch_parts,
@@ -57,18 +58,18 @@ from lightning_igos._callback_inputs import (
     cpu_copy,
     read_probe,
 )
-from lightning_igos._checks import (
-    ScoreFn,
+from lightning_igos.core.baselines import BaselineLike, check_baseline
+from lightning_igos.core.causal import CausalCurves, causal_curves
+from lightning_igos.core.runtime import autocast_context, evaluation_mode, model_input_dtype
+from lightning_igos.core.scoring import ScoreFn
+from lightning_igos.core.solver import METHODS, check_solver_options, igos
+from lightning_igos.core.validation import (
     check_autocast_dtype,
     check_images,
     check_positive_int,
     check_targets,
 )
-from lightning_igos._runtime import autocast_context, evaluation_mode, model_input_dtype
-from lightning_igos.baselines import BaselineLike, check_baseline
-from lightning_igos.causal import CausalCurves, causal_curves
 from lightning_igos.metrics import DeletionAUC, InsertionAUC
-from lightning_igos.solver import METHODS, check_solver_options, igos
 
 __all__ = ["IGOSCallback", "IGOSWarning"]  # and LightningIGOSCallback, made on first access
 
@@ -308,7 +309,7 @@ class _IGOSCallbackLogic:
             if self.on_error == "raise":
                 raise
             warnings.warn(
-                f"IGOSCallback could not restore its probe from the checkpoint ({_error_text(err)}); "
+                f"IGOSCallback could not restore its probe from the checkpoint ({error_text(err)}); "
                 "it keeps the probe it was given or captures a new one, so epochs before and after the "
                 "resume may explain different images.",
                 IGOSWarning,
@@ -386,7 +387,7 @@ class _IGOSCallbackLogic:
         """Fix the probe from this epoch's captured batches (rank 0's, under DDP); return an error text."""
         local: tuple[Tensor, Tensor | None] | str | None
         if self._capture_error is not None:
-            local = _error_text(self._capture_error)
+            local = error_text(self._capture_error)
         elif self._captured:
             labels = [c[1] for c in self._captured]
             with torch.inference_mode(False):
@@ -439,7 +440,7 @@ class _IGOSCallbackLogic:
         error = own_error or panel_error
         report = _RankReport(
             rank=trainer.global_rank,
-            error=None if error is None else _error_text(error),
+            error=None if error is None else error_text(error),
             explained=result is not None,
             targets=None if result is None else result.targets,
             result=result if self.log_images and error is None else None,
@@ -455,14 +456,14 @@ class _IGOSCallbackLogic:
         try:
             self._log_scalars(pl_module, result if result is not None else _empty_result(self.metric_steps))
         except Exception as err:  # e.g. a logger that rejects the values: training still goes on
-            self._handle_failures(trainer, [_RankReport(trainer.global_rank, _error_text(err))], own_error=err,
+            self._handle_failures(trainer, [_RankReport(trainer.global_rank, error_text(err))], own_error=err,
                                   what="scalars")
         rendered = [r.result for r in reports if r.result is not None and len(r.result) > 0]
         if self.log_images and trainer.is_global_zero and rendered:
             try:
                 self._write_images(trainer, rendered)
             except Exception as err:
-                self._handle_failures(trainer, [_RankReport(0, _error_text(err))], own_error=err, what="panels")
+                self._handle_failures(trainer, [_RankReport(0, error_text(err))], own_error=err, what="panels")
 
     def _share_indices(self, trainer: Any) -> Tensor:
         everyone = torch.arange(len(self._probe_images))
@@ -551,7 +552,7 @@ class _IGOSCallbackLogic:
             "scalars": f"IGOSCallback explained epoch {epoch} but could not log its igos/ scalars{where}",
         }[what]
         warnings.warn(
-            f"{lead}: {_error_text(own_error)}. Training continues; pass on_error='raise' to stop instead.",
+            f"{lead}: {error_text(own_error)}. Training continues; pass on_error='raise' to stop instead.",
             IGOSWarning,
             stacklevel=2,
         )
@@ -589,7 +590,7 @@ class _IGOSCallbackLogic:
                 raise
             warnings.warn(
                 f"IGOSCallback could not give the monitors their igos/ values at epoch {trainer.current_epoch} "
-                f"({_error_text(err)}). Training continues.", IGOSWarning, stacklevel=2,
+                f"({error_text(err)}). Training continues.", IGOSWarning, stacklevel=2,
             )
 
     def _log_scalars(self, pl_module: Any, result: _ShareResult) -> None:
@@ -662,7 +663,7 @@ class _IGOSCallbackLogic:
         saliency = torch.cat([r.saliency for r in results])
         mean, std = self._last_display
         grid = render.overlay_grid(render.unnormalize(self._probe_images[indices], mean, std), saliency)
-        writers = _tensorboard_writers(trainer)
+        writers = tensorboard_writers(trainer)
         step = trainer.global_step
         for writer in writers:
             for index, panel in zip(indices.tolist(), panels):
@@ -670,8 +671,8 @@ class _IGOSCallbackLogic:
             writer.add_image("igos/overlays", grid, global_step=step)
         if writers:
             return
-        root, where = _png_root(trainer)
-        folder = _new_folder(root, f"epoch_{trainer.current_epoch:03d}_step_{trainer.global_step:06d}")
+        root, where = png_root(trainer, "igos")
+        folder = new_folder(root, f"epoch_{trainer.current_epoch:03d}_step_{trainer.global_step:06d}")
         for index, panel in zip(indices.tolist(), panels):
             render.save_png(panel, folder / f"probe_{index}.png")
         render.save_png(grid, folder / "overlays.png")
@@ -684,46 +685,6 @@ class _IGOSCallbackLogic:
                 IGOSWarning,
                 stacklevel=2,
             )
-
-
-def _error_text(err: BaseException) -> str:
-    """``Type: message`` without a trailing period, to be followed by one."""
-    message = " ".join(str(err).split()).rstrip(". ")
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
-
-
-def _tensorboard_writers(trainer: Any) -> list[Any]:
-    """The experiments of the trainer's loggers that can take images (TensorBoard's SummaryWriter)."""
-    writers = []
-    for logger in trainer.loggers:
-        experiment = getattr(logger, "experiment", None)
-        if callable(getattr(experiment, "add_image", None)):
-            writers.append(experiment)
-    return writers
-
-
-def _png_root(trainer: Any) -> tuple[Path, str]:
-    """The absolute folder of the PNG panels and, in words, where it comes from."""
-    # Not trainer.log_dir: under DDP it is a collective call, and only rank 0 gets here.
-    for logger in trainer.loggers:
-        log_dir = getattr(logger, "log_dir", None)
-        if log_dir:
-            return (Path(log_dir) / "igos").resolve(), f"the log_dir of {type(logger).__name__}"
-    if not trainer.loggers:
-        where = "no logger: the Trainer's default_root_dir, by default the current directory"
-    else:
-        where = "the Trainer's default_root_dir: no logger has a log_dir"
-    return (Path(trainer.default_root_dir) / "igos").resolve(), where
-
-
-def _new_folder(root: Path, name: str) -> Path:
-    """``root/name``, or ``root/name_2``, ``_3``, ... if taken: panels are never overwritten."""
-    folder, copy = root / name, 1
-    while folder.exists():
-        copy += 1
-        folder = root / f"{name}_{copy}"
-    folder.mkdir(parents=True)
-    return folder
 
 
 _CLASS_DOC = """Explain a fixed probe batch with I-GOS every few validation epochs and log how faithful
@@ -788,16 +749,15 @@ class IGOSCallback(_IGOSCallbackLogic, pl.Callback):
 _lightning_class: type | None = None
 
 
-def __getattr__(name: str) -> type:
-    """``LightningIGOSCallback``: the same callback for ``lightning.pytorch.Trainer``, made on first use."""
+def lightning_callback_class() -> type:
+    """The same callback for ``lightning.pytorch.Trainer``, made once, on first use."""
     global _lightning_class
-    if name != "LightningIGOSCallback":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if _lightning_class is None:
         from lightning.pytorch import Callback
 
         # The same qualified name keeps checkpoints interchangeable between the two packages.
         _lightning_class = type(
-            "IGOSCallback", (_IGOSCallbackLogic, Callback), {"__doc__": _CLASS_DOC, "__module__": __name__}
+            "IGOSCallback", (_IGOSCallbackLogic, Callback),
+            {"__doc__": _CLASS_DOC, "__module__": "lightning_igos.callback"},
         )
     return _lightning_class

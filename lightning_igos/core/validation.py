@@ -1,20 +1,23 @@
-"""Input validation shared by the solver, the metrics and the callback.
+"""Input validation shared by the solver, the metrics, the configuration and the shells.
 
-Every check runs before any expensive work and names the argument at fault.
+Every check runs before any expensive work and names the argument at fault: a value of
+the wrong type is a ``TypeError``, a value of the right type outside its range a ``ValueError``.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Union
 
 import torch
 from torch import Tensor, nn
 
+from lightning_igos.core.runtime import default_max_batch_size
+from lightning_igos.core.scoring import ScoreFn
+
 TargetsLike = Union[int, Sequence[int], Tensor]
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def check_images(images: object, name: str = "images") -> Tensor:
@@ -249,30 +252,6 @@ def check_logits(logits: object, batch_size: int, targets: Tensor, score_fn: Sco
             f"`targets` must be class indices below num_classes = {logits.shape[1]}, "
             f"got max {int(targets.max())}."
         )
-
-
-def target_scores(logits: Tensor, targets: Tensor, score_fn: ScoreFn | None) -> Tensor:
-    """Score of each image's target: softmax probability unless ``score_fn`` is given."""
-    if score_fn is not None:
-        scores = score_fn(logits, targets)
-        if not isinstance(scores, Tensor) or scores.shape != targets.shape:
-            raise ValueError(
-                f"`score_fn` must return one score per image, shape {tuple(targets.shape)}, got "
-                f"{tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__}."
-            )
-        return scores.float()
-    return torch.softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
-
-
-def default_max_batch_size(device: torch.device) -> int:
-    """Images per forward pass when the user sets no cap (see bench/README.md).
-
-    A forward+backward of ResNet-50 at 224x224 holds about 82 MB of activations per
-    image in float32 (bench/memory.py), so 64 keeps its solver under 8 GiB on a GPU
-    (60 path points per forward: three images' 20 integration steps, about 5 GB). On a
-    CPU the cost per image stops falling beyond a few dozen images.
-    """
-    return 64 if device.type == "cuda" else 32
 
 
 def check_saliency(saliency: object, images: Tensor, name: str = "saliency") -> Tensor:

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor, nn
 
 import lightning_igos
-from lightning_igos.causal import CausalCurves
-from lightning_igos.model_loading import InputError
+from lightning_igos.cli.errors import InputError
+from lightning_igos.core.causal import CausalCurves
+from lightning_igos.core.solver import Explanation
 from lightning_igos.probe import Probe
-from lightning_igos.solver import Explanation
 
 PROG = "lightning-igos"
 REPORT_FORMAT = "lightning-igos-check"

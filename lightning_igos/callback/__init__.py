@@ -1,0 +1,25 @@
+"""The Lightning callback: :class:`IGOSCallback` (``pytorch_lightning``) and ``LightningIGOSCallback``.
+
+* :mod:`~lightning_igos.callback.hooks`: the callback class, read as its Lightning hooks
+  (capture the probe, evaluate it, log);
+* :mod:`~lightning_igos.callback.probe_state`: the probe it explains, how it is read or
+  captured from validation batches, and its checkpoint state;
+* :mod:`~lightning_igos.callback.outputs`: logging the scalars and writing the panels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_igos.callback.hooks import IGOSCallback, IGOSWarning
+
+__all__ = ["IGOSCallback", "IGOSWarning", "LightningIGOSCallback"]
+
+
+def __getattr__(name: str) -> Any:
+    """``LightningIGOSCallback``: the same callback for ``lightning.pytorch.Trainer``, made on first use."""
+    if name == "LightningIGOSCallback":
+        from lightning_igos.callback import hooks
+
+        return hooks.lightning_callback_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,11 @@
+"""The ``lightning-igos`` command line (``lightning_igos.cli:main``).
+
+* :mod:`~lightning_igos.cli.commands`: argument parsing, the entry point and exit statuses;
+* :mod:`~lightning_igos.cli.report`: the printed table, the JSON report and the progress line;
+* :mod:`~lightning_igos.cli.model_loading`: importing ``--model`` and reading ``--checkpoint`` safely;
+* :mod:`~lightning_igos.cli.errors`: :class:`InputError`, a problem the user can fix (exit 2).
+"""
+
+from lightning_igos.cli.commands import build_parser, main
+
+__all__ = ["build_parser", "main"]

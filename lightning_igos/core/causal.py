@@ -1,0 +1,205 @@
+"""Causal insertion and deletion metrics (Petsiuk, Das and Saenko, BMVC 2018).
+
+Pixels are ranked from most to least salient (ties broken by pixel index, so
+results are deterministic). With ``steps = n``, point ``k`` (``k = 0..n``)
+changes the top ``round(k * H * W / n)`` pixels:
+
+* deletion replaces them by the substrate: the curve starts at the clean image
+  and ends at the substrate (lower area is better);
+* insertion starts from the substrate and puts them back from the image (higher
+  area is better).
+
+The area is the trapezoid rule over the fraction of changed pixels in [0, 1],
+so a constant curve at ``p`` has area ``p``. All ``B * (n + 1)`` perturbed
+images go through the model in batches of at most ``max_batch_size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_igos.core.baselines import BaselineLike, check_baseline, make_baseline
+from lightning_igos.core.runtime import chunks, evaluation_mode, model_input_dtype, model_memory_format, usable
+from lightning_igos.core.scoring import ScoreFn, target_scores
+from lightning_igos.core.validation import (
+    TargetsLike,
+    check_call,
+    check_logits,
+    check_positive_int,
+    check_saliency,
+)
+
+# Denominator floor of the normalised curves: a clean score of 0 would divide by 0.
+_EPS = 1e-8
+
+
+@dataclass
+class CausalCurves:
+    """Result of :func:`causal_curves`.
+
+    Attributes:
+        fractions: ``(steps + 1,)`` fraction of pixels changed at each point.
+        insertion, deletion: ``(B, steps + 1)`` target score at each point.
+        insertion_auc, deletion_auc: ``(B,)`` areas under those curves.
+        clean_score: ``(B,)`` score of the unmodified image (``deletion[:, 0]``).
+        substrate_score: ``(B,)`` score of the substrate (``insertion[:, 0]``).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+        >>> cc = causal_curves(model, torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8), 1, steps=4)
+        >>> cc.fractions.tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+        >>> bool(torch.allclose(cc.deletion[:, 0], cc.clean_score))
+        True
+    """
+
+    fractions: Tensor
+    insertion: Tensor
+    deletion: Tensor
+    insertion_auc: Tensor
+    deletion_auc: Tensor
+    clean_score: Tensor
+    substrate_score: Tensor
+
+    @property
+    def insertion_normalized(self) -> Tensor:
+        """Insertion curve divided by the clean image's score (comparable across epochs)."""
+        return self.insertion / self.clean_score.clamp_min(_EPS)[:, None]
+
+    @property
+    def deletion_normalized(self) -> Tensor:
+        """Deletion curve divided by the clean image's score."""
+        return self.deletion / self.clean_score.clamp_min(_EPS)[:, None]
+
+    @property
+    def insertion_auc_normalized(self) -> Tensor:
+        return self.insertion_auc / self.clean_score.clamp_min(_EPS)
+
+    @property
+    def deletion_auc_normalized(self) -> Tensor:
+        return self.deletion_auc / self.clean_score.clamp_min(_EPS)
+
+
+def auc(curve: Tensor, fractions: Tensor) -> Tensor:
+    """Trapezoid area of ``curve`` (..., n + 1) over ``fractions`` (n + 1,).
+
+    Example:
+        >>> auc(torch.full((2, 11), 0.3), torch.linspace(0, 1, 11))
+        tensor([0.3000, 0.3000])
+    """
+    return torch.trapezoid(curve, x=fractions.to(curve), dim=-1)
+
+
+def pixel_counts(num_pixels: int, steps: int) -> Tensor:
+    """Pixels changed at each point: ``round(k * num_pixels / steps)`` for ``k = 0..steps``.
+
+    Example:
+        >>> pixel_counts(10, 4).tolist()
+        [0, 2, 5, 8, 10]
+    """
+    k = torch.arange(steps + 1, dtype=torch.float64)
+    return torch.round(k * num_pixels / steps).long()
+
+
+def pixel_ranks(saliency: Tensor, size: tuple[int, int]) -> Tensor:
+    """Rank of each pixel, 0 for the most salient, ``(B, H * W)``; ties go to the lower index.
+
+    ``saliency`` ``(B, 1, h, w)`` is upsampled bilinearly to ``size`` first.
+
+    Example:
+        >>> pixel_ranks(torch.tensor([[[[0.1, 0.9], [0.5, 0.9]]]]), (2, 2)).tolist()
+        [[3, 0, 2, 1]]
+    """
+    s = saliency.float()
+    if tuple(s.shape[-2:]) != tuple(size):
+        s = F.interpolate(s, size=size, mode="bilinear", align_corners=False)
+    flat = s.flatten(1)
+    order = torch.argsort(-flat, dim=1, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(flat.shape[1], device=flat.device).expand_as(order))
+    return ranks
+
+
+def causal_curves(
+    model: nn.Module,
+    images: Tensor,
+    saliency: Tensor,
+    targets: TargetsLike,
+    *,
+    steps: int = 50,
+    substrate: BaselineLike = "blur",
+    score_fn: ScoreFn | None = None,
+    max_batch_size: int | None = None,
+) -> CausalCurves:
+    """Insertion and deletion curves and their areas for each image's saliency.
+
+    Args:
+        model: classifier returning logits ``(B, num_classes)``.
+        images: ``(B, C, H, W)`` inputs as the model takes them.
+        saliency: ``(B, 1, h, w)`` or ``(B, h, w)``, higher is more salient; a lower
+            resolution than the images is upsampled bilinearly.
+        targets: class per image (int, sequence or tensor ``(B,)``).
+        steps: number of points minus one on each curve.
+        substrate: what deleted pixels become and insertion starts from: ``"blur"``,
+            ``"zeros"``, ``"mean"``, a tensor or a callable.
+        score_fn: ``score_fn(logits, targets) -> (B,)``; default softmax probability.
+        max_batch_size: images per forward pass; None picks a default per device.
+
+    The model is run in eval mode under ``no_grad`` and its mode is restored.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+        >>> x = torch.randn(2, 3, 8, 8)
+        >>> cc = causal_curves(model, x, torch.rand(2, 1, 8, 8), [0, 2], steps=8)
+        >>> cc.insertion.shape, cc.deletion_auc.shape
+        (torch.Size([2, 9]), torch.Size([2]))
+    """
+    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
+    saliency = check_saliency(saliency, images)
+    steps = check_positive_int(steps, "steps")
+    check_baseline(substrate, "substrate")
+    batch, _, height, width = images.shape
+    device = images.device
+
+    with evaluation_mode(model), torch.no_grad():
+        x = usable(images).float()
+        input_dtype = model_input_dtype(model, x.dtype)
+        memory_format = model_memory_format(model)
+        check_logits(model(x[:1].to(input_dtype)), 1, targets_t, score_fn)
+        sub = make_baseline(x, substrate, "substrate")
+        ranks = pixel_ranks(saliency.to(device), (height, width)).view(batch, 1, height, width)
+        counts = pixel_counts(height * width, steps).to(device)
+        points = steps + 1
+        scores = torch.empty(2, batch * points, device=device)
+        # Flattened (image, point) pairs, image-major; each piece serves both curves.
+        for start, stop in chunks(batch * points, max(1, cap // 2)):  # two images per pair
+            flat = torch.arange(start, stop, device=device)
+            rows, k = flat // points, flat % points
+            changed = ranks[rows] < counts[k].view(-1, 1, 1, 1)
+            xs, subs, t = x[rows], sub[rows], targets_t[rows]
+            # Both halves are written into one batch: no concatenation copy.
+            both_images = x.new_empty((2 * len(rows), *x.shape[1:]))
+            torch.where(changed, xs, subs, out=both_images[: len(rows)])  # inserted
+            torch.where(changed, subs, xs, out=both_images[len(rows):])  # deleted
+            logits = model(both_images.to(input_dtype, memory_format=memory_format))
+            both = target_scores(logits, torch.cat([t, t]), score_fn)
+            scores[:, start:stop] = both.view(2, -1)
+        insertion, deletion = scores.view(2, batch, points).unbind(0)
+        fractions = counts.double() / (height * width)
+        fractions = fractions.to(insertion.dtype)
+        return CausalCurves(
+            fractions=fractions,
+            insertion=insertion,
+            deletion=deletion,
+            insertion_auc=auc(insertion, fractions),
+            deletion_auc=auc(deletion, fractions),
+            clean_score=deletion[:, 0].clone(),
+            substrate_score=insertion[:, 0].clone(),
+        )

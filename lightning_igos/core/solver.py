@@ -1,0 +1,576 @@
+"""Batched I-GOS and iGOS++ saliency solvers.
+
+I-GOS (Qi, Khorram and Li, AAAI 2020) finds a low-resolution keep-mask ``m``
+that minimises the target's probability when the pixels it removes are
+replaced by a baseline, with an L1 term that keeps the removed area small and
+a total-variation term that keeps it smooth. It descends along the
+*integrated gradient* of the score over the path from the baseline to the
+masked image, which avoids the adversarial masks a plain gradient finds, and
+takes per-image Armijo steps.
+
+Everything is batched: the ``ig_steps`` path points of all images are pushed
+through the model together (in pieces of at most ``max_batch_size`` images),
+and the line-search trials of all images that are still searching are one
+batched forward. Each line search starts from the image's last accepted step,
+and an image whose searches keep failing has converged and leaves the batch, so
+the cost follows the images that still descend (bench/README.md has the curve of
+quality against passes the defaults were chosen from).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_igos.core.baselines import BaselineLike, check_baseline, make_baseline
+from lightning_igos.core.runtime import (
+    chunks,
+    evaluation_mode,
+    gradient_context,
+    model_input_dtype,
+    model_memory_format,
+    usable,
+)
+from lightning_igos.core.scoring import ScoreFn, target_scores
+from lightning_igos.core.validation import (
+    TargetsLike,
+    check_autocast_dtype,
+    check_call,
+    check_logits,
+    check_mask_size,
+    check_non_negative,
+    check_positive_int,
+)
+
+METHODS = ("igos", "igos++")
+
+# Armijo line search constants (DESIGN.md): sufficient decrease 1e-4, shrink by 0.2.
+ARMIJO_C = 1e-4
+STEP_DECAY = 0.2
+# A line search whose first trial was accepted starts the next iteration this much larger.
+STEP_GROWTH = 2.0
+# The reference hyper-parameters are set for a 28x28 mask.
+REFERENCE_CELLS = 28 * 28
+# Floor of the clean score the relative objective divides by.
+MIN_SCORE = 1e-3
+
+
+@dataclass
+class Explanation:
+    """Result of :func:`igos`.
+
+    Attributes:
+        mask: ``(B, 1, h, w)`` keep-mask in [0, 1]; 1 keeps the pixel, 0 replaces it by
+            the baseline. For iGOS++ the product of the deletion and insertion masks.
+        saliency: ``(B, 1, H, W)`` heatmap, ``1 - upsample(mask)``: high where removing the
+            pixel lowers the target's score.
+        targets: ``(B,)`` the explained classes.
+        clean_score: ``(B,)`` the target's score on the unmodified images.
+        masked_score: ``(B,)`` the target's score with the mask applied (deletion form).
+        objective: ``(B,)`` the final noise-free objective.
+        passes_per_image: model images pushed through the model per explained image.
+        converged: ``(B,)`` True for images whose descent stopped before ``iterations``
+            ran out (see ``patience``).
+        deletion_mask, insertion_mask: the two masks of iGOS++ (None for I-GOS).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2))
+        >>> ex = igos(model, torch.randn(1, 3, 16, 16), 0, iterations=1, ig_steps=2)
+        >>> sorted(ex.mask_stats())
+        ['mask_frac_below_half', 'mask_mean', 'mask_min']
+    """
+
+    mask: Tensor
+    saliency: Tensor
+    targets: Tensor
+    clean_score: Tensor
+    masked_score: Tensor
+    objective: Tensor
+    passes_per_image: float
+    converged: Tensor
+    deletion_mask: Tensor | None = None
+    insertion_mask: Tensor | None = None
+    history: list = field(default_factory=list, repr=False)
+
+    def mask_stats(self) -> dict[str, float]:
+        """Minimum, mean and fraction below 0.5 of the mask: an unmoved mask is a bug."""
+        m = self.mask.float()
+        return {
+            "mask_min": float(m.min()),
+            "mask_mean": float(m.mean()),
+            "mask_frac_below_half": float((m < 0.5).float().mean()),
+        }
+
+
+def resolve_mask_size(mask_size: None | int | tuple[int, int], height: int, width: int) -> tuple[int, int]:
+    """Mask resolution: given, or the image's own (one mask cell per pixel).
+
+    Example:
+        >>> resolve_mask_size(None, 224, 224), resolve_mask_size(7, 64, 64)
+        ((224, 224), (7, 7))
+    """
+    size = check_mask_size(mask_size, image_size=(height, width))
+    return (height, width) if size is None else size
+
+
+def check_solver_options(
+    *,
+    method: str,
+    iterations: int,
+    ig_steps: int,
+    l1: float,
+    tv: float,
+    tv_power: float,
+    noise_std: float,
+    baseline: BaselineLike,
+    max_batch_size: int | None,
+    autocast_dtype: torch.dtype | None = None,
+    tolerance: float = 1e-5,
+    patience: int | None = None,
+    normalize_score: bool = True,
+) -> None:
+    """Validate the solver's options; shared with the callback's ``__init__``."""
+    if not isinstance(normalize_score, bool):
+        raise TypeError(f"`normalize_score` must be True or False, got {normalize_score!r}.")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
+    check_positive_int(iterations, "iterations", minimum=0)
+    check_positive_int(ig_steps, "ig_steps")
+    check_non_negative(l1, "l1")
+    check_non_negative(tv, "tv")
+    if check_non_negative(tv_power, "tv_power") < 1:
+        raise ValueError(f"`tv_power` must be >= 1 (the reference uses 2), got {tv_power!r}.")
+    check_non_negative(noise_std, "noise_std")
+    if not check_non_negative(tolerance, "tolerance") > 0:
+        raise ValueError(f"`tolerance` must be > 0, got {tolerance!r}.")
+    if patience is not None:
+        check_positive_int(patience, "patience")
+    check_baseline(baseline, "baseline")
+    if max_batch_size is not None:
+        check_positive_int(max_batch_size, "max_batch_size")
+    check_autocast_dtype(autocast_dtype)
+
+
+def _deletion(x: Tensor, b: Tensor, keep: Tensor) -> Tensor:
+    """phi(x, b, M) = x * M + b * (1 - M): the image where the mask keeps it."""
+    return b + (x - b) * keep
+
+
+def _insertion(x: Tensor, b: Tensor, keep: Tensor) -> Tensor:
+    """phi(b, x, M): the baseline where the mask keeps, the image where it removes."""
+    return x + (b - x) * keep
+
+
+def _upsample(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinear upsampling of ``(B, 1, h, w)`` masks to ``size``; a full-resolution mask is used as is."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+
+
+def _keep(masks: list[Tensor]) -> Tensor:
+    """The keep-mask: the mask itself, or for iGOS++ the product of its two masks."""
+    return masks[0] if len(masks) == 1 else masks[0] * masks[1]
+
+
+def _total_variation(m: Tensor, power: float, weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Per-image mean |vertical diff|^p + mean |horizontal diff|^p, optionally edge-weighted."""
+    dv = (m[..., 1:, :] - m[..., :-1, :]).abs().pow(power)
+    dh = (m[..., :, 1:] - m[..., :, :-1]).abs().pow(power)
+    if weights is not None:
+        dv, dh = dv * weights[0], dh * weights[1]
+    zero = m.new_zeros(m.shape[0])
+    tv_v = dv.flatten(1).mean(1) if dv.numel() else zero
+    tv_h = dh.flatten(1).mean(1) if dh.numel() else zero
+    return tv_v + tv_h
+
+
+def _bilateral_weights(images: Tensor, size: tuple[int, int], sigma: float) -> tuple[Tensor, Tensor]:
+    """Edge weights at mask resolution: small across image edges, 1 in flat regions."""
+    small = F.adaptive_avg_pool2d(images.float(), size)
+    dv = (small[..., 1:, :] - small[..., :-1, :]).pow(2).sum(1, keepdim=True)
+    dh = (small[..., :, 1:] - small[..., :, :-1]).pow(2).sum(1, keepdim=True)
+    return torch.exp(-dv / (2 * sigma**2)), torch.exp(-dh / (2 * sigma**2))
+
+
+class _NoiseBank:
+    """Gaussian noise for the integration path, drawn once per solve.
+
+    Drawing fresh normal variates for every path point costs as much as a few
+    percent of a small model's passes. Instead one bank of i.i.d. normals, one
+    image larger than the largest chunk, is drawn from the caller's generator,
+    and each chunk reads a window of it at a random offset. Windows at different
+    offsets pair every element with a different variate, so the noise of two
+    chunks is uncorrelated; the offsets come from a Python RNG seeded from the
+    generator once, so the solve is still a function of the generator's state and
+    the loop never waits for the device.
+    """
+
+    def __init__(self, points: int, image_shape: tuple[int, ...], std: float, generator: torch.Generator,
+                 device: torch.device) -> None:
+        per_image = math.prod(image_shape)
+        bank = torch.randn((points + 1) * per_image, generator=generator, device=generator.device)
+        self.bank = (std * bank).to(device)
+        seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
+        self.offsets = random.Random(int(seed))
+
+    def add_to(self, inputs: Tensor) -> Tensor:
+        count = inputs.numel()
+        start = self.offsets.randrange(self.bank.numel() - count + 1)
+        return inputs + self.bank[start:start + count].view(inputs.shape).to(inputs.dtype)
+
+
+class _Problem:
+    """The batched objective: model, images, baselines and regulariser of one solve."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        baselines: Tensor,
+        targets: Tensor,
+        *,
+        bilateral: bool,
+        mask_size: tuple[int, int],
+        ig_steps: int,
+        l1: float,
+        tv: float,
+        tv_power: float,
+        noise_std: float,
+        max_batch_size: int,
+        generator: torch.Generator,
+        score_fn: ScoreFn | None,
+        input_dtype: torch.dtype,
+    ) -> None:
+        self.model = model
+        self.images = images
+        self.baselines = baselines
+        self.targets = targets
+        self.size = images.shape[-2:]
+        self.ig_steps = ig_steps
+        # `tv` is the weight at the reference 28x28 mask. The mean squared difference of
+        # a smooth mask grows as (28 / n)^2 at an n x n mask, so the weight is scaled by
+        # the cell count to keep the same smoothness prior at every resolution.
+        self.l1, self.tv, self.tv_power = l1, tv * mask_size[0] * mask_size[1] / REFERENCE_CELLS, tv_power
+        self.cap = max_batch_size
+        self.noise = None
+        if noise_std > 0:
+            pieces = _path_chunks(images.shape[0], ig_steps, self.cap)
+            points = max((last - first) * (k1 - k0) for first, last, k0, k1 in pieces)
+            self.noise = _NoiseBank(points, tuple(images.shape[1:]), noise_std, generator, images.device)
+        self.score_fn = score_fn
+        self.input_dtype = input_dtype
+        self.memory_format = model_memory_format(model)
+        # iGOS++ optimises a deletion and an insertion mask; the objective uses their product.
+        self.terms: list[tuple[float, Callable[[Tensor, Tensor, Tensor], Tensor]]] = [(1.0, _deletion)]
+        self.edge_weights = None
+        if bilateral:
+            self.terms.append((-1.0, _insertion))
+            self.edge_weights = _bilateral_weights(images, mask_size, sigma=0.5)
+        self.images_pushed = 0
+        # Per-image weight of the score terms (1 / clean score when the objective is relative).
+        self.score_weight = torch.ones(images.shape[0], device=images.device)
+
+    def scores(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        self.images_pushed += inputs.shape[0]
+        logits = self.model(inputs.to(self.input_dtype, memory_format=self.memory_format))
+        return target_scores(logits, targets, self.score_fn)
+
+    def upsample(self, masks: Tensor) -> Tensor:
+        return _upsample(masks, self.size)
+
+    def regulariser(self, masks: list[Tensor], index: Tensor) -> Tensor:
+        """L1 + TV (+ edge-weighted TV for iGOS++) of the masks of images ``index``."""
+        edge_weights = None if self.edge_weights is None else tuple(w[index] for w in self.edge_weights)
+        reg = 0.0
+        for m in masks:
+            # m <= 1, so mean(1 - m) is the L1 distance to the all-ones mask with a
+            # gradient that is defined at the start (|.| has gradient 0 at 0).
+            reg = reg + self.l1 * (1 - m).flatten(1).mean(1)
+            reg = reg + self.tv * _total_variation(m, self.tv_power)
+            if edge_weights is not None:
+                reg = reg + self.tv * _total_variation(m, self.tv_power, edge_weights)
+        return reg
+
+    def objective(self, masks: list[Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
+        """Noise-free objective of the images ``index`` under ``masks``; also the deletion score."""
+        keep = _keep(masks)
+        total = torch.zeros(index.shape[0], device=keep.device)
+        deletion_score = torch.zeros_like(total)
+        for sign, compose in self.terms:
+            for start, stop in chunks(index.shape[0], self.cap):
+                rows = index[start:stop]
+                up = self.upsample(keep[start:stop])
+                s = self.scores(compose(self.images[rows], self.baselines[rows], up), self.targets[rows])
+                total[start:stop] += sign * s
+                if compose is _deletion:
+                    deletion_score[start:stop] = s
+        return total * self.score_weight[index] + self.regulariser(masks, index), deletion_score
+
+    def descent_direction(self, masks: list[Tensor], index: Tensor) -> list[Tensor]:
+        """Integrated gradient of the score terms plus the regulariser's gradient, for images ``index``."""
+        leaves = [m.detach().requires_grad_(True) for m in masks]
+        grads = [torch.zeros_like(m) for m in masks]
+        steps = self.ig_steps
+        for sign, compose in self.terms:
+            for first, last, k0, k1 in _path_chunks(index.shape[0], steps, self.cap):
+                rows = index[first:last]
+                keep = _keep([leaf[first:last] for leaf in leaves])
+                n_img, n_step = last - first, k1 - k0
+                # Expanding (not indexing) the upsampled masks keeps the backward a plain
+                # sum, which is deterministic on every device.
+                up = self.upsample(keep).unsqueeze(1).expand(n_img, n_step, 1, *self.size)
+                alpha = torch.arange(k0 + 1, k1 + 1, device=up.device, dtype=up.dtype).view(1, -1, 1, 1, 1) / steps
+                x = self.images[rows].unsqueeze(1)
+                b = self.baselines[rows].unsqueeze(1)
+                inputs = compose(x, b, alpha * up).flatten(0, 1)
+                if self.noise is not None:
+                    inputs = self.noise.add_to(inputs)
+                s = self.scores(inputs, self.targets[rows].repeat_interleave(n_step))
+                s = s * self.score_weight[rows].repeat_interleave(n_step)
+                for g, part in zip(grads, torch.autograd.grad(sign * s.sum() / steps, leaves)):
+                    g += part
+        reg = self.regulariser(leaves, index).sum()
+        for g, part in zip(grads, torch.autograd.grad(reg, leaves)):
+            g += part
+        return grads
+
+
+def _path_chunks(batch: int, steps: int, cap: int) -> list[tuple[int, int, int, int]]:
+    """Pieces ``(first_image, last_image, first_step, last_step)`` of at most ``cap`` path points.
+
+    Whole images when ``cap >= steps``, otherwise consecutive steps of one image.
+    """
+    if cap >= steps:
+        per = cap // steps
+        return [(i, min(i + per, batch), 0, steps) for i in range(0, batch, per)]
+    return [(i, i + 1, k, min(k + cap, steps)) for i in range(batch) for k in range(0, steps, cap)]
+
+
+@dataclass
+class _Search:
+    """Per-image state of the solve, kept between iterations."""
+
+    masks: list[Tensor]
+    objective: Tensor
+    score: Tensor
+    first_trial: Tensor  # the change of the largest cell the next line search tries first
+    failures: Tensor  # consecutive line searches without an acceptable step
+
+    def active(self, patience: int | None) -> Tensor:
+        """Images still descending: fewer than ``patience`` failed searches in a row."""
+        if patience is None:
+            return torch.ones_like(self.failures, dtype=torch.bool)
+        return self.failures < patience
+
+
+def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[Tensor], *,
+                 initial_step: float, tolerance: float) -> None:
+    """Per-image Armijo backtracking on images ``index``; all searching images share one forward.
+
+    The direction is projected on the box [0, 1]: a component that pushes a cell
+    already at a bound further out cannot move it, so it neither counts in the
+    sufficient-decrease test nor sets the scale of the first trial step. Trial
+    steps are measured by how far they move the mask's largest cell: the first
+    is where the image's last accepted step was (twice that if it was accepted at
+    once), the search shrinks by ``STEP_DECAY`` and gives up below ``tolerance``.
+    A search that gives up adds one to the image's failure count (see
+    :meth:`_Search.active`); an accepted step resets it.
+    """
+    masks = [m[index] for m in state.masks]
+    grads = [g.masked_fill(((m >= 1) & (g < 0)) | ((m <= 0) & (g > 0)), 0.0) for m, g in zip(masks, grads)]
+    gnorm2 = sum(g.flatten(1).pow(2).sum(1) for g in grads)
+    gmax = torch.stack([g.flatten(1).abs().amax(1) for g in grads]).amax(0)
+    change = state.first_trial[index].clone()
+    step = change / gmax.clamp_min(1e-12)
+    current = state.objective[index]
+    searching = gmax > 0
+    accepted = torch.zeros_like(searching)
+    first_round = True
+    while True:
+        searching &= change >= tolerance
+        todo = searching.nonzero().squeeze(1)
+        if todo.numel() == 0:
+            break
+        a = step[todo].view(-1, 1, 1, 1)
+        trial = [(m[todo] - a * g[todo]).clamp(0, 1) for m, g in zip(masks, grads)]
+        value, score = problem.objective(trial, index[todo])
+        ok = value <= current[todo] - ARMIJO_C * step[todo] * gnorm2[todo]
+        done, rows = todo[ok], index[todo[ok]]
+        for m, t in zip(state.masks, trial):
+            m[rows] = t[ok]
+        state.objective[rows] = value[ok]
+        state.score[rows] = score[ok]
+        state.first_trial[rows] = torch.clamp(
+            change[done] * (STEP_GROWTH if first_round else 1.0), max=initial_step
+        )
+        accepted[done] = True
+        searching[done] = False
+        rejected = todo[~ok]
+        step[rejected] *= STEP_DECAY
+        change[rejected] *= STEP_DECAY
+        first_round = False
+    state.failures[index] = torch.where(accepted, 0, state.failures[index] + 1)
+
+
+def igos(
+    model: nn.Module,
+    images: Tensor,
+    targets: TargetsLike,
+    *,
+    method: str = "igos",
+    mask_size: None | int | tuple[int, int] = None,
+    iterations: int = 4,
+    ig_steps: int = 20,
+    l1: float = 0.1,
+    tv: float = 2.0,
+    tv_power: float = 2.0,
+    noise_std: float = 0.2,
+    baseline: BaselineLike = "blur",
+    max_batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    initial_step: float = 1.0,
+    tolerance: float = 1e-5,
+    patience: int | None = 3,
+    score_fn: ScoreFn | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    normalize_score: bool = True,
+) -> Explanation:
+    """Explain ``model``'s decision for ``targets`` on ``images`` with I-GOS or iGOS++.
+
+    Args:
+        model: a classifier returning logits ``(B, num_classes)``; it stays on its device.
+        images: ``(B, C, H, W)`` inputs exactly as the model takes them (normalised).
+        targets: the class to explain per image: an int, a sequence or a tensor ``(B,)``.
+        method: ``"igos"`` or ``"igos++"`` (bilateral: deletion and insertion masks).
+        mask_size: mask resolution, an int or ``(h, w)``; None uses the image's (one cell per
+            pixel; the ``tv`` term keeps it smooth). The reference I-GOS used 28x28 at 224.
+        iterations: descent iterations, at most (see ``patience``). Each costs ``ig_steps``
+            forward+backward passes per image plus a few forward-only line-search trials.
+        ig_steps: integration steps along the path from the baseline to the masked image.
+        l1: weight of the L1 term that keeps the removed area small (relative to the clean
+            score, see ``normalize_score``).
+        tv: weight of the total variation term that keeps the mask smooth, as set for a
+            28x28 mask; it is scaled by ``h * w / 784`` for other mask sizes, so the same
+            value means the same smoothness at every resolution.
+        tv_power: exponent of the total variation differences.
+        noise_std: std of the Gaussian noise added to each path point, in input units.
+        baseline: ``"blur"``, ``"zeros"``, ``"mean"``, a tensor or a callable (see
+            :mod:`lightning_igos.core.baselines`).
+        max_batch_size: images per forward pass (bounds memory); None picks a default
+            per device.
+        generator: source of the integration noise; the global RNG is never used. The
+            same generator state and inputs give the same masks. None uses a fresh
+            generator seeded with 0.
+        initial_step: the first line-search trial moves the mask cell with the largest
+            gradient by this much; later searches start from the image's last accepted
+            step (doubled if it was accepted at once).
+        tolerance: a line search gives up when its trial step would move the largest
+            mask cell by less than this.
+        patience: an image has converged, and costs no more passes, after this many
+            iterations in a row whose line search gave up (the integration noise makes
+            one failed search weak evidence). None runs every iteration on every image.
+        score_fn: ``score_fn(logits, targets) -> (B,)`` for heads whose score is not the
+            softmax probability of the target.
+        autocast_dtype: run the model's forward passes under autocast with this dtype
+            (e.g. ``torch.bfloat16`` on GPUs); None runs them in the model's own dtype.
+        normalize_score: divide the score term of the objective by each image's clean
+            score, so ``l1`` and ``tv`` weigh the regularisers against the *fraction* of
+            the score a mask removes and mean the same for a model that is 15% or 99%
+            sure. False uses the raw score, as the original I-GOS does (its weights, l1 1
+            and tv 20, were set for models confident near 1).
+
+    The model's parameters, their ``.grad``, the train/eval flag of every submodule
+    and the global RNG state are left exactly as they were.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+        >>> ex = igos(model, torch.randn(2, 3, 32, 32), targets=[0, 1], iterations=2, ig_steps=4)
+        >>> ex.mask.shape, ex.saliency.shape
+        (torch.Size([2, 1, 32, 32]), torch.Size([2, 1, 32, 32]))
+        >>> bool((ex.saliency == 1 - ex.mask).all())  # a full-resolution mask: saliency = 1 - mask
+        True
+    """
+    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
+    check_solver_options(
+        method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
+        noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
+        autocast_dtype=autocast_dtype, tolerance=tolerance, patience=patience, normalize_score=normalize_score,
+    )
+    if not (isinstance(initial_step, numbers.Real) and initial_step > 0):
+        raise ValueError(f"`initial_step` must be a number > 0, got {initial_step!r}.")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
+    batch, _, height, width = images.shape
+    device = images.device
+    size = resolve_mask_size(mask_size, height, width)
+    if generator is None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(0)
+
+    with evaluation_mode(model), gradient_context(device, autocast_dtype):
+        x = usable(images).float()
+        b = make_baseline(x, baseline)
+        input_dtype = x.dtype if autocast_dtype is not None else model_input_dtype(model, x.dtype)
+        # One cheap forward validates the model's output before the expensive work.
+        with torch.no_grad():
+            check_logits(model(x[:1].to(input_dtype)), 1, targets_t, score_fn)
+        problem = _Problem(
+            model, x, b, targets_t, bilateral=method == "igos++", mask_size=size, ig_steps=ig_steps,
+            l1=l1, tv=tv, tv_power=tv_power, noise_std=noise_std, max_batch_size=cap,
+            generator=generator, score_fn=score_fn, input_dtype=input_dtype,
+        )
+        masks = [torch.ones(batch, 1, *size, device=device) for _ in problem.terms]
+        with torch.no_grad():
+            current, score = problem.objective(masks, torch.arange(batch, device=device))
+            clean_score = score.clone()
+            if normalize_score:
+                # The regulariser is 0 at the all-ones start, so the objective just scales.
+                problem.score_weight = 1 / clean_score.abs().clamp_min(MIN_SCORE)
+                current = current * problem.score_weight
+        state = _Search(masks, current, score, first_trial=torch.full_like(current, float(initial_step)),
+                        failures=torch.zeros(batch, dtype=torch.long, device=device))
+        history = [current.clone()]
+        for _ in range(iterations):
+            index = state.active(patience).nonzero().squeeze(1)
+            if index.numel() == 0:
+                break
+            grads = problem.descent_direction([m[index] for m in state.masks], index)
+            with torch.no_grad():
+                _line_search(problem, state, index, grads, initial_step=initial_step, tolerance=tolerance)
+            history.append(state.objective.clone())
+
+    masks = state.masks
+    keep = _keep(masks)
+    saliency = 1 - _upsample(keep, (height, width))
+    return Explanation(
+        mask=keep,
+        saliency=saliency,
+        targets=targets_t,
+        clean_score=clean_score,
+        masked_score=state.score,
+        objective=state.objective,
+        passes_per_image=problem.images_pushed / batch,
+        converged=~state.active(patience),
+        deletion_mask=masks[0] if len(masks) == 2 else None,
+        insertion_mask=masks[1] if len(masks) == 2 else None,
+        history=history,
+    )
+
+
+#: The keyword defaults of :func:`igos`: the callback and the check command take theirs from here.
+SOLVER_DEFAULTS: dict[str, object] = {
+    name: p.default for name, p in inspect.signature(igos).parameters.items() if p.default is not p.empty
+}
