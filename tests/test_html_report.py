@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_igos.html_report import append_step_summary, png_base64, render_html, render_markdown
+from lightning_igos.cli.html_report import append_step_summary, png_base64, render_html, render_markdown
 from lightning_igos.render import overlay_grid, probe_panel
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")

@@ -10,7 +10,7 @@ from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lightning_igos.logger_images import (
+from lightning_igos.callback.loggers import (
     artifact_folder,
     custom_scalars_layout,
     image_sinks,
