@@ -154,3 +154,16 @@ def write_custom_scalars(loggers: Iterable[Any], done: set[str], prefix: str = "
             continue
         add(custom_scalars_layout(prefix))
         done.add(key)
+
+
+def log_panels(loggers: Iterable[Any], panels: Sequence[Panel], *, step: int, epoch: int,
+               prefix: str = "igos") -> list[str]:
+    """Give ``panels`` to every logger that takes images; the class names of those that took them.
+
+    An empty list means no logger can show images (the caller then writes PNG files).
+    """
+    taken = []
+    for sink in image_sinks(loggers):
+        sink.log(panels, step=step, epoch=epoch, prefix=prefix)
+        taken.append(sink.name)
+    return taken

@@ -310,3 +310,36 @@ def append_step_summary(report: Mapping[str, Any], path: str | os.PathLike | Non
     with open(target, "a", encoding="utf-8") as stream:
         stream.write(render_markdown(report) + "\n")
     return target
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def check_html_path(path: Path) -> None:
+    """Fail (InputError) before any work when ``--html`` cannot be written; creates missing parents."""
+    from lightning_igos.cli.errors import InputError
+
+    if path.is_dir():
+        raise InputError(f"--html '{path}' is a directory; give a file name such as '{path / 'report.html'}'.")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as err:
+        raise InputError(f"--html '{path}' cannot be written: {err}") from err
+    if not existed:
+        path.unlink()
+
+
+def write_html(path: Path, report: Mapping[str, Any], panels: Sequence[tuple[str, Tensor]],
+               overlays: Tensor | None = None) -> Path:
+    """Write :func:`render_html` to ``path`` (UTF-8); returns the path."""
+    from lightning_igos.cli.errors import InputError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_html(report, panels, overlays), encoding="utf-8")
+    except OSError as err:
+        raise InputError(f"cannot write the HTML report to '{path}': {err}") from err
+    return path
