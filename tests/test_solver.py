@@ -100,7 +100,10 @@ def test_igos_plus_plus_localises_the_object(trained_cnn, probe_data):
 
 
 def test_shapes_ranges_and_saliency_definition(tiny_model):
-    ex = igos(tiny_model, torch.randn(3, 3, 40, 24), [0, 1, 2], iterations=2, ig_steps=3)
+    full = igos(tiny_model, torch.randn(3, 3, 40, 24), [0, 1, 2], iterations=1, ig_steps=2)
+    assert full.mask.shape == (3, 1, 40, 24)  # default: one mask cell per pixel
+    torch.testing.assert_close(full.saliency, 1 - full.mask)
+    ex = igos(tiny_model, torch.randn(3, 3, 40, 24), [0, 1, 2], iterations=2, ig_steps=3, mask_size=(5, 3))
     assert ex.mask.shape == (3, 1, 5, 3)
     assert ex.saliency.shape == (3, 1, 40, 24)
     assert ((ex.mask >= 0) & (ex.mask <= 1)).all()
@@ -180,7 +183,7 @@ def test_runs_under_inference_mode_and_no_grad(tiny_model):
         ex = igos(tiny_model, images, [0, 1], iterations=1, ig_steps=2)
     with torch.no_grad():
         ex2 = igos(tiny_model, torch.randn(2, 3, 16, 16), [0, 1], iterations=1, ig_steps=2)
-    assert ex.mask.shape == ex2.mask.shape == (2, 1, 2, 2)
+    assert ex.mask.shape == ex2.mask.shape == (2, 1, 16, 16)
 
 
 @pytest.mark.parametrize("baseline", ["zeros", "mean", torch.zeros(3, 16, 16), lambda x: x * 0.5])
