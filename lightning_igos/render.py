@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,13 @@ from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
-__all__ = ["colormap", "curve_image", "overlay", "overlay_grid", "probe_panel", "save_png", "unnormalize"]
+if TYPE_CHECKING:
+    from lightning_igos.core.causal import CausalCurves
+
+__all__ = [
+    "colormap", "curve_image", "display_stats", "explanation_panels", "overlay", "overlay_grid", "probe_panel",
+    "save_png", "unnormalize",
+]
 
 ChannelStats = Union[float, Sequence[float], Tensor]
 ScalarLike = Union[float, Tensor]
@@ -230,17 +236,20 @@ def colormap(values: Tensor) -> Tensor:
     return rgb.movedim(-1, -3).clamp(0, 1).contiguous()
 
 
-def overlay(images: Tensor, saliency: Tensor, alpha: float = 0.5) -> Tensor:
+def overlay(images: Tensor, saliency: Tensor, alpha: float = 0.5, top: float = 0.99) -> Tensor:
     """Blend the colormapped saliency over the images: ``(1 - alpha) * image + alpha * colormap(s)``.
 
-    The saliency is bilinearly resized to the images' size if needed and
-    min-max normalised per image (a constant map becomes zeros, the darkest
-    colour), so only its ranking of pixels matters.
+    The saliency is bilinearly resized to the images' size if needed and scaled
+    per image from its minimum (darkest colour) to its ``top`` quantile (brightest),
+    clipped above, so a sparse map (a few salient pixels, as full-resolution I-GOS
+    masks give) stays visible; a constant map becomes zeros. Only the pixels'
+    order and relative saliency matter, not the scale.
 
     Args:
         images: (B, 3, H, W) or (3, H, W) in [0, 1] (grey C = 1 also accepted).
         saliency: (B, 1, h, w) or (B, h, w); for unbatched images (1, h, w) or (h, w).
         alpha: weight of the heatmap, in [0, 1].
+        top: quantile of each map shown at full brightness (1.0: the maximum).
 
     Returns:
         Same layout as ``images`` with 3 channels, float32 on the CPU.
@@ -257,10 +266,14 @@ def overlay(images: Tensor, saliency: Tensor, alpha: float = 0.5) -> Tensor:
     s = _saliency_batch(saliency, x.shape[0], unbatched)
     if s.shape[-2:] != x.shape[-2:]:
         s = F.interpolate(s, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    if not (isinstance(top, (int, float)) and 0 < top <= 1):
+        raise ValueError(f"`top` must be a quantile in (0, 1], got {top!r}.")
     lo = s.amin(dim=(1, 2, 3), keepdim=True)
-    span = s.amax(dim=(1, 2, 3), keepdim=True) - lo
+    hi = s.flatten(1).quantile(float(top), dim=1).view(-1, 1, 1, 1)
+    hi = torch.where(hi > lo, hi, s.amax(dim=(1, 2, 3), keepdim=True))  # a map mostly at its minimum
+    span = hi - lo
     s = torch.where(span > 0, (s - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(s))
-    out = ((1 - a) * _grey_to_rgb(x.clamp(0, 1)) + a * colormap(s)).clamp(0, 1)
+    out = ((1 - a) * _grey_to_rgb(x.clamp(0, 1)) + a * colormap(s.clamp(0, 1))).clamp(0, 1)
     return out[0] if unbatched else out
 
 
@@ -460,6 +473,54 @@ def probe_panel(
     row[:, :, 2 * (tile_w + gap) :] = curves
     header = _header(title, max(18, round(tile_h * 0.16)), row.shape[-1])
     return torch.cat([header, row], dim=1)
+
+
+def display_stats(mean: object, std: object, model: object, channels: int) -> tuple[object, object]:
+    """The normalisation to undo for display: ``mean``/``std`` when both are given, else the
+    model's ``mean``/``std`` attributes when both hold one number (or one per channel), else
+    ``(None, None)`` (each image is rescaled to its own range).
+
+    Example:
+        >>> display_stats(None, None, object(), 3)
+        (None, None)
+    """
+    if mean is not None and std is not None:
+        return mean, std
+    from lightning_igos.core.validation import check_channel_stats
+
+    try:
+        mean = check_channel_stats(getattr(model, "mean", None), "mean", channels)
+        std = check_channel_stats(getattr(model, "std", None), "std", channels, positive=True)
+    except (TypeError, ValueError):
+        return None, None
+    return (mean, std) if mean is not None and std is not None else (None, None)
+
+
+def explanation_panels(
+    shown: Tensor,
+    saliency: Tensor,
+    curves: CausalCurves,
+    targets: Tensor,
+    predictions: Tensor | None,
+    indices: Sequence[int],
+) -> list[Tensor]:
+    """One :func:`probe_panel` per explained image, titled ``#<index> class <target> p=<clean score>``.
+
+    ``shown`` are the images for display (see :func:`unnormalize`), row ``j`` of every other
+    argument belongs to probe image ``indices[j]``; ``(pred <class>)`` is added to the title
+    when the model predicts another class than the explained one.
+    """
+    panels = []
+    for j, index in enumerate(indices):
+        target = int(targets[j])
+        title = f"#{index} class {target} p={float(curves.clean_score[j]):.2f}"
+        if predictions is not None and int(predictions[j]) != target:
+            title += f" (pred {int(predictions[j])})"
+        panels.append(probe_panel(
+            shown[j], saliency[j], curves.insertion[j], curves.deletion[j], curves.fractions,
+            curves.insertion_auc[j], curves.deletion_auc[j], title,
+        ))
+    return panels
 
 
 def save_png(image: Tensor, path: str | os.PathLike) -> None:

@@ -214,7 +214,14 @@ def test_overlay_alpha_ends_and_constant_saliency() -> None:
     assert torch.equal(overlay(image, saliency, alpha=0.0), image)
     lo = saliency.amin(dim=(1, 2, 3), keepdim=True)
     normalised = (saliency - lo) / (saliency.amax(dim=(1, 2, 3), keepdim=True) - lo)
-    assert torch.allclose(overlay(image, saliency, alpha=1.0), colormap(normalised), atol=1e-5)
+    assert torch.allclose(overlay(image, saliency, alpha=1.0, top=1.0), colormap(normalised), atol=1e-5)
+    # By default the 99th percentile is the brightest colour: a sparse map stays visible.
+    sparse = torch.zeros(1, 1, 20, 20)
+    sparse[0, 0, :2, :4] = torch.tensor([1.0, 0.2, 0.2, 0.2])  # 8 of 400 pixels: above the 99th percentile
+    sparse[0, 0, 2, 0] = 0.1
+    shown = overlay(torch.zeros(1, 3, 20, 20), sparse, alpha=1.0)
+    torch.testing.assert_close(shown[0, :, 0, 1], shown[0, :, 0, 0])  # 0.2 is as bright as the maximum
+    assert luminance(shown)[0, 2, 0] > luminance(overlay(torch.zeros(1, 3, 20, 20), sparse, 1.0, top=1.0))[0, 2, 0]
     flat = overlay(image, torch.full((2, 1, 8, 8), 3.0), alpha=1.0)
     assert torch.allclose(flat, colormap(torch.zeros(2, 1, 8, 8)))
 
