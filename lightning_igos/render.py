@@ -24,11 +24,12 @@ from torchvision.transforms.functional import pil_to_tensor, to_pil_image
 from torchvision.utils import make_grid
 
 if TYPE_CHECKING:
+    from lightning_igos.class_names import ClassNames
     from lightning_igos.core.causal import CausalCurves
 
 __all__ = [
-    "colormap", "curve_image", "display_stats", "explanation_panels", "overlay", "overlay_grid", "probe_panel",
-    "save_png", "unnormalize",
+    "colormap", "curve_image", "display_stats", "explanation_panels", "grid_labels", "overlay", "overlay_grid",
+    "probe_panel", "save_png", "unnormalize",
 ]
 
 ChannelStats = Union[float, Sequence[float], Tensor]
@@ -277,12 +278,20 @@ def overlay(images: Tensor, saliency: Tensor, alpha: float = 0.5, top: float = 0
     return out[0] if unbatched else out
 
 
-def overlay_grid(images: Tensor, saliency: Tensor, nrow: int | None = None, alpha: float = 0.5) -> Tensor:
+def overlay_grid(
+    images: Tensor,
+    saliency: Tensor,
+    nrow: int | None = None,
+    alpha: float = 0.5,
+    labels: Sequence[str] | None = None,
+) -> Tensor:
     """All overlays of a batch in one image grid (white 2-pixel gaps).
 
     Args:
         images, saliency, alpha: as in :func:`overlay`.
         nrow: images per row; default ``ceil(sqrt(B))``.
+        labels: one caption per image (e.g. ``"#0 3 (cat)"``), drawn in a strip above its
+            tile; tiles narrower than 96 pixels are then enlarged (nearest) so the text fits.
 
     Returns:
         (3, H', W') float32 on the CPU.
@@ -290,6 +299,8 @@ def overlay_grid(images: Tensor, saliency: Tensor, nrow: int | None = None, alph
     Example:
         >>> overlay_grid(torch.rand(4, 3, 16, 16), torch.rand(4, 1, 4, 4)).shape
         torch.Size([3, 38, 38])
+        >>> overlay_grid(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 4, 4), labels=["#0: 1 (cat)", "#1: 2"]).shape
+        torch.Size([3, 116, 198])
     """
     out = overlay(images, saliency, alpha)
     if out.dim() == 3:
@@ -298,6 +309,15 @@ def overlay_grid(images: Tensor, saliency: Tensor, nrow: int | None = None, alph
         nrow = math.ceil(math.sqrt(out.shape[0]))
     if isinstance(nrow, bool) or not isinstance(nrow, numbers.Integral) or nrow < 1:
         raise ValueError(f"`nrow` must be a positive int or None, got {nrow!r}.")
+    if labels is not None:
+        if isinstance(labels, str) or len(labels) != out.shape[0] or not all(isinstance(t, str) for t in labels):
+            raise ValueError(f"`labels` must be {out.shape[0]} strings, one per image, got {labels!r}.")
+        scale = max(1, math.ceil(96 / out.shape[-1]))
+        if scale > 1:
+            out = F.interpolate(out, scale_factor=scale, mode="nearest")
+        height = max(16, round(out.shape[-1] * 0.16))
+        out = torch.stack([torch.cat([_header(text, height, out.shape[-1]), tile], dim=1)
+                           for text, tile in zip(labels, out)])
     return make_grid(out, nrow=int(nrow), padding=2, pad_value=1.0).float().clamp(0, 1)
 
 
@@ -503,24 +523,40 @@ def explanation_panels(
     targets: Tensor,
     predictions: Tensor | None,
     indices: Sequence[int],
+    class_names: ClassNames | None = None,
 ) -> list[Tensor]:
     """One :func:`probe_panel` per explained image, titled ``#<index> class <target> p=<clean score>``.
 
     ``shown`` are the images for display (see :func:`unnormalize`), row ``j`` of every other
     argument belongs to probe image ``indices[j]``; ``(pred <class>)`` is added to the title
-    when the model predicts another class than the explained one.
+    when the model predicts another class than the explained one. With ``class_names`` each
+    class reads ``3 (cat)``.
     """
+    from lightning_igos.class_names import label
+
     panels = []
     for j, index in enumerate(indices):
         target = int(targets[j])
-        title = f"#{index} class {target} p={float(curves.clean_score[j]):.2f}"
+        title = f"#{index} class {label(target, class_names)} p={float(curves.clean_score[j]):.2f}"
         if predictions is not None and int(predictions[j]) != target:
-            title += f" (pred {int(predictions[j])})"
+            title += f" (pred {label(int(predictions[j]), class_names, style='short')})"
         panels.append(probe_panel(
             shown[j], saliency[j], curves.insertion[j], curves.deletion[j], curves.fractions,
             curves.insertion_auc[j], curves.deletion_auc[j], title,
         ))
     return panels
+
+
+def grid_labels(indices: Sequence[int], targets: Tensor, class_names: ClassNames | None = None) -> list[str]:
+    """Captions of the overlay grid's tiles: ``#<index>: <class>``, e.g. ``#0: 3 (cat)``.
+
+    Example:
+        >>> grid_labels([0, 1], torch.tensor([3, 1]))
+        ['#0: 3', '#1: 1']
+    """
+    from lightning_igos.class_names import label
+
+    return [f"#{index}: {label(int(t), class_names)}" for index, t in zip(indices, targets)]
 
 
 def save_png(image: Tensor, path: str | os.PathLike) -> None:
