@@ -29,11 +29,12 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Union
 
 import torch
 from torch import Tensor
 
-from lightning_igos.core.runtime import load_failure_reason, load_weights_only
+from lightning_igos.core.runtime import cpu_copy, load_failure_reason, load_weights_only
 from lightning_igos.core.validation import TargetsLike, check_channel_stats, check_images, check_targets
 
 FORMAT = "lightning-igos-probe"
@@ -186,3 +187,38 @@ def _describe(content: object) -> str:
     if isinstance(content, Tensor):
         return f"a tensor of shape {tuple(content.shape)}"
     return f"a {type(content).__name__}"
+
+
+ProbeLike = Union[Probe, tuple, list, str, os.PathLike, None]
+
+
+def read_probe(probe: ProbeLike) -> tuple[Tensor, Tensor | None, Any, Any] | None:
+    """``(images, targets, mean, std)`` on the CPU from a pair, a :class:`Probe` or a probe file; None for None.
+
+    Targets may be None (a pair ``(images, None)``); ``mean``/``std`` are the probe's display
+    normalisation (None for a pair). Copies are normal tensors even under inference mode.
+
+    Example:
+        >>> images, targets, mean, std = read_probe((torch.zeros(2, 3, 4, 4), [1, 0]))
+        >>> targets.tolist(), mean
+        ([1, 0], None)
+    """
+    if probe is None:
+        return None
+    mean = std = None
+    if isinstance(probe, (str, os.PathLike)):
+        probe = load_probe(probe)
+    if hasattr(probe, "images") and hasattr(probe, "targets"):
+        images, targets = probe.images, probe.targets
+        mean, std = getattr(probe, "mean", None), getattr(probe, "std", None)
+    elif isinstance(probe, (tuple, list)) and len(probe) == 2:
+        images, targets = probe
+    else:
+        raise TypeError(
+            "`probe` must be None (capture it from the validation data), an (images, targets) pair, "
+            f"a lightning_igos.probe.Probe or the path of a probe file, got {type(probe).__name__}."
+        )
+    images = cpu_copy(check_images(images, "probe images"))
+    if targets is not None:
+        targets = cpu_copy(check_targets(targets, images.shape[0], torch.device("cpu"), "probe targets"))
+    return images, targets, mean, std

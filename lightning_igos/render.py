@@ -497,23 +497,25 @@ def probe_panel(
 
 def display_stats(mean: object, std: object, model: object, channels: int) -> tuple[object, object]:
     """The normalisation to undo for display: ``mean``/``std`` when both are given, else the
-    model's ``mean``/``std`` attributes when both hold one number (or one per channel), else
-    ``(None, None)`` (each image is rescaled to its own range).
+    model's ``mean``/``std`` attributes when it has both, else ``(None, None)`` (each image is
+    then rescaled to its own range).
+
+    The callback and ``lightning-igos check`` both use this rule. Statistics that do not
+    hold one finite number (or one per channel) raise ``ValueError``/``TypeError``.
 
     Example:
         >>> display_stats(None, None, object(), 3)
         (None, None)
+        >>> display_stats((0.5,) * 3, (0.2,) * 3, object(), 3)
+        ((0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
     """
-    if mean is not None and std is not None:
-        return mean, std
     from lightning_igos.core.validation import check_channel_stats
 
-    try:
-        mean = check_channel_stats(getattr(model, "mean", None), "mean", channels)
-        std = check_channel_stats(getattr(model, "std", None), "std", channels, positive=True)
-    except (TypeError, ValueError):
-        return None, None
-    return (mean, std) if mean is not None and std is not None else (None, None)
+    if mean is None or std is None:
+        mean, std = getattr(model, "mean", None), getattr(model, "std", None)
+        if mean is None or std is None:
+            return None, None
+    return check_channel_stats(mean, "mean", channels), check_channel_stats(std, "std", channels, positive=True)
 
 
 def explanation_panels(

@@ -106,20 +106,6 @@ def test_init_errors_name_the_argument(kwargs: dict, argument: str) -> None:
         IGOSCallback(**kwargs)
 
 
-def test_defaults_match_the_solver() -> None:
-    """Every solver option of the callback has igos's name and default (compared structurally)."""
-    import inspect
-
-    from lightning_igos.core.solver import SOLVER_DEFAULTS
-
-    callback = IGOSCallback()
-    shared = {k: v for k, v in SOLVER_DEFAULTS.items() if k not in ("generator",)}
-    assert callback.solver_options == shared
-    signature = inspect.signature(IGOSCallback).parameters
-    assert {k: signature[k].default for k in shared} == shared
-    assert callback.num_probe == 8 and callback.metric_steps == 50 and callback.on_error == "warn"
-
-
 # ----------------------------------------------------------------------------- logging
 
 
@@ -379,7 +365,7 @@ def _out_of_memory(*args, **kwargs):
 @pytest.mark.parametrize("failure", ["bad_output", "out_of_memory"])
 def test_on_error_warn_keeps_training(tmp_path: Path, loaders, monkeypatch, failure: str) -> None:
     if failure == "out_of_memory":
-        monkeypatch.setattr("lightning_igos.callback.hooks.igos", _out_of_memory)
+        monkeypatch.setattr("lightning_igos.core.evaluation.igos", _out_of_memory)
         module = _module()
     else:
         torch.manual_seed(0)
@@ -481,7 +467,7 @@ def test_monitoring_with_every_n_epochs_never_crashes_and_ranks_only_explained_e
 
 
 def _fails_after(calls: int):
-    from lightning_igos.callback.hooks import igos as real_igos
+    from lightning_igos.core.evaluation import igos as real_igos
 
     count = {"n": 0}
 
@@ -496,7 +482,7 @@ def _fails_after(calls: int):
 
 @pytest.mark.parametrize("good_epochs", [0, 1])
 def test_monitoring_survives_failed_explanations(tmp_path: Path, loaders, monkeypatch, good_epochs: int) -> None:
-    monkeypatch.setattr("lightning_igos.callback.hooks.igos", _fails_after(good_epochs))
+    monkeypatch.setattr("lightning_igos.core.evaluation.igos", _fails_after(good_epochs))
     checkpoint, stopping = _monitors(tmp_path)
     trainer = _trainer(tmp_path, [IGOSCallback(log_images=False, **FAST), checkpoint, stopping], logger=False,
                        max_epochs=3)
@@ -622,3 +608,33 @@ def test_images_with_two_or_four_channels_are_drawn(tmp_path: Path, channels: in
     assert [str(w.message) for w in caught if issubclass(w.category, IGOSWarning)] == []
     events = _events(trainer.logger.log_dir)
     assert len(events.Images("igos/probe_0")) == 1 and len(events.Images("igos/overlays")) == 1
+
+
+# ----------------------------------------------------------------------------- several callbacks
+
+
+def test_igos_and_igos_plus_plus_side_by_side(loaders, tmp_path: Path) -> None:
+    """Two callbacks in one Trainer: their own names, their own checkpoint state, the same probe."""
+    train, val = loaders
+    plain = IGOSCallback(**FAST, log_images=False)
+    bilateral = IGOSCallback(**FAST, log_images=False, method="igos++", prefix="igospp")
+    assert plain.state_key != bilateral.state_key
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="igospp/deletion_auc", mode="min")
+    trainer = _trainer(tmp_path, [plain, bilateral, checkpoint], logger=CSVLogger(tmp_path), max_epochs=1)
+    trainer.fit(_module(), train, val)
+    metrics = trainer.callback_metrics
+    for name in SCALARS:
+        assert name in metrics
+        assert name.replace("igos/", "igospp/") in metrics
+    # The two methods explain the same images differently.
+    assert float(metrics["igos/mask_mean"]) != float(metrics["igospp/mask_mean"])
+    torch.testing.assert_close(plain.probe[0], bilateral.probe[0])
+    states = torch.load(checkpoint.best_model_path, weights_only=False)["callbacks"]
+    assert plain.state_key in states and bilateral.state_key in states
+
+
+def test_one_prefix_per_trainer(loaders, tmp_path: Path) -> None:
+    train, val = loaders
+    trainer = _trainer(tmp_path, [IGOSCallback(**FAST), IGOSCallback(**FAST, method="igos++")], max_epochs=1)
+    with pytest.raises(ValueError, match="same prefix 'igos'"):
+        trainer.fit(_module(), train, val)

@@ -265,7 +265,7 @@ SUBPROCESS_ERRORS = {"missing-checkpoint", "module-not-importable", "lightning-m
 def test_input_errors_exit_2_with_one_line(workspace, monkeypatch, capsys, request, args, message):
     case = request.node.callspec.id
     # Every input error is found before the expensive work.
-    monkeypatch.setattr("lightning_igos.cli.commands.explain", _must_not_run)
+    monkeypatch.setattr("lightning_igos.cli.check.explain", _must_not_run)
     if case in SUBPROCESS_ERRORS:
         result = run_cli(workspace, *args)
     else:
@@ -283,7 +283,7 @@ def _must_not_run(*args, **kwargs):
 
 
 def test_normalized_thresholds_may_exceed_one():
-    from lightning_igos.cli.commands import check_thresholds
+    from lightning_igos.cli.check import check_thresholds
 
     check_thresholds(types.SimpleNamespace(min_insertion=1.3, max_deletion=1.2, normalized=True))
     check_thresholds(types.SimpleNamespace(min_insertion=0.0, max_deletion=1.0, normalized=False))
@@ -293,7 +293,7 @@ def test_a_value_error_inside_the_solver_is_a_bug_not_an_input_error(workspace, 
     def broken(*args, **kwargs):
         raise ValueError("shape mismatch in the line search")
 
-    monkeypatch.setattr("lightning_igos.cli.commands.igos", broken)
+    monkeypatch.setattr("lightning_igos.core.evaluation.igos", broken)
     result = run_main(workspace, monkeypatch, capsys, *check_args())
     assert result.returncode == 3, result.stderr
     assert "unexpected ValueError: shape mismatch in the line search" in result.stderr

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_igos.callback.hooks import IGOSCallback, IGOSWarning
+from lightning_igos.callback.hooks import SCALAR_NAMES, SCALARS, IGOSCallback, IGOSWarning
 
-__all__ = ["IGOSCallback", "IGOSWarning", "LightningIGOSCallback"]
+__all__ = ["SCALARS", "SCALAR_NAMES", "IGOSCallback", "IGOSWarning", "LightningIGOSCallback"]
 
 
 def __getattr__(name: str) -> Any:

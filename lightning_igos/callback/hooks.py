@@ -32,7 +32,7 @@ rank 0 writes images.
 
 from __future__ import annotations
 
-import numbers
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -44,51 +44,56 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.aggregation import MeanMetric, MinMetric
+from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric
 
-from lightning_igos.callback.outputs import error_text, new_folder, png_root, tensorboard_writers
+from lightning_igos.callback.loggers import log_panels, write_custom_scalars
+from lightning_igos.callback.outputs import error_text, new_folder, png_root
 from lightning_igos.callback.probe_state import (
     BatchToProbe,
-    ProbeLike,
     batch_parts,
     check_bool,
     check_choice,
     check_display_stats,
-    check_mask_size,
-    cpu_copy,
-    read_probe,
 )
-from lightning_igos.core.baselines import BaselineLike, check_baseline
-from lightning_igos.core.causal import CausalCurves, causal_curves
-from lightning_igos.core.runtime import autocast_context, evaluation_mode, model_input_dtype
+from lightning_igos.callback.status import ExplainStatus, cost_line
+from lightning_igos.class_names import ClassNames, ClassNamesLike, module_class_names
+from lightning_igos.core.baselines import BaselineLike
+from lightning_igos.core.causal import CausalCurves
+from lightning_igos.core.config import DEFAULTS, IGOSConfig
+from lightning_igos.core.evaluation import Evaluation, evaluate
+from lightning_igos.core.runtime import cpu_copy
 from lightning_igos.core.scoring import ScoreFn
-from lightning_igos.core.solver import METHODS, check_solver_options, igos
 from lightning_igos.core.validation import (
-    check_autocast_dtype,
     check_images,
     check_positive_int,
     check_targets,
 )
 from lightning_igos.metrics import DeletionAUC, InsertionAUC
+from lightning_igos.probe import ProbeLike, read_probe
 
 __all__ = ["IGOSCallback", "IGOSWarning"]  # and LightningIGOSCallback, made on first access
 
-SCALAR_NAMES = (
-    "igos/insertion_auc",
-    "igos/deletion_auc",
-    "igos/insertion_auc_normalized",
-    "igos/deletion_auc_normalized",
-    "igos/mask_mean",
-    "igos/mask_min",
-    "igos/mask_frac_below_half",
-    "igos/target_prob",
+# Lightning's own logger hierarchy: the first-run cost line shows (and is silenced) like Lightning's info lines.
+_log = logging.getLogger("pytorch_lightning.callbacks.igos")
+
+#: The scalars logged each explained epoch, as ``<prefix>/<name>``.
+SCALARS = (
+    "insertion_auc",
+    "deletion_auc",
+    "insertion_auc_normalized",
+    "deletion_auc_normalized",
+    "mask_mean",
+    "mask_min",
+    "mask_frac_below_half",
+    "target_prob",
 )
+#: Their names with the default prefix ``igos``.
+SCALAR_NAMES = tuple(f"igos/{name}" for name in SCALARS)
 # What a monitor sees for a scalar that has never been computed: the worst finite value of its mode.
 _NEVER_COMPUTED = {"max": -torch.finfo(torch.float32).max, "min": torch.finfo(torch.float32).max}
 TARGET_MODES = ("label", "pred")
 ERROR_MODES = ("warn", "raise")
 STATE_VERSION = 1
-
 
 
 class IGOSWarning(UserWarning):
@@ -111,9 +116,21 @@ class _ShareResult:
     mask_min: Tensor
     mask_frac_below_half: Tensor
     panels: list[Tensor] = field(default_factory=list)
+    passes: int = 0  # images through the model while explaining and scoring
+    seconds: float = 0.0
 
     def __len__(self) -> int:
         return self.indices.numel()
+
+    @classmethod
+    def of(cls, indices: Tensor, evaluation: Evaluation) -> _ShareResult:
+        ev = evaluation.cpu()
+        stats = ev.per_image()
+        return cls(
+            indices=indices, targets=ev.targets, predictions=ev.predictions, curves=ev.curves,
+            saliency=ev.saliency, mask_mean=stats["mask_mean"], mask_min=stats["mask_min"],
+            mask_frac_below_half=stats["mask_frac_below_half"],
+        )
 
 
 @dataclass
@@ -146,7 +163,70 @@ def _curves_to_cpu(curves: CausalCurves) -> CausalCurves:
 
 
 class _IGOSCallbackLogic:
-    """Everything of the callback except its Lightning base class (see :class:`IGOSCallback`)."""
+    """Explain a fixed probe batch with I-GOS every few validation epochs and log how faithful
+    the explanations are.
+
+    Args:
+        probe: the images to explain: an ``(images, targets)`` pair (images as the model takes
+            them), a :class:`lightning_igos.probe.Probe`, the path of a probe file, or None to
+            take the first ``num_probe`` samples of the first validation dataloader at the first
+            validation epoch (not the sanity check; under DDP the first samples rank 0 sees, which
+            with Lightning's DistributedSampler are every ``world_size``-th sample). The probe is
+            kept on the callback and saved in its checkpoint state, so a resumed run explains the
+            same images; a checkpointed probe replaces one given here.
+        num_probe: images to capture when ``probe`` is None.
+        every_n_epochs: explain at the validation of every n-th epoch (epochs ``n-1, 2n-1, ...``,
+            as Lightning's ``check_val_every_n_epoch``); ``trainer.validate()`` always explains. On
+            the other epochs (and after a failure under ``on_error="warn"``) no logger gets igos/
+            scalars, and ``ModelCheckpoint``/``EarlyStopping`` see the last explained value (before
+            any, the worst finite value of their ``mode``), so monitoring an igos/ key never stops
+            training.
+        target: ``"label"`` explains the probe's labels, ``"pred"`` the class the model predicts
+            on each probe image at that epoch.
+        method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,
+            tolerance, patience, autocast_dtype, normalize_score, initial_step, substrate,
+            metric_steps, max_batch_size, seed, score_fn: the solver and metric options of
+            :class:`lightning_igos.core.config.IGOSConfig`, which holds their defaults and checks
+            (the same as :func:`lightning_igos.igos` and ``lightning-igos check``); the callback
+            keeps them as ``callback.config``.
+        log_images: log the per-image panels and the overlay grid (rank 0 only).
+        on_error: ``"warn"``: an exception inside the callback gives one warning per epoch and
+            training goes on; ``"raise"``: it stops the run (on every rank).
+        mean, std: per-channel normalisation of the inputs, to display them. When None the
+            callback uses ``pl_module.mean``/``pl_module.std`` if the module has both, else
+            rescales each image to [0, 1] (min-max).
+        batch_to_probe: ``batch -> (images, targets or None)`` for validation batches that are not
+            a tensor, an ``(images, labels, ...)`` tuple or a dict with an ``"image(s)"`` key.
+        prefix: the first part of every logged name (``<prefix>/insertion_auc``,
+            ``<prefix>/probe_0``, ...) and of the PNG folder. Give each callback of one Trainer
+            its own, e.g. ``IGOSCallback(method="igos++", prefix="igos++")`` next to
+            ``IGOSCallback()``; the checkpoint state is keyed by the prefix, method and target.
+        class_names: the class names shown next to the indices in the panel headers and the
+            overlay grid: a sequence (``names[i]`` is class ``i``, one per class of the model) or a
+            mapping from index to name. When None, the module's ``class_names`` or ``classes``
+            attribute is used if it holds names that fit the model, else the indices. Checked
+            here (``TypeError``/``ValueError``; a probe target without a name included) and against
+            the model's number of classes at the first run.
+
+    Besides the igos/ quality scalars it logs ``<prefix>/seconds`` (wall time of the run, the
+    slowest rank's) and ``<prefix>/passes_per_image`` (images through the model per probe
+    image), prints one line with the cost after its first run, and writes the work into the
+    validation progress bar while it runs. Panels go to every logger that shows images
+    (TensorBoard, W&B's ``log_image``, MLflow artifacts); PNG files only when none does.
+
+    The model is put in eval mode (each submodule's flag is restored), gradients are taken with
+    respect to the mask only, and nothing of training changes: the weights after training with
+    and without the callback are bitwise identical on the CPU.
+
+    Example:
+        >>> callback = IGOSCallback(num_probe=4, iterations=10, ig_steps=10, every_n_epochs=2)
+        >>> callback.every_n_epochs, callback.config.iterations
+        (2, 10)
+
+    Use it as ``pytorch_lightning.Trainer(callbacks=[IGOSCallback()])``; with
+    ``lightning.pytorch.Trainer`` use ``lightning_igos.callback.LightningIGOSCallback`` (same
+    arguments).
+    """
 
     def __init__(
         self,
@@ -155,66 +235,57 @@ class _IGOSCallbackLogic:
         every_n_epochs: int = 1,
         target: str = "label",
         *,
-        method: str = "igos",
-        mask_size: None | int | tuple[int, int] = None,
-        iterations: int = 4,
-        ig_steps: int = 20,
-        l1: float = 0.1,
-        tv: float = 2.0,
-        tv_power: float = 2.0,
-        noise_std: float = 0.2,
-        baseline: BaselineLike = "blur",
-        tolerance: float = 1e-5,
-        patience: int | None = 3,
-        autocast_dtype: torch.dtype | None = None,
-        normalize_score: bool = True,
-        initial_step: float = 1.0,
-        substrate: BaselineLike = "blur",
-        metric_steps: int = 50,
+        method: str = DEFAULTS.method,
+        mask_size: None | int | tuple[int, int] = DEFAULTS.mask_size,
+        iterations: int = DEFAULTS.iterations,
+        ig_steps: int = DEFAULTS.ig_steps,
+        l1: float = DEFAULTS.l1,
+        tv: float = DEFAULTS.tv,
+        tv_power: float = DEFAULTS.tv_power,
+        noise_std: float = DEFAULTS.noise_std,
+        baseline: BaselineLike = DEFAULTS.baseline,
+        tolerance: float = DEFAULTS.tolerance,
+        patience: int | None = DEFAULTS.patience,
+        autocast_dtype: torch.dtype | None = DEFAULTS.autocast_dtype,
+        normalize_score: bool = DEFAULTS.normalize_score,
+        initial_step: float = DEFAULTS.initial_step,
+        substrate: BaselineLike = DEFAULTS.substrate,
+        metric_steps: int = DEFAULTS.metric_steps,
         log_images: bool = True,
-        max_batch_size: int | None = None,
+        max_batch_size: int | None = DEFAULTS.max_batch_size,
         on_error: str = "warn",
-        seed: int = 0,
+        seed: int = DEFAULTS.seed,
         mean: Sequence[float] | Tensor | None = None,
         std: Sequence[float] | Tensor | None = None,
-        score_fn: ScoreFn | None = None,
+        score_fn: ScoreFn | None = DEFAULTS.score_fn,
         batch_to_probe: BatchToProbe | None = None,
+        prefix: str = "igos",
+        class_names: ClassNamesLike | None = None,
     ) -> None:
         super().__init__()
         self.num_probe = check_positive_int(num_probe, "num_probe")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.target = check_choice(target, "target", TARGET_MODES)
-        check_choice(method, "method", METHODS)
-        check_mask_size(mask_size)
-        check_autocast_dtype(autocast_dtype)
-        check_solver_options(
-            method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
-            noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size, autocast_dtype=autocast_dtype,
-            tolerance=tolerance, patience=patience, normalize_score=normalize_score,
-        )
-        self.solver_options: dict[str, Any] = dict(
+        # The solver and metric options: defaults and validation are IGOSConfig's.
+        self.config = IGOSConfig(
             method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
-            tv_power=tv_power, noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
-            tolerance=tolerance, patience=patience, autocast_dtype=autocast_dtype, score_fn=score_fn,
-            normalize_score=normalize_score, initial_step=initial_step,
+            tv_power=tv_power, noise_std=noise_std, baseline=baseline, tolerance=tolerance, patience=patience,
+            autocast_dtype=autocast_dtype, normalize_score=normalize_score, initial_step=initial_step,
+            substrate=substrate, metric_steps=metric_steps, max_batch_size=max_batch_size, seed=seed,
+            score_fn=score_fn,
         )
-        if not (isinstance(initial_step, numbers.Real) and not isinstance(initial_step, bool) and initial_step > 0):
-            raise ValueError(f"`initial_step` must be a number > 0, got {initial_step!r}.")
-        check_baseline(substrate, "substrate")
-        self.substrate = substrate
-        self.metric_steps = check_positive_int(metric_steps, "metric_steps")
+        if not isinstance(prefix, str) or not prefix or "/" in prefix:
+            raise ValueError(f"`prefix` must be a non-empty str without '/', got {prefix!r}.")
+        self.prefix = prefix
+        self.scalar_names = tuple(f"{prefix}/{name}" for name in SCALARS)
         self.log_images = check_bool(log_images, "log_images")
-        self.max_batch_size = max_batch_size
         self.on_error = check_choice(on_error, "on_error", ERROR_MODES)
-        self.seed = check_positive_int(seed, "seed", minimum=0)
         mean, std = check_display_stats(mean, std)
-        if score_fn is not None and not callable(score_fn):
-            raise TypeError(f"`score_fn` must be None or a callable (logits, targets) -> scores, got {score_fn!r}.")
         if batch_to_probe is not None and not callable(batch_to_probe):
             raise TypeError(f"`batch_to_probe` must be None or a callable batch -> (images, targets), "
                             f"got {batch_to_probe!r}.")
-        self.score_fn = score_fn
         self.batch_to_probe = batch_to_probe
+        self.class_names = None if class_names is None else ClassNames.from_value(class_names)
 
         given = read_probe(probe)
         self._probe_images: Tensor | None = None
@@ -227,6 +298,9 @@ class _IGOSCallbackLogic:
             mean, std = check_display_stats(mean, std, channels=self._probe_images.shape[1])
             if target == "label" and self._probe_targets is None:
                 raise ValueError("`probe` has no targets; give (images, targets) or use target='pred'.")
+            if self.class_names is not None and self._probe_targets is not None:
+                self.class_names.check_fits(indices=self._probe_targets.tolist(), what="`class_names`",
+                                            indices_what="probe target")
         self.mean, self.std = mean, std
         self._captured: list[tuple[Tensor, Tensor | None]] = []
         self._capture_error: Exception | None = None
@@ -238,6 +312,9 @@ class _IGOSCallbackLogic:
         self._last_values: dict[str, float] = {}
         self._logged: set[str] = set()
         self._measured = False
+        self._names: ClassNames | None = self.class_names  # those of the current run (or the module's)
+        self._layouts_written: set[str] = set()  # TensorBoard log dirs given the custom-scalars layout
+        self._cost_reported = False
 
     # --------------------------------------------------------------------- public helpers
 
@@ -276,6 +353,19 @@ class _IGOSCallbackLogic:
 
     # --------------------------------------------------------------------- checkpointing
 
+    @property
+    def state_key(self) -> str:
+        """The key of this callback's checkpoint state: its class, prefix, method and target.
+
+        Two callbacks of one Trainer (say ``igos`` and ``igos++``) keep separate states.
+        """
+        return self._generate_state_key(prefix=self.prefix, method=self.config.method, target=self.target)
+
+    @property
+    def _legacy_state_key(self) -> str:
+        # Checkpoints written before the state key carried the options used the class name.
+        return "IGOSCallback"
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
         if self._probe_images is not None:
@@ -296,7 +386,7 @@ class _IGOSCallbackLogic:
         if isinstance(last_values, dict):
             self._last_values = {
                 k: float(v) for k, v in last_values.items()
-                if k in SCALAR_NAMES and isinstance(v, (int, float)) and not isinstance(v, bool)
+                if k in self.scalar_names and isinstance(v, (int, float)) and not isinstance(v, bool)
             }
         if "probe_images" not in state_dict:
             return
@@ -324,6 +414,13 @@ class _IGOSCallbackLogic:
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._png_warned = False
+        clash = [cb for cb in getattr(trainer, "callbacks", []) if cb is not self
+                 and isinstance(cb, _IGOSCallbackLogic) and cb.prefix == self.prefix]
+        if clash:
+            raise ValueError(
+                f"Two IGOSCallbacks of one Trainer log under the same prefix {self.prefix!r}; give each its own, "
+                "e.g. IGOSCallback(method='igos++', prefix='igos++')."
+            )
 
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -350,7 +447,7 @@ class _IGOSCallbackLogic:
         if trainer.sanity_checking or not self._measured:
             return
         metrics = trainer.callback_metrics
-        for name in SCALAR_NAMES:
+        for name in self.scalar_names:
             value = metrics.get(name)
             if isinstance(value, Tensor) and value.numel() == 1 and torch.isfinite(value):
                 self._last_values[name] = float(value)
@@ -427,13 +524,21 @@ class _IGOSCallbackLogic:
         own_error: Exception | None = None
         panel_error: Exception | None = None
         result = None
-        self._last_display = self._display_stats(pl_module)
+        from lightning_igos.render import display_stats
+
+        try:
+            self._last_display = display_stats(self.mean, self.std, pl_module, self._probe_images.shape[1])
+        except (TypeError, ValueError) as err:  # bad display statistics cost the panels only
+            self._last_display = (self.mean, self.std)
+            panel_error = err if self.log_images else None
         try:
             result = self._explain_share(trainer, pl_module)
         except Exception as err:  # the run must go on (on_error="warn"); handled below
             own_error = err
         if result is not None and self.log_images:
             try:
+                if panel_error is not None:
+                    raise panel_error
                 result.panels = self._render_panels(result)
             except Exception as err:  # the scalars are still logged; only the images are lost
                 panel_error = err
@@ -454,10 +559,12 @@ class _IGOSCallbackLogic:
             self._last_targets = torch.cat([r.targets for r in reports])
         # A rank whose explanation failed logs empty states, so every rank logs the same names.
         try:
-            self._log_scalars(pl_module, result if result is not None else _empty_result(self.metric_steps))
+            self._log_scalars(pl_module, result if result is not None else _empty_result(self.config.metric_steps))
         except Exception as err:  # e.g. a logger that rejects the values: training still goes on
             self._handle_failures(trainer, [_RankReport(trainer.global_rank, error_text(err))], own_error=err,
                                   what="scalars")
+        if trainer.is_global_zero:
+            self._after_scalars(trainer, pl_module, result)
         rendered = [r.result for r in reports if r.result is not None and len(r.result) > 0]
         if self.log_images and trainer.is_global_zero and rendered:
             try:
@@ -472,48 +579,34 @@ class _IGOSCallbackLogic:
     def _explain_share(self, trainer: Any, pl_module: nn.Module) -> _ShareResult:
         indices = self._share_indices(trainer)
         if indices.numel() == 0:
-            return _empty_result(self.metric_steps)
-        device = pl_module.device
-        images = self._probe_images[indices].to(device)
-        predictions = self._predict(pl_module, images)
-        if self.target == "pred":
-            targets = predictions
-        else:
-            targets = self._probe_targets[indices].to(device)
-        # A fresh generator per run: every epoch sees the same noise, so epochs are comparable.
-        generator = torch.Generator(device=device)
-        generator.manual_seed(self.seed)
-        explanation = igos(pl_module, images, targets, generator=generator, **self.solver_options)
-        curves = causal_curves(
-            pl_module, images, explanation.saliency, targets, steps=self.metric_steps, substrate=self.substrate,
-            score_fn=self.score_fn, max_batch_size=self.max_batch_size,
-        )
-        mask = explanation.mask.detach().float().flatten(1)
-        result = _ShareResult(
-            indices=indices,
-            targets=targets.cpu(),
-            predictions=predictions.cpu(),
-            curves=_curves_to_cpu(curves),
-            saliency=explanation.saliency.detach().cpu(),
-            mask_mean=mask.mean(1).cpu(),
-            mask_min=mask.amin(1).cpu(),
-            mask_frac_below_half=(mask < 0.5).float().mean(1).cpu(),
-        )
+            return _empty_result(self.config.metric_steps)
+        images = self._probe_images[indices].to(pl_module.device)
+        targets = "pred" if self.target == "pred" else self._probe_targets[indices]
+        # evaluate() makes a fresh generator seeded with config.seed at every run, so every epoch sees
+        # the same noise and epochs are comparable. The status counts the passes and shows the work
+        # on the progress bar.
+        with ExplainStatus(trainer, pl_module, len(indices)) as status:
+            evaluation = evaluate(pl_module, images, targets, self.config)
+        result = _ShareResult.of(indices, evaluation)
+        result.passes, result.seconds = status.passes, status.seconds
+        self._names = self._run_class_names(pl_module, status.num_classes, result)
         return result
 
-    def _predict(self, pl_module: nn.Module, images: Tensor) -> Tensor:
-        """The class the model predicts on each image (eval mode, no autograd)."""
-        autocast_dtype = self.solver_options["autocast_dtype"]
-        with evaluation_mode(pl_module), torch.no_grad(), autocast_context(images.device, autocast_dtype):
-            input_dtype = images.dtype if autocast_dtype is not None else model_input_dtype(pl_module, images.dtype)
-            logits = pl_module(images.to(input_dtype))
-        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(
-                f"IGOSCallback needs `pl_module(images)` to return logits shaped (B, num_classes), got {shape}. "
-                "Make the LightningModule's forward return the classification logits."
-            )
-        return logits.argmax(1)
+    def _run_class_names(self, pl_module: Any, num_classes: int | None, result: _ShareResult) -> ClassNames | None:
+        """The names of this run: the callback's (checked against the model: a misfit is an error), else
+        the module's ``class_names``/``classes`` when they fit the model, else None (indices)."""
+        shown = result.targets.tolist() + result.predictions.tolist()
+        if self.class_names is not None:
+            self.class_names.check_fits(num_classes, shown, what="`class_names`", indices_what="class")
+            return self.class_names
+        names = module_class_names(pl_module)
+        if names is None:
+            return None
+        try:
+            names.check_fits(num_classes, shown)
+        except ValueError:
+            return None
+        return names
 
     # --------------------------------------------------------------------- distributed
 
@@ -547,9 +640,9 @@ class _IGOSCallbackLogic:
         epoch = trainer.current_epoch
         lead = {
             "explanations": f"IGOSCallback skipped the explanations of epoch {epoch}{where}",
-            "panels": f"IGOSCallback logged the igos/ scalars of epoch {epoch} but could not draw or write its "
-                      f"explanation panels{where}",
-            "scalars": f"IGOSCallback explained epoch {epoch} but could not log its igos/ scalars{where}",
+            "panels": f"IGOSCallback logged the {self.prefix}/ scalars of epoch {epoch} but could not draw or "
+                      f"write its explanation panels{where}",
+            "scalars": f"IGOSCallback explained epoch {epoch} but could not log its {self.prefix}/ scalars{where}",
         }[what]
         warnings.warn(
             f"{lead}: {error_text(own_error)}. Training continues; pass on_error='raise' to stop instead.",
@@ -573,7 +666,7 @@ class _IGOSCallbackLogic:
         """
         try:
             metrics = trainer.callback_metrics
-            for name in SCALAR_NAMES:
+            for name in self.scalar_names:
                 if name in self._logged or name in metrics:
                     continue
                 value = self._last_values.get(name)
@@ -589,51 +682,48 @@ class _IGOSCallbackLogic:
             if self.on_error == "raise":
                 raise
             warnings.warn(
-                f"IGOSCallback could not give the monitors their igos/ values at epoch {trainer.current_epoch} "
-                f"({error_text(err)}). Training continues.", IGOSWarning, stacklevel=2,
+                f"IGOSCallback could not give the monitors their {self.prefix}/ values at epoch "
+                f"{trainer.current_epoch} ({error_text(err)}). Training continues.", IGOSWarning, stacklevel=2,
             )
 
     def _log_scalars(self, pl_module: Any, result: _ShareResult) -> None:
         """Log fresh Metric objects on every rank; Lightning computes (and syncs) them at epoch end."""
         metrics: dict[str, Metric] = {
-            "igos/insertion_auc": InsertionAUC(),
-            "igos/deletion_auc": DeletionAUC(),
-            "igos/insertion_auc_normalized": InsertionAUC(normalize=True),
-            "igos/deletion_auc_normalized": DeletionAUC(normalize=True),
-            "igos/mask_mean": MeanMetric(),
-            "igos/mask_min": MinMetric(),
-            "igos/mask_frac_below_half": MeanMetric(),
-            "igos/target_prob": MeanMetric(),
+            "insertion_auc": InsertionAUC(),
+            "deletion_auc": DeletionAUC(),
+            "insertion_auc_normalized": InsertionAUC(normalize=True),
+            "deletion_auc_normalized": DeletionAUC(normalize=True),
+            "mask_mean": MeanMetric(),
+            "mask_min": MinMetric(),
+            "mask_frac_below_half": MeanMetric(),
+            "target_prob": MeanMetric(),
+            "seconds": MaxMetric(),  # the slowest rank's wall time
+            "passes_per_image": MeanMetric(),
         }
+        n = len(result)
         values = {
-            "igos/mask_mean": result.mask_mean,
-            "igos/mask_min": result.mask_min,
-            "igos/mask_frac_below_half": result.mask_frac_below_half,
-            "igos/target_prob": result.curves.clean_score,
+            "mask_mean": result.mask_mean,
+            "mask_min": result.mask_min,
+            "mask_frac_below_half": result.mask_frac_below_half,
+            "target_prob": result.curves.clean_score,
+            "seconds": torch.tensor([result.seconds]),
+            "passes_per_image": torch.full((n,), result.passes / max(n, 1)),
         }
-        for name, metric in metrics.items():
+        for short, metric in metrics.items():
+            name = f"{self.prefix}/{short}"
             metric.to(pl_module.device)
-            value = values.get(name)
+            value = values.get(short)
             metric.update(result.curves if value is None else value.to(pl_module.device))
             # The metric is not a module attribute, so its attribute name is given explicitly;
             # Lightning only uses it as a label.
             pl_module.log(
                 name, metric, on_step=False, on_epoch=True, add_dataloader_idx=False,
-                metric_attribute="igos_callback_" + name.split("/")[1],
+                metric_attribute=f"{self.prefix}_callback_{short}",
             )
             self._logged.add(name)
             self._measured = True
 
     # --------------------------------------------------------------------- images
-
-    def _display_stats(self, pl_module: Any) -> tuple[Any, Any]:
-        """Display normalisation: the callback's, else the module's ``mean``/``std``, else None (min-max)."""
-        if self.mean is not None:
-            return self.mean, self.std
-        mean, std = getattr(pl_module, "mean", None), getattr(pl_module, "std", None)
-        if mean is None or std is None:
-            return None, None
-        return mean, std
 
     def _render_panels(self, result: _ShareResult) -> list[Tensor]:
         from lightning_igos import render
@@ -642,36 +732,29 @@ class _IGOSCallbackLogic:
             return []
         mean, std = self._last_display  # resolved once per run in _run
         display = render.unnormalize(self._probe_images[result.indices], mean, std)
-        curves = result.curves
-        panels = []
-        for j, index in enumerate(result.indices.tolist()):
-            target, predicted = int(result.targets[j]), int(result.predictions[j])
-            title = f"#{index} class {target} p={float(curves.clean_score[j]):.2f}"
-            if predicted != target:
-                title += f" (pred {predicted})"
-            panels.append(render.probe_panel(
-                display[j], result.saliency[j], curves.insertion[j], curves.deletion[j], curves.fractions,
-                curves.insertion_auc[j], curves.deletion_auc[j], title,
-            ))
-        return panels
+        return render.explanation_panels(display, result.saliency, result.curves, result.targets,
+                                         result.predictions, result.indices.tolist(), class_names=self._names)
 
     def _write_images(self, trainer: Any, results: list[_ShareResult]) -> None:
+        """Give the panels to every logger that shows images (TensorBoard, W&B, MLflow, ...), else write PNGs."""
         from lightning_igos import render
+        from lightning_igos.class_names import label
 
         indices = torch.cat([r.indices for r in results])
+        targets = torch.cat([r.targets for r in results])
         panels = [p for r in results for p in r.panels]
         saliency = torch.cat([r.saliency for r in results])
         mean, std = self._last_display
-        grid = render.overlay_grid(render.unnormalize(self._probe_images[indices], mean, std), saliency)
-        writers = tensorboard_writers(trainer)
+        labels = None if self._names is None else render.grid_labels(indices.tolist(), targets, self._names)
+        grid = render.overlay_grid(render.unnormalize(self._probe_images[indices], mean, std), saliency,
+                                   labels=labels)
         step = trainer.global_step
-        for writer in writers:
-            for index, panel in zip(indices.tolist(), panels):
-                writer.add_image(f"igos/probe_{index}", panel, global_step=step)
-            writer.add_image("igos/overlays", grid, global_step=step)
-        if writers:
+        items = [(f"{self.prefix}/probe_{index}", panel, f"#{index} class {label(int(target), self._names)}")
+                 for index, target, panel in zip(indices.tolist(), targets.tolist(), panels)]
+        items.append((f"{self.prefix}/overlays", grid, "all probe images"))
+        if log_panels(trainer.loggers, items, step=step, epoch=trainer.current_epoch, prefix=self.prefix):
             return
-        root, where = png_root(trainer, "igos")
+        root, where = png_root(trainer, self.prefix)
         folder = new_folder(root, f"epoch_{trainer.current_epoch:03d}_step_{trainer.global_step:06d}")
         for index, panel in zip(indices.tolist(), panels):
             render.save_png(panel, folder / f"probe_{index}.png")
@@ -679,71 +762,31 @@ class _IGOSCallbackLogic:
         if not self._png_warned:
             self._png_warned = True
             warnings.warn(
-                f"IGOSCallback found no TensorBoard logger; the explanation panels are written as PNG files "
+                f"IGOSCallback found no logger that shows images; the explanation panels are written as PNG files "
                 f"under {root} ({where}), one folder per validation run (epoch_<E>_step_<S>). "
-                "Add a TensorBoardLogger to see them in TensorBoard.",
+                "Add a TensorBoardLogger, WandbLogger or MLFlowLogger to see them there.",
                 IGOSWarning,
                 stacklevel=2,
             )
 
+    # --------------------------------------------------------------------- layout and cost (rank 0)
 
-_CLASS_DOC = """Explain a fixed probe batch with I-GOS every few validation epochs and log how faithful
-    the explanations are.
-
-    Args:
-        probe: the images to explain: an ``(images, targets)`` pair (images as the model takes
-            them), a :class:`lightning_igos.probe.Probe`, the path of a probe file, or None to
-            take the first ``num_probe`` samples of the first validation dataloader at the first
-            validation epoch (not the sanity check; under DDP the first samples rank 0 sees, which
-            with Lightning's DistributedSampler are every ``world_size``-th sample). The probe is
-            kept on the callback and saved in its checkpoint state, so a resumed run explains the
-            same images; a checkpointed probe replaces one given here.
-        num_probe: images to capture when ``probe`` is None.
-        every_n_epochs: explain at the validation of every n-th epoch (epochs ``n-1, 2n-1, ...``,
-            as Lightning's ``check_val_every_n_epoch``); ``trainer.validate()`` always explains. On
-            the other epochs (and after a failure under ``on_error="warn"``) no logger gets igos/
-            scalars, and ``ModelCheckpoint``/``EarlyStopping`` see the last explained value (before
-            any, the worst finite value of their ``mode``), so monitoring an igos/ key never stops
-            training.
-        target: ``"label"`` explains the probe's labels, ``"pred"`` the class the model predicts
-            on each probe image at that epoch.
-        method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,
-            tolerance, patience, autocast_dtype, normalize_score, initial_step: options of
-            :func:`lightning_igos.igos`, same names and defaults.
-        substrate: what the causal metrics replace pixels with (as ``baseline``).
-        metric_steps: points minus one of the insertion/deletion curves.
-        log_images: log the per-image panels and the overlay grid (rank 0 only).
-        max_batch_size: images per forward pass for the solver and the metrics (None: per device).
-        on_error: ``"warn"``: an exception inside the callback gives one warning per epoch and
-            training goes on; ``"raise"``: it stops the run (on every rank).
-        seed: seed of the callback's own ``torch.Generator`` for the integration noise, created
-            afresh (on the module's device) at every run so epochs are comparable; the global RNG
-            is never used.
-        mean, std: per-channel normalisation of the inputs, to display them. When None the
-            callback uses ``pl_module.mean``/``pl_module.std`` if the module has both, else
-            rescales each image to [0, 1] (min-max).
-        score_fn: ``score_fn(logits, targets) -> (B,)`` for heads whose score is not the softmax
-            probability of the target.
-        batch_to_probe: ``batch -> (images, targets or None)`` for validation batches that are not
-            a tensor, an ``(images, labels, ...)`` tuple or a dict with an ``"image(s)"`` key.
-
-    The model is put in eval mode (each submodule's flag is restored), gradients are taken with
-    respect to the mask only, and nothing of training changes: the weights after training with
-    and without the callback are bitwise identical on the CPU.
-
-    Example:
-        >>> callback = IGOSCallback(num_probe=4, iterations=10, ig_steps=10, every_n_epochs=2)
-        >>> callback.every_n_epochs, callback.solver_options["iterations"]
-        (2, 10)
-
-    Use it as ``pytorch_lightning.Trainer(callbacks=[IGOSCallback()])``; with
-    ``lightning.pytorch.Trainer`` use ``lightning_igos.callback.LightningIGOSCallback`` (same
-    arguments).
-    """
+    def _after_scalars(self, trainer: Any, pl_module: Any, result: _ShareResult | None) -> None:
+        """The TensorBoard custom-scalars layout (once per log dir) and, after the first run, its cost."""
+        try:
+            write_custom_scalars(trainer.loggers, self._layouts_written, self.prefix)
+        except Exception as err:
+            self._handle_failures(trainer, [_RankReport(0, error_text(err))], own_error=err, what="scalars")
+        if self._cost_reported or result is None or len(result) == 0:
+            return
+        self._cost_reported = True
+        num_images = len(self._probe_images)
+        passes = round(result.passes / len(result) * num_images)  # under DDP: rank 0's share, scaled
+        _log.info(cost_line(num_images, passes, result.seconds, self.every_n_epochs, pl_module.device))
 
 
 class IGOSCallback(_IGOSCallbackLogic, pl.Callback):
-    __doc__ = _CLASS_DOC
+    __doc__ = _IGOSCallbackLogic.__doc__
 
 
 _lightning_class: type | None = None
@@ -758,6 +801,6 @@ def lightning_callback_class() -> type:
         # The same qualified name keeps checkpoints interchangeable between the two packages.
         _lightning_class = type(
             "IGOSCallback", (_IGOSCallbackLogic, Callback),
-            {"__doc__": _CLASS_DOC, "__module__": "lightning_igos.callback"},
+            {"__doc__": _IGOSCallbackLogic.__doc__, "__module__": "lightning_igos.callback"},
         )
     return _lightning_class

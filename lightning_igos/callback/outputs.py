@@ -14,23 +14,13 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["display_stats", "error_text", "new_folder", "png_root", "tensorboard_writers"]
+__all__ = ["error_text", "new_folder", "png_root", "tensorboard_writers"]
 
 
 def error_text(err: BaseException) -> str:
     """``Type: message`` without a trailing period, to be followed by one."""
     message = " ".join(str(err).split()).rstrip(". ")
     return f"{type(err).__name__}: {message}" if message else type(err).__name__
-
-
-def display_stats(mean: Any, std: Any, pl_module: Any) -> tuple[Any, Any]:
-    """Display normalisation: the callback's, else the module's ``mean``/``std``, else None (min-max)."""
-    if mean is not None:
-        return mean, std
-    mean, std = getattr(pl_module, "mean", None), getattr(pl_module, "std", None)
-    if mean is None or std is None:
-        return None, None
-    return mean, std
 
 
 def tensorboard_writers(trainer: Any) -> list[Any]:

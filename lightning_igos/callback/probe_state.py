@@ -7,29 +7,20 @@ callback's checkpoint state, so a resumed run explains the same images.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Any, Union
 
-import torch
 from torch import Tensor
 
-from lightning_igos.core.validation import check_channel_stats, check_images, check_mask_size, check_targets
+from lightning_igos.core.validation import check_channel_stats
 
 # Keys tried, in order, when a validation batch is a dict.
 IMAGE_KEYS = ("image", "images", "input", "inputs", "x")
 TARGET_KEYS = ("label", "labels", "target", "targets", "y")
 
-__all__ = ["check_bool", "check_choice", "check_display_stats", "check_mask_size", "read_probe", "batch_parts"]
+__all__ = ["batch_parts", "check_bool", "check_choice", "check_display_stats"]
 
-ProbeLike = Union[tuple[Tensor, Any], str, os.PathLike, Any, None]
 BatchToProbe = Callable[[Any], tuple[Tensor, Union[Tensor, None]]]
-
-
-def cpu_copy(tensor: Tensor) -> Tensor:
-    """A detached CPU copy that is a normal tensor even if ``tensor`` came from inference mode."""
-    with torch.inference_mode(False):
-        return tensor.detach().to("cpu", copy=True)
 
 
 def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
@@ -57,31 +48,6 @@ def check_display_stats(
         check_channel_stats(mean, "mean", channels),
         check_channel_stats(std, "std", channels, positive=True),
     )
-
-
-def read_probe(probe: ProbeLike) -> tuple[Tensor, Tensor | None, Any, Any] | None:
-    """``(images, targets, mean, std)`` on the CPU from a pair, a Probe object or a probe file."""
-    if probe is None:
-        return None
-    mean = std = None
-    if isinstance(probe, (str, os.PathLike)):
-        from lightning_igos.probe import load_probe
-
-        probe = load_probe(probe)
-    if hasattr(probe, "images") and hasattr(probe, "targets"):
-        images, targets = probe.images, probe.targets
-        mean, std = getattr(probe, "mean", None), getattr(probe, "std", None)
-    elif isinstance(probe, (tuple, list)) and len(probe) == 2:
-        images, targets = probe
-    else:
-        raise TypeError(
-            "`probe` must be None (capture it from the validation data), an (images, targets) pair, "
-            f"a lightning_igos.probe.Probe or the path of a probe file, got {type(probe).__name__}."
-        )
-    images = cpu_copy(check_images(images, "probe images"))
-    if targets is not None:
-        targets = cpu_copy(check_targets(targets, images.shape[0], torch.device("cpu"), "probe targets"))
-    return images, targets, mean, std
 
 
 def batch_parts(batch: Any) -> tuple[Tensor, Tensor | None]:

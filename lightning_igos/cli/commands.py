@@ -1,5 +1,7 @@
 """The ``lightning-igos`` command: an explanation-quality gate for trained checkpoints.
 
+This module parses the arguments and prints; :func:`lightning_igos.cli.check.run_check`
+does the work with typed :class:`~lightning_igos.cli.check.CheckSettings`.
 ``lightning-igos check`` loads a model from a checkpoint, explains a saved probe
 batch with I-GOS, scores each explanation with the causal insertion and deletion
 AUCs, prints a table, optionally writes a JSON report and PNG panels, and exits
@@ -20,44 +22,22 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import math
 import re
 import sys
-import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor, nn
-
 import lightning_igos
+from lightning_igos.cli.check import CheckSettings, run_check
 from lightning_igos.cli.errors import InputError
-from lightning_igos.cli.model_loading import check_input_file, import_model_class, load_model
-from lightning_igos.cli.report import (
-    PROG,
-    ProgressLine,
-    build_report,
-    check_images_folder,
-    check_report_path,
-    display_normalisation,
-    format_table,
-    write_images,
-    write_report,
-)
-from lightning_igos.core.causal import CausalCurves, causal_curves
-from lightning_igos.core.runtime import default_max_batch_size, evaluation_mode, model_input_dtype
-from lightning_igos.core.solver import METHODS, SOLVER_DEFAULTS, Explanation, check_solver_options, igos
-from lightning_igos.core.validation import check_mask_size
-from lightning_igos.probe import Probe, load_probe
+from lightning_igos.cli.report import PROG, format_table
+from lightning_igos.core.baselines import BASELINE_KINDS
+from lightning_igos.core.config import DEFAULTS, METHODS, IGOSConfig
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-
-BASELINE_CHOICES = ("blur", "zeros", "mean")
-
 
 # --------------------------------------------------------------------------- arguments
 
@@ -160,37 +140,65 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
                          help="write probe_<i>.png panels and overlays.png here")
     outputs.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
 
+    # Every default comes from IGOSConfig; "dest" is the IGOSConfig field each option sets.
+    d = DEFAULTS
     solver = check.add_argument_group("solver and metric options (defaults as in igos and IGOSCallback)")
-    solver.add_argument("--method", choices=METHODS, default="igos", help="default: igos")
-    d = SOLVER_DEFAULTS
-    solver.add_argument("--iterations", type=_count, default=d["iterations"],
+    solver.add_argument("--method", choices=METHODS, default=d.method, help="default: %(default)s")
+    solver.add_argument("--iterations", type=_count, default=d.iterations,
                         help="descent iterations, at most (default: %(default)s)")
-    solver.add_argument("--ig-steps", type=_positive_int, default=d["ig_steps"],
+    solver.add_argument("--ig-steps", type=_positive_int, default=d.ig_steps,
                         help="integrated-gradient steps (default: %(default)s)")
-    solver.add_argument("--mask-size", type=_mask_size, default=d["mask_size"], metavar="N|HxW",
+    solver.add_argument("--mask-size", type=_mask_size, default=d.mask_size, metavar="N|HxW",
                         help="mask resolution (default: the image's, one cell per pixel)")
-    solver.add_argument("--l1", type=_non_negative, default=d["l1"], help="L1 weight (default: %(default)s)")
-    solver.add_argument("--tv", type=_non_negative, default=d["tv"],
+    solver.add_argument("--l1", type=_non_negative, default=d.l1, help="L1 weight (default: %(default)s)")
+    solver.add_argument("--tv", type=_non_negative, default=d.tv,
                         help="total variation weight at a 28x28 mask (default: %(default)s)")
-    solver.add_argument("--tv-power", type=_non_negative, default=d["tv_power"],
+    solver.add_argument("--tv-power", type=_non_negative, default=d.tv_power,
                         help="total variation exponent (default: %(default)s)")
-    solver.add_argument("--normalize-score", action=argparse.BooleanOptionalAction, default=d["normalize_score"],
+    solver.add_argument("--normalize-score", action=argparse.BooleanOptionalAction, default=d.normalize_score,
                         help="divide the objective's score by the clean score, so --l1/--tv mean the same at any "
                              "confidence (default: on)")
-    solver.add_argument("--noise-std", type=_non_negative, default=d["noise_std"],
+    solver.add_argument("--noise-std", type=_non_negative, default=d.noise_std,
                         help="integration noise std in input units (default: %(default)s)")
-    solver.add_argument("--baseline", choices=BASELINE_CHOICES, default="blur", help="solver baseline (default: blur)")
-    solver.add_argument("--tolerance", type=_positive_number, default=1e-5,
-                        help="line searches give up below this change of a mask cell (default: 1e-5)")
-    solver.add_argument("--patience", type=_count, default=3,
-                        help="an image stops after this many failed line searches in a row (default: 3; 0: never)")
-    solver.add_argument("--substrate", choices=BASELINE_CHOICES, default="blur",
-                        help="what the metrics insert into / delete to (default: blur)")
-    solver.add_argument("--metric-steps", type=_positive_int, default=50,
-                        help="points on each insertion/deletion curve minus one (default: 50)")
-    solver.add_argument("--max-batch-size", type=_positive_int, default=None,
+    solver.add_argument("--baseline", choices=BASELINE_KINDS, default=d.baseline,
+                        help="solver baseline (default: %(default)s)")
+    solver.add_argument("--initial-step", type=_positive_number, default=d.initial_step,
+                        help="the first line-search trial moves the largest mask cell this much (default: %(default)s)")
+    solver.add_argument("--tolerance", type=_positive_number, default=d.tolerance,
+                        help="line searches give up below this change of a mask cell (default: %(default)g)")
+    solver.add_argument("--patience", type=_count, default=d.patience or 0,
+                        help="an image stops after this many failed line searches in a row "
+                             "(default: %(default)s; 0: never)")
+    solver.add_argument("--substrate", choices=BASELINE_KINDS, default=d.substrate,
+                        help="what the metrics insert into / delete to (default: %(default)s)")
+    solver.add_argument("--metric-steps", type=_positive_int, default=d.metric_steps,
+                        help="points on each insertion/deletion curve minus one (default: %(default)s)")
+    solver.add_argument("--max-batch-size", type=_positive_int, default=d.max_batch_size,
                         help="images per forward pass (default: 32 on CPU, 64 on CUDA)")
-    solver.add_argument("--seed", type=_count, default=0, help="seed of the integration noise (default: 0)")
+    solver.add_argument("--seed", type=_count, default=d.seed,
+                        help="seed of the integration noise (default: %(default)s)")
+
+
+#: The IGOSConfig fields set on the command line (the parser's dest names).
+CONFIG_OPTIONS = (
+    "method", "iterations", "ig_steps", "mask_size", "l1", "tv", "tv_power", "normalize_score", "noise_std",
+    "baseline", "initial_step", "tolerance", "patience", "substrate", "metric_steps", "max_batch_size", "seed",
+)
+
+
+def settings_from_args(args: argparse.Namespace) -> CheckSettings:
+    """The typed settings of ``check`` from parsed arguments; a bad option value is an :class:`InputError`."""
+    options = {name: getattr(args, name) for name in CONFIG_OPTIONS}
+    options["patience"] = options["patience"] or None  # 0 on the command line: never stop early
+    try:
+        config = IGOSConfig(**options)
+    except (TypeError, ValueError) as err:
+        raise InputError(str(err).replace("`", "")) from err
+    return CheckSettings(
+        model=args.model, checkpoint=args.checkpoint, probe=args.probe, device=args.device,
+        min_insertion=args.min_insertion, max_deletion=args.max_deletion, normalized=args.normalized,
+        report=args.report, images=args.images, verbose=args.verbose, config=config,
+    )
 
 
 # --------------------------------------------------------------------------- entry point
@@ -216,7 +224,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: a command is required (check or demo)", file=sys.stderr)
         return EXIT_USAGE
-    return _guarded(lambda: run_check(args), verbose=args.verbose)
+    return _guarded(lambda: _check(args), verbose=args.verbose)
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``check``: typed settings from the arguments, the run, the printed table; 0 pass, 1 fail."""
+    result = run_check(settings_from_args(args))
+    print(format_table(result.report))
+    return EXIT_PASS if result.passed else EXIT_FAIL
 
 
 def _exit_code(exit_: SystemExit) -> int:
@@ -263,213 +278,3 @@ def _guarded(run: Any, *, verbose: bool) -> int:
 def _one_line(message: str, limit: int = 500) -> str:
     flat = " ".join(message.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-# --------------------------------------------------------------------------- check
-
-
-def run_check(args: argparse.Namespace) -> int:
-    """The ``check`` command on parsed arguments; returns 0 (pass) or 1 (a threshold failed)."""
-    started = time.perf_counter()
-    check_thresholds(args)
-    device = resolve_device(args.device)
-    check_input_file(args.checkpoint, "checkpoint")
-    probe = read_probe(args.probe)
-    options = solver_options(args, probe)
-    # The outputs are checked before the expensive work, so a bad path never loses the verdict.
-    if args.report is not None:
-        check_report_path(args.report)
-    if args.images is not None:
-        check_images_folder(args.images)
-    model_class = import_model_class(args.model)
-    with _library_logs(args.verbose):
-        model = load_model(model_class, args.checkpoint, device, args.model)
-    check_probe_fits(model, probe, device, args, options["max_batch_size"])
-
-    progress = ProgressLine(sys.stderr, enabled=sys.stderr.isatty())
-    explanation, curves = explain(model, probe, device, options, args, progress)
-    report = build_report(args, probe, device, options, explanation, curves, time.perf_counter() - started)
-
-    print(format_table(report, args))
-    if args.report is not None:
-        write_report(report, args.report)
-    if args.images is not None:
-        mean, std = display_normalisation(probe, model)
-        write_images(args.images, probe, explanation, curves, mean, std)
-    return EXIT_PASS if report["passed"] else EXIT_FAIL
-
-
-def check_thresholds(args: argparse.Namespace) -> None:
-    """Thresholds that can be met: raw AUCs lie in [0, 1]; normalised ones are >= 0 (and may exceed 1).
-
-    Example:
-        >>> check_thresholds(argparse.Namespace(min_insertion=1.5, max_deletion=None, normalized=True))
-        >>> check_thresholds(argparse.Namespace(min_insertion=1.5, max_deletion=None, normalized=False))
-        Traceback (most recent call last):
-        ...
-        lightning_igos.cli.errors.InputError: --min-insertion 1.5 could never pass: raw AUCs lie in [0, 1].
-    """
-    for option, value in (("--min-insertion", args.min_insertion), ("--max-deletion", args.max_deletion)):
-        if value is None:
-            continue
-        lower = option == "--min-insertion"  # the AUC must be at least the value
-        if args.normalized and value < 0:
-            verdict = "fail" if lower else "pass"
-            raise InputError(f"{option} {value:g} could never {verdict}: normalized AUCs are >= 0.")
-        if not args.normalized and not 0 <= value <= 1:
-            verdict = "pass" if (value > 1) == lower else "fail"
-            raise InputError(f"{option} {value:g} could never {verdict}: raw AUCs lie in [0, 1].")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else the CPU; an unavailable device is an input error.
-
-    Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto).")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) found.")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"--device {name}: MPS is not available on this machine.")
-    return device
-
-
-def read_probe(path: Path) -> Probe:
-    try:
-        return load_probe(path)
-    except (OSError, ValueError) as err:
-        raise InputError(str(err)) from err
-
-
-def solver_options(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
-    """The keyword arguments of :func:`igos` chosen on the command line, validated."""
-    options = {
-        "method": args.method,
-        "mask_size": args.mask_size,
-        "iterations": args.iterations,
-        "ig_steps": args.ig_steps,
-        "l1": args.l1,
-        "tv": args.tv,
-        "tv_power": args.tv_power,
-        "normalize_score": args.normalize_score,
-        "noise_std": args.noise_std,
-        "baseline": args.baseline,
-        "tolerance": args.tolerance,
-        "patience": args.patience or None,
-        "max_batch_size": args.max_batch_size,
-    }
-    height, width = probe.images.shape[-2:]
-    try:
-        check_solver_options(**{k: v for k, v in options.items() if k != "mask_size"})
-        check_mask_size(args.mask_size, image_size=(height, width))
-    except (TypeError, ValueError) as err:
-        raise InputError(str(err).replace("`", "")) from err
-    return options
-
-
-@contextlib.contextmanager
-def _library_logs(verbose: bool) -> Iterator[None]:
-    """Hide Lightning's info lines (e.g. about ``weights_only``) unless ``--verbose``."""
-    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
-    levels = [logger.level for logger in loggers]
-    if not verbose:
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-
-
-def check_probe_fits(
-    model: nn.Module, probe: Probe, device: torch.device, args: argparse.Namespace, max_batch_size: int | None = None
-) -> None:
-    """One forward over the probe: the model must take it and return finite logits covering the targets.
-
-    This is all the input validation the model gets: a failure inside the solver or the
-    metrics afterwards is unexpected (exit 3), not an input error.
-    """
-    size = max_batch_size or default_max_batch_size(device)
-    for start in range(0, len(probe), size):
-        images = probe.images[start : start + size].to(device)
-        try:
-            with torch.no_grad(), evaluation_mode(model):
-                logits = model(images.to(model_input_dtype(model, images.dtype)))
-        except Exception as err:
-            raise InputError(
-                f"probe '{args.probe}' (images {tuple(probe.images.shape[1:])}) does not fit --model {args.model}: "
-                f"the forward pass failed with {type(err).__name__}: {err}"
-            ) from err
-        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != len(images) \
-                or logits.shape[1] < 2:
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise InputError(
-                f"--model {args.model} must return logits shaped (B, num_classes) with num_classes >= 2, "
-                f"got {shape} for {len(images)} images."
-            )
-        finite = torch.isfinite(logits).all(dim=1)
-        if not finite.all():
-            bad = [start + int(i) for i in torch.nonzero(~finite).flatten()[:5]]
-            raise InputError(f"--model {args.model} returns NaN or infinite logits on probe image(s) {bad}.")
-        num_classes = logits.shape[1]
-        largest = int(probe.targets.max())
-        if largest >= num_classes:
-            raise InputError(
-                f"probe '{args.probe}' has target {largest} but --model {args.model} has {num_classes} classes."
-            )
-
-
-def explain(
-    model: nn.Module,
-    probe: Probe,
-    device: torch.device,
-    options: dict[str, Any],
-    args: argparse.Namespace,
-    progress: ProgressLine,
-) -> tuple[Explanation, CausalCurves]:
-    """Explain the probe with :func:`igos` (noise seeded with ``--seed``) and score it.
-
-    The inputs were validated before (:func:`solver_options`, :func:`check_probe_fits`): any
-    exception from here on, a ``ValueError`` included, is unexpected (exit 3).
-    """
-    images, targets = probe.images.to(device), probe.targets.to(device)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(args.seed)
-    terms = 2 if options["method"] == "igos++" else 1
-    try:
-        # The solver's gradient passes are the forwards run with gradients on: count those.
-        progress.start("explaining", len(probe) * options["ig_steps"] * options["iterations"] * terms)
-        with _count_forwards(model, progress, only_with_grad=True):
-            explanation = igos(model, images, targets, generator=generator, **options)
-        progress.start("scoring", 2 * len(probe) * (args.metric_steps + 1))
-        with _count_forwards(model, progress, only_with_grad=False):
-            curves = causal_curves(
-                model, images, explanation.saliency, targets, steps=args.metric_steps,
-                substrate=args.substrate, max_batch_size=options["max_batch_size"],
-            )
-    finally:
-        progress.finish()
-    return explanation, curves
-
-
-@contextlib.contextmanager
-def _count_forwards(model: nn.Module, progress: ProgressLine, only_with_grad: bool) -> Iterator[None]:
-    def count(module: nn.Module, inputs: tuple, output: object) -> None:
-        if inputs and isinstance(inputs[0], Tensor) and (torch.is_grad_enabled() or not only_with_grad):
-            progress.advance(inputs[0].shape[0])
-
-    handle = model.register_forward_hook(count) if progress.enabled else None
-    try:
-        yield
-    finally:
-        if handle is not None:
-            handle.remove()
-

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 import lightning_igos
 from lightning_igos.cli.errors import InputError
-from lightning_igos.core.causal import CausalCurves
-from lightning_igos.core.solver import Explanation
+from lightning_igos.core.evaluation import Evaluation
 from lightning_igos.probe import Probe
+
+if TYPE_CHECKING:
+    from lightning_igos.cli.check import CheckSettings
 
 PROG = "lightning-igos"
 REPORT_FORMAT = "lightning-igos-check"
 REPORT_VERSION = 1
+#: The IGOSConfig fields listed in the report's settings (the metric ones come after mask_size_used).
+REPORTED_OPTIONS = (
+    "method", "mask_size", "iterations", "ig_steps", "l1", "tv", "tv_power", "normalize_score", "noise_std",
+    "baseline", "tolerance", "patience", "max_batch_size",
+)
 
 
 class ProgressLine:
@@ -79,33 +84,24 @@ def _mean(values: Tensor) -> float:
 
 
 def build_report(
-    args: argparse.Namespace,
+    settings: CheckSettings,
     probe: Probe,
     device: torch.device,
-    options: dict[str, Any],
-    explanation: Explanation,
-    curves: CausalCurves,
+    evaluation: Evaluation,
     elapsed_s: float,
 ) -> dict[str, Any]:
     """The JSON report: per-image AUCs, means, thresholds with pass/fail, settings, versions."""
-    masks = explanation.mask.flatten(1).float().cpu()
-    per_image = {
-        "clean_score": curves.clean_score.cpu(),
-        "insertion_auc": curves.insertion_auc.cpu(),
-        "deletion_auc": curves.deletion_auc.cpu(),
-        "insertion_auc_normalized": curves.insertion_auc_normalized.cpu(),
-        "deletion_auc_normalized": curves.deletion_auc_normalized.cpu(),
-        "mask_mean": masks.mean(1),
-        "mask_min": masks.min(1).values,
-        "mask_frac_below_half": (masks < 0.5).float().mean(1),
-    }
+    per_image = {name: values.detach().cpu() for name, values in evaluation.per_image().items()}
     images = [
         {"index": i, "target": int(probe.targets[i]), **{name: float(v[i]) for name, v in per_image.items()}}
         for i in range(len(probe))
     ]
     mean = {name: _mean(per_image[name]) for name in ("clean_score", "insertion_auc", "deletion_auc", "mask_mean")}
     normalized_mean = {name: _mean(per_image[f"{name}_normalized"]) for name in ("insertion_auc", "deletion_auc")}
-    thresholds = evaluate_thresholds(args, mean, normalized_mean)
+    thresholds = evaluate_thresholds(settings, mean, normalized_mean)
+    config = settings.config
+    options = config.as_dict()
+    solver = {name: options[name] for name in REPORTED_OPTIONS}
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -115,18 +111,18 @@ def build_report(
         "normalized_mean": normalized_mean,
         "images": images,
         "settings": {
-            "model": args.model,
-            "checkpoint": str(args.checkpoint),
-            "probe": str(args.probe),
+            "model": settings.model,
+            "checkpoint": str(settings.checkpoint),
+            "probe": str(settings.probe),
             "num_images": len(probe),
             "image_shape": list(probe.images.shape[1:]),
             "device": str(device),
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
-            "mask_size_used": list(explanation.mask.shape[-2:]),
-            "metric_steps": args.metric_steps,
-            "substrate": args.substrate,
-            "seed": args.seed,
-            "normalized_thresholds": args.normalized,
+            **solver,
+            "mask_size_used": list(evaluation.explanation.mask.shape[-2:]),
+            "metric_steps": config.metric_steps,
+            "substrate": config.substrate,
+            "seed": config.seed,
+            "normalized_thresholds": settings.normalized,
         },
         "versions": {
             "lightning_igos": lightning_igos.__version__,
@@ -138,13 +134,13 @@ def build_report(
 
 
 def evaluate_thresholds(
-    args: argparse.Namespace, mean: dict[str, float], normalized_mean: dict[str, float]
+    settings: CheckSettings, mean: dict[str, float], normalized_mean: dict[str, float]
 ) -> list[dict[str, Any]]:
     """One entry per threshold given: which mean it reads, the limit, the value and pass/fail."""
-    source = normalized_mean if args.normalized else mean
+    source = normalized_mean if settings.normalized else mean
     wanted = [
-        ("min_insertion", "insertion_auc", ">=", args.min_insertion),
-        ("max_deletion", "deletion_auc", "<=", args.max_deletion),
+        ("min_insertion", "insertion_auc", ">=", settings.min_insertion),
+        ("max_deletion", "deletion_auc", "<=", settings.max_deletion),
     ]
     results = []
     for name, metric, op, limit in wanted:
@@ -152,12 +148,12 @@ def evaluate_thresholds(
             continue
         value = source[metric]
         passed = value >= limit if op == ">=" else value <= limit
-        results.append({"name": name, "metric": metric, "normalized": args.normalized, "op": op,
+        results.append({"name": name, "metric": metric, "normalized": settings.normalized, "op": op,
                         "limit": limit, "value": value, "passed": bool(passed)})
     return results
 
 
-def format_table(report: dict[str, Any], args: argparse.Namespace) -> str:
+def format_table(report: dict[str, Any]) -> str:
     """The text printed by ``check``: settings, one row per image, means, thresholds, verdict."""
     s = report["settings"]
     mask_h, mask_w = s["mask_size_used"]
@@ -229,44 +225,22 @@ def write_report(report: dict[str, Any], path: Path) -> None:
         raise InputError(f"cannot write the report to '{path}': {err}") from err
 
 
-def display_normalisation(probe: Probe, model: nn.Module) -> tuple[Any, Any]:
-    """The probe's mean/std, else the model's ``mean``/``std`` attributes (as on ObjectClassifier), else None."""
-    channels = probe.images.shape[1]
-
-    def per_channel(value: object) -> Any:
-        if isinstance(value, Sequence) and len(value) == channels:
-            return tuple(value)
-        return None
-
-    if probe.mean is not None and probe.std is not None:
-        return probe.mean, probe.std
-    mean, std = per_channel(getattr(model, "mean", None)), per_channel(getattr(model, "std", None))
-    # Without both, render.unnormalize rescales each image to its own range.
-    return (mean, std) if mean is not None and std is not None else (None, None)
-
-
-def write_images(
-    folder: Path, probe: Probe, explanation: Explanation, curves: CausalCurves, mean: Any, std: Any
-) -> list[Path]:
+def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, std: Any) -> list[Path]:
     """``probe_<i>.png`` (image, heatmap and curves) per image and ``overlays.png`` for all."""
-    from lightning_igos.render import overlay_grid, probe_panel, save_png, unnormalize
+    from lightning_igos.render import explanation_panels, overlay_grid, save_png, unnormalize
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create the image folder '{folder}': {err}") from err
+    evaluation = evaluation.cpu()
     shown = unnormalize(probe.images, mean, std)
-    saliency = explanation.saliency.detach().cpu()
-    fractions = curves.fractions.cpu()
+    panels = explanation_panels(shown, evaluation.saliency, evaluation.curves, evaluation.targets,
+                                evaluation.predictions, indices=range(len(probe)))
     written = []
-    for i in range(len(probe)):
-        title = f"#{i} target {int(probe.targets[i])} p={float(curves.clean_score[i]):.2f}"
-        panel = probe_panel(
-            shown[i], saliency[i], curves.insertion[i].cpu(), curves.deletion[i].cpu(), fractions,
-            float(curves.insertion_auc[i]), float(curves.deletion_auc[i]), title,
-        )
+    for i, panel in enumerate(panels):
         written.append(folder / f"probe_{i}.png")
         save_png(panel, written[-1])
     written.append(folder / "overlays.png")
-    save_png(overlay_grid(shown, saliency), written[-1])
+    save_png(overlay_grid(shown, evaluation.saliency), written[-1])
     return written

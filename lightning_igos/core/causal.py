@@ -10,8 +10,9 @@ changes the top ``round(k * H * W / n)`` pixels:
   area is better).
 
 The area is the trapezoid rule over the fraction of changed pixels in [0, 1],
-so a constant curve at ``p`` has area ``p``. All ``B * (n + 1)`` perturbed
-images go through the model in batches of at most ``max_batch_size``.
+so a constant curve at ``p`` has area ``p``. The clean images and the substrates
+(the two ends of both curves) are scored once each, and the ``2 * B * (n - 1)``
+inner points go through the model in batches of at most ``max_batch_size``.
 """
 
 from __future__ import annotations
@@ -172,26 +173,46 @@ def causal_curves(
         x = usable(images).float()
         input_dtype = model_input_dtype(model, x.dtype)
         memory_format = model_memory_format(model)
-        check_logits(model(x[:1].to(input_dtype)), 1, targets_t, score_fn)
+
+        def score(inputs: Tensor, t: Tensor) -> Tensor:
+            logits = model(inputs.to(input_dtype, memory_format=memory_format))
+            return target_scores(logits, t, score_fn)
+
+        # The curves' ends are the clean image (deletion at 0, insertion at 1) and the substrate
+        # (insertion at 0, deletion at 1): each is scored once. The first clean forward also
+        # checks the model's output before the rest of the work.
+        clean = torch.empty(batch, device=device)
+        for start, stop in chunks(batch, cap):
+            logits = model(x[start:stop].to(input_dtype, memory_format=memory_format))
+            if start == 0:
+                check_logits(logits, stop - start, targets_t, score_fn)
+            clean[start:stop] = target_scores(logits, targets_t[start:stop], score_fn)
         sub = make_baseline(x, substrate, "substrate")
+        substrate_score = torch.empty(batch, device=device)
+        for start, stop in chunks(batch, cap):
+            substrate_score[start:stop] = score(sub[start:stop], targets_t[start:stop])
         ranks = pixel_ranks(saliency.to(device), (height, width)).view(batch, 1, height, width)
         counts = pixel_counts(height * width, steps).to(device)
         points = steps + 1
-        scores = torch.empty(2, batch * points, device=device)
-        # Flattened (image, point) pairs, image-major; each piece serves both curves.
-        for start, stop in chunks(batch * points, max(1, cap // 2)):  # two images per pair
+        scores = torch.empty(2, batch, points, device=device)
+        scores[0, :, 0], scores[0, :, steps] = substrate_score, clean  # insertion
+        scores[1, :, 0], scores[1, :, steps] = clean, substrate_score  # deletion
+        inner = steps - 1
+        # Flattened (image, inner point) pairs, image-major; each piece serves both curves.
+        flat_scores = scores[:, :, 1:steps].reshape(2, batch * inner) if inner else None
+        for start, stop in chunks(batch * inner, max(1, cap // 2)):  # two images per pair
             flat = torch.arange(start, stop, device=device)
-            rows, k = flat // points, flat % points
+            rows, k = flat // inner, flat % inner + 1
             changed = ranks[rows] < counts[k].view(-1, 1, 1, 1)
             xs, subs, t = x[rows], sub[rows], targets_t[rows]
             # Both halves are written into one batch: no concatenation copy.
             both_images = x.new_empty((2 * len(rows), *x.shape[1:]))
             torch.where(changed, xs, subs, out=both_images[: len(rows)])  # inserted
             torch.where(changed, subs, xs, out=both_images[len(rows):])  # deleted
-            logits = model(both_images.to(input_dtype, memory_format=memory_format))
-            both = target_scores(logits, torch.cat([t, t]), score_fn)
-            scores[:, start:stop] = both.view(2, -1)
-        insertion, deletion = scores.view(2, batch, points).unbind(0)
+            flat_scores[:, start:stop] = score(both_images, torch.cat([t, t])).view(2, -1)
+        if inner:
+            scores[:, :, 1:steps] = flat_scores.view(2, batch, inner)
+        insertion, deletion = scores.unbind(0)
         fractions = counts.double() / (height * width)
         fractions = fractions.to(insertion.dtype)
         return CausalCurves(

@@ -54,6 +54,12 @@ def usable(tensor: Tensor) -> Tensor:
     return tensor.clone() if tensor.is_inference() else tensor
 
 
+def cpu_copy(tensor: Tensor) -> Tensor:
+    """A detached CPU copy that is a normal tensor even if ``tensor`` came from inference mode."""
+    with torch.inference_mode(False):
+        return tensor.detach().to("cpu", copy=True)
+
+
 def model_input_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
     """The dtype of the model's floating point parameters (e.g. bf16 for ``bf16-true``)."""
     for parameter in model.parameters():

@@ -13,15 +13,13 @@ through the model together (in pieces of at most ``max_batch_size`` images),
 and the line-search trials of all images that are still searching are one
 batched forward. Each line search starts from the image's last accepted step,
 and an image whose searches keep failing has converged and leaves the batch, so
-the cost follows the images that still descend (bench/README.md has the curve of
-quality against passes the defaults were chosen from).
+the cost follows the images that still descend (the repository's ``bench/README.md``
+has the curve of quality against passes the defaults were chosen from).
 """
 
 from __future__ import annotations
 
-import inspect
 import math
-import numbers
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_igos.core.baselines import BaselineLike, check_baseline, make_baseline
+from lightning_igos.core.baselines import BaselineLike, make_baseline
+from lightning_igos.core.config import DEFAULTS, IGOSConfig
 from lightning_igos.core.runtime import (
     chunks,
     evaluation_mode,
@@ -42,17 +41,12 @@ from lightning_igos.core.runtime import (
 from lightning_igos.core.scoring import ScoreFn, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
-    check_autocast_dtype,
     check_call,
     check_logits,
     check_mask_size,
-    check_non_negative,
-    check_positive_int,
 )
 
-METHODS = ("igos", "igos++")
-
-# Armijo line search constants (DESIGN.md): sufficient decrease 1e-4, shrink by 0.2.
+# Armijo line search constants: sufficient decrease 1e-4, shrink by 0.2.
 ARMIJO_C = 1e-4
 STEP_DECAY = 0.2
 # A line search whose first trial was accepted starts the next iteration this much larger.
@@ -120,44 +114,6 @@ def resolve_mask_size(mask_size: None | int | tuple[int, int], height: int, widt
     """
     size = check_mask_size(mask_size, image_size=(height, width))
     return (height, width) if size is None else size
-
-
-def check_solver_options(
-    *,
-    method: str,
-    iterations: int,
-    ig_steps: int,
-    l1: float,
-    tv: float,
-    tv_power: float,
-    noise_std: float,
-    baseline: BaselineLike,
-    max_batch_size: int | None,
-    autocast_dtype: torch.dtype | None = None,
-    tolerance: float = 1e-5,
-    patience: int | None = None,
-    normalize_score: bool = True,
-) -> None:
-    """Validate the solver's options; shared with the callback's ``__init__``."""
-    if not isinstance(normalize_score, bool):
-        raise TypeError(f"`normalize_score` must be True or False, got {normalize_score!r}.")
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    check_positive_int(iterations, "iterations", minimum=0)
-    check_positive_int(ig_steps, "ig_steps")
-    check_non_negative(l1, "l1")
-    check_non_negative(tv, "tv")
-    if check_non_negative(tv_power, "tv_power") < 1:
-        raise ValueError(f"`tv_power` must be >= 1 (the reference uses 2), got {tv_power!r}.")
-    check_non_negative(noise_std, "noise_std")
-    if not check_non_negative(tolerance, "tolerance") > 0:
-        raise ValueError(f"`tolerance` must be > 0, got {tolerance!r}.")
-    if patience is not None:
-        check_positive_int(patience, "patience")
-    check_baseline(baseline, "baseline")
-    if max_batch_size is not None:
-        check_positive_int(max_batch_size, "max_batch_size")
-    check_autocast_dtype(autocast_dtype)
 
 
 def _deletion(x: Tensor, b: Tensor, keep: Tensor) -> Tensor:
@@ -427,23 +383,23 @@ def igos(
     images: Tensor,
     targets: TargetsLike,
     *,
-    method: str = "igos",
-    mask_size: None | int | tuple[int, int] = None,
-    iterations: int = 4,
-    ig_steps: int = 20,
-    l1: float = 0.1,
-    tv: float = 2.0,
-    tv_power: float = 2.0,
-    noise_std: float = 0.2,
-    baseline: BaselineLike = "blur",
-    max_batch_size: int | None = None,
+    method: str = DEFAULTS.method,
+    mask_size: None | int | tuple[int, int] = DEFAULTS.mask_size,
+    iterations: int = DEFAULTS.iterations,
+    ig_steps: int = DEFAULTS.ig_steps,
+    l1: float = DEFAULTS.l1,
+    tv: float = DEFAULTS.tv,
+    tv_power: float = DEFAULTS.tv_power,
+    noise_std: float = DEFAULTS.noise_std,
+    baseline: BaselineLike = DEFAULTS.baseline,
+    max_batch_size: int | None = DEFAULTS.max_batch_size,
     generator: torch.Generator | None = None,
-    initial_step: float = 1.0,
-    tolerance: float = 1e-5,
-    patience: int | None = 3,
-    score_fn: ScoreFn | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    normalize_score: bool = True,
+    initial_step: float = DEFAULTS.initial_step,
+    tolerance: float = DEFAULTS.tolerance,
+    patience: int | None = DEFAULTS.patience,
+    score_fn: ScoreFn | None = DEFAULTS.score_fn,
+    autocast_dtype: torch.dtype | None = DEFAULTS.autocast_dtype,
+    normalize_score: bool = DEFAULTS.normalize_score,
 ) -> Explanation:
     """Explain ``model``'s decision for ``targets`` on ``images`` with I-GOS or iGOS++.
 
@@ -504,13 +460,13 @@ def igos(
         True
     """
     model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
-    check_solver_options(
-        method=method, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv, tv_power=tv_power,
-        noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
-        autocast_dtype=autocast_dtype, tolerance=tolerance, patience=patience, normalize_score=normalize_score,
+    # The options' defaults and checks live in IGOSConfig (one rule for every entry point).
+    IGOSConfig(
+        method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
+        tv_power=tv_power, noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
+        initial_step=initial_step, tolerance=tolerance, patience=patience, score_fn=score_fn,
+        autocast_dtype=autocast_dtype, normalize_score=normalize_score,
     )
-    if not (isinstance(initial_step, numbers.Real) and initial_step > 0):
-        raise ValueError(f"`initial_step` must be a number > 0, got {initial_step!r}.")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
     batch, _, height, width = images.shape
@@ -569,8 +525,3 @@ def igos(
         history=history,
     )
 
-
-#: The keyword defaults of :func:`igos`: the callback and the check command take theirs from here.
-SOLVER_DEFAULTS: dict[str, object] = {
-    name: p.default for name, p in inspect.signature(igos).parameters.items() if p.default is not p.empty
-}

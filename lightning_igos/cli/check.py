@@ -1,0 +1,276 @@
+"""``lightning-igos check`` as a Python function: typed settings in, a report out.
+
+:func:`run_check` loads the model, reads the probe, runs
+:func:`~lightning_igos.core.evaluation.evaluate` with the settings' configuration and
+builds the report; the command line only parses arguments into :class:`CheckSettings`
+and prints.
+
+Example:
+    >>> settings = CheckSettings(model="pkg.models:Net", checkpoint="run.ckpt", probe="probe.pt",
+    ...                          min_insertion=0.3, config=IGOSConfig(iterations=2))
+    >>> settings.config.iterations, settings.checkpoint.name
+    (2, 'run.ckpt')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_igos.cli.errors import InputError
+from lightning_igos.cli.model_loading import check_input_file, import_model_class, load_model
+from lightning_igos.cli.report import (
+    ProgressLine,
+    build_report,
+    check_images_folder,
+    check_report_path,
+    write_images,
+    write_report,
+)
+from lightning_igos.core.config import IGOSConfig
+from lightning_igos.core.evaluation import Evaluation, evaluate
+from lightning_igos.core.runtime import default_max_batch_size, evaluation_mode, model_input_dtype
+from lightning_igos.core.validation import check_mask_size
+from lightning_igos.probe import Probe, load_probe
+
+__all__ = ["CheckResult", "CheckSettings", "check_thresholds", "resolve_device", "run_check"]
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """What ``lightning-igos check`` runs with (one field per command-line option).
+
+    Attributes:
+        model: ``package.module:ClassName`` of the model (``--model``).
+        checkpoint: a Lightning checkpoint or a file holding a state dict.
+        probe: a probe file written by :func:`lightning_igos.probe.save_probe`.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        min_insertion, max_deletion: thresholds on the mean AUCs (None: not checked).
+        normalized: compare the thresholds with the AUCs divided by each image's clean score.
+        report: write the JSON report here. images: write the panels into this folder.
+        verbose: show library logs.
+        config: the solver and metric options.
+    """
+
+    model: str
+    checkpoint: Path
+    probe: Path
+    device: str = "auto"
+    min_insertion: float | None = None
+    max_deletion: float | None = None
+    normalized: bool = False
+    report: Path | None = None
+    images: Path | None = None
+    verbose: bool = False
+    config: IGOSConfig = field(default_factory=IGOSConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("checkpoint", "probe", "report", "images"):
+            value = getattr(self, name)
+            if isinstance(value, (str, os.PathLike)):
+                object.__setattr__(self, name, Path(value))
+        if not isinstance(self.config, IGOSConfig):
+            raise TypeError(f"`config` must be an IGOSConfig, got {type(self.config).__name__}.")
+
+
+@dataclass
+class CheckResult:
+    """The outcome of :func:`run_check`: the JSON report, the evaluation and the verdict."""
+
+    report: dict[str, Any]
+    evaluation: Evaluation
+    probe: Probe
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.report["passed"])
+
+
+def run_check(settings: CheckSettings, progress: IO[str] | None = None) -> CheckResult:
+    """Load the model, explain and score the probe, compare with the thresholds and write the outputs.
+
+    Problems the user can fix raise :class:`~lightning_igos.cli.errors.InputError` before the
+    expensive work; ``progress`` (default: stderr when it is a terminal) gets a progress line.
+    """
+    started = time.perf_counter()
+    check_thresholds(settings)
+    device = resolve_device(settings.device)
+    check_input_file(settings.checkpoint, "checkpoint")
+    probe = _load_probe_file(settings.probe)
+    height, width = probe.images.shape[-2:]
+    try:
+        check_mask_size(settings.config.mask_size, image_size=(height, width))
+    except (TypeError, ValueError) as err:
+        raise InputError(str(err).replace("`", "")) from err
+    # The outputs are checked before the expensive work, so a bad path never loses the verdict.
+    if settings.report is not None:
+        check_report_path(settings.report)
+    if settings.images is not None:
+        check_images_folder(settings.images)
+    model_class = import_model_class(settings.model)
+    with _library_logs(settings.verbose):
+        model = load_model(model_class, settings.checkpoint, device, settings.model)
+    check_probe_fits(model, probe, device, settings)
+    display = _display_stats(probe, model) if settings.images is not None else (None, None)
+
+    stream = sys.stderr if progress is None else progress
+    bar = ProgressLine(stream, enabled=progress is not None or sys.stderr.isatty())
+    evaluation = explain(model, probe, device, settings.config, bar)
+    report = build_report(settings, probe, device, evaluation, time.perf_counter() - started)
+    if settings.report is not None:
+        write_report(report, settings.report)
+    if settings.images is not None:
+        write_images(settings.images, probe, evaluation, *display)
+    return CheckResult(report=report, evaluation=evaluation, probe=probe)
+
+
+def check_thresholds(settings: Any) -> None:
+    """Thresholds that can be met: raw AUCs lie in [0, 1]; normalised ones are >= 0 (and may exceed 1).
+
+    Example:
+        >>> check_thresholds(CheckSettings("m:M", "c", "p", min_insertion=1.5, normalized=True))
+        >>> check_thresholds(CheckSettings("m:M", "c", "p", min_insertion=1.5))
+        Traceback (most recent call last):
+        ...
+        lightning_igos.cli.errors.InputError: --min-insertion 1.5 could never pass: raw AUCs lie in [0, 1].
+    """
+    for option, value in (("--min-insertion", settings.min_insertion), ("--max-deletion", settings.max_deletion)):
+        if value is None:
+            continue
+        lower = option == "--min-insertion"  # the AUC must be at least the value
+        if settings.normalized and value < 0:
+            verdict = "fail" if lower else "pass"
+            raise InputError(f"{option} {value:g} could never {verdict}: normalized AUCs are >= 0.")
+        if not settings.normalized and not 0 <= value <= 1:
+            verdict = "pass" if (value > 1) == lower else "fail"
+            raise InputError(f"{option} {value:g} could never {verdict}: raw AUCs lie in [0, 1].")
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; an unavailable device is an input error.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto).")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) found.")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"--device {name}: MPS is not available on this machine.")
+    return device
+
+
+def _display_stats(probe: Probe, model: nn.Module) -> tuple[Any, Any]:
+    """The probe's display normalisation, else the model's ``mean``/``std``; bad ones are an input error."""
+    from lightning_igos.render import display_stats
+
+    try:
+        return display_stats(probe.mean, probe.std, model, probe.images.shape[1])
+    except (TypeError, ValueError) as err:
+        raise InputError(f"--model {type(model).__name__}: its display normalisation: {err}".replace("`", "")) \
+            from err
+
+
+def _load_probe_file(path: Path) -> Probe:
+    try:
+        return load_probe(path)
+    except (OSError, ValueError) as err:
+        raise InputError(str(err)) from err
+
+
+@contextlib.contextmanager
+def _library_logs(verbose: bool) -> Iterator[None]:
+    """Hide Lightning's info lines (e.g. about ``weights_only``) unless ``--verbose``."""
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
+    levels = [logger.level for logger in loggers]
+    if not verbose:
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, settings: CheckSettings) -> None:
+    """One forward over the probe: the model must take it and return finite logits covering the targets.
+
+    This is all the input validation the model gets: a failure inside the solver or the
+    metrics afterwards is unexpected (exit 3), not an input error.
+    """
+    size = settings.config.max_batch_size or default_max_batch_size(device)
+    for start in range(0, len(probe), size):
+        images = probe.images[start : start + size].to(device)
+        try:
+            with torch.no_grad(), evaluation_mode(model):
+                logits = model(images.to(model_input_dtype(model, images.dtype)))
+        except Exception as err:
+            raise InputError(
+                f"probe '{settings.probe}' (images {tuple(probe.images.shape[1:])}) does not fit --model "
+                f"{settings.model}: the forward pass failed with {type(err).__name__}: {err}"
+            ) from err
+        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != len(images) \
+                or logits.shape[1] < 2:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise InputError(
+                f"--model {settings.model} must return logits shaped (B, num_classes) with num_classes >= 2, "
+                f"got {shape} for {len(images)} images."
+            )
+        finite = torch.isfinite(logits).all(dim=1)
+        if not finite.all():
+            bad = [start + int(i) for i in torch.nonzero(~finite).flatten()[:5]]
+            raise InputError(f"--model {settings.model} returns NaN or infinite logits on probe image(s) {bad}.")
+        num_classes = logits.shape[1]
+        largest = int(probe.targets.max())
+        if largest >= num_classes:
+            raise InputError(
+                f"probe '{settings.probe}' has target {largest} but --model {settings.model} has {num_classes} classes."
+            )
+
+
+def explain(model: nn.Module, probe: Probe, device: torch.device, config: IGOSConfig,
+            progress: ProgressLine) -> Evaluation:
+    """:func:`~lightning_igos.core.evaluation.evaluate` on the probe, with a progress line.
+
+    The inputs were validated before (:func:`check_probe_fits`): any exception from here on,
+    a ``ValueError`` included, is unexpected (exit 3).
+    """
+    images, targets = probe.images.to(device), probe.targets.to(device)
+    terms = 2 if config.method == "igos++" else 1
+    # The solver's gradient passes are the forwards run with gradients on; the metrics' all run without.
+    totals = {
+        "explaining": (len(probe) * config.ig_steps * config.iterations * terms, True),
+        "scoring": (2 * len(probe) * (config.metric_steps + 1), False),
+    }
+    stage = {"with_grad": True}
+
+    def start(name: str) -> None:
+        total, stage["with_grad"] = totals[name]
+        progress.start(name, total)
+
+    def count(module: nn.Module, inputs: tuple, output: object) -> None:
+        if inputs and isinstance(inputs[0], Tensor) and torch.is_grad_enabled() == stage["with_grad"]:
+            progress.advance(inputs[0].shape[0])
+
+    handle = model.register_forward_hook(count) if progress.enabled else None
+    try:
+        return evaluate(model, images, targets, config, on_stage=start)
+    finally:
+        if handle is not None:
+            handle.remove()
+        progress.finish()

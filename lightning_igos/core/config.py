@@ -1,0 +1,158 @@
+"""One configuration for the solver and the metrics: defaults and validation in one place.
+
+:class:`IGOSConfig` is what :func:`~lightning_igos.core.evaluation.evaluate` runs with.
+The keyword defaults of :func:`~lightning_igos.igos`, of
+:class:`~lightning_igos.IGOSCallback` and of the ``lightning-igos check`` options are
+read from ``IGOSConfig()``, and every entry point validates its options by building
+one, so the same value is accepted or rejected everywhere with the same message.
+
+Example:
+    >>> config = IGOSConfig(iterations=10, mask_size=28)
+    >>> config.iterations, config.mask_size, config.l1
+    (10, (28, 28), 0.1)
+    >>> IGOSConfig(ig_steps=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `ig_steps` must be an integer >= 1, got 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+from lightning_igos.core.baselines import BaselineLike, check_baseline
+from lightning_igos.core.scoring import ScoreFn
+from lightning_igos.core.validation import (
+    check_autocast_dtype,
+    check_mask_size,
+    check_non_negative,
+    check_positive_int,
+)
+
+METHODS = ("igos", "igos++")
+
+#: Fields of :class:`IGOSConfig` that are keyword arguments of :func:`~lightning_igos.igos`.
+SOLVER_FIELDS = (
+    "method", "mask_size", "iterations", "ig_steps", "l1", "tv", "tv_power", "noise_std", "baseline",
+    "max_batch_size", "initial_step", "tolerance", "patience", "score_fn", "autocast_dtype", "normalize_score",
+)
+#: Fields of :class:`IGOSConfig` used by the causal metrics (besides ``score_fn`` and ``max_batch_size``).
+METRIC_FIELDS = ("substrate", "metric_steps")
+
+
+@dataclass(frozen=True)
+class IGOSConfig:
+    """Options of the I-GOS solver and of the causal metrics, validated on construction.
+
+    Attributes:
+        method: ``"igos"`` or ``"igos++"`` (bilateral: deletion and insertion masks).
+        mask_size: mask resolution, an int or ``(h, w)`` (kept as a pair); None uses the
+            image's own, one cell per pixel.
+        iterations: descent iterations, at most (see ``patience``).
+        ig_steps: integration steps along the path from the baseline to the masked image.
+        l1: weight of the L1 term that keeps the removed area small.
+        tv: weight of the total variation term, as set for a 28x28 mask (scaled with the
+            mask's cell count).
+        tv_power: exponent of the total variation differences (>= 1).
+        noise_std: std of the Gaussian noise added to each path point, in input units.
+        baseline: what the solver replaces removed pixels with: ``"blur"``, ``"zeros"``,
+            ``"mean"``, a tensor or a callable (see :mod:`lightning_igos.core.baselines`).
+        initial_step: how far the first line-search trial moves the largest mask cell.
+        tolerance: a line search gives up below this change of the largest mask cell.
+        patience: failed line searches in a row after which an image has converged;
+            None runs every iteration on every image.
+        normalize_score: divide the objective's score term by the clean score, so ``l1``
+            and ``tv`` mean the same at any confidence.
+        autocast_dtype: run the forward passes under autocast with this dtype; None
+            runs them in the model's own dtype.
+        score_fn: ``score_fn(logits, targets) -> (B,)`` for heads whose score is not the
+            softmax probability of the target.
+        max_batch_size: images per forward pass (bounds memory); None picks a default per device.
+        substrate: what the causal metrics delete to and insert into (as ``baseline``).
+        metric_steps: points minus one of the insertion and deletion curves.
+        seed: seed of the integration noise when :func:`evaluate` makes the generator.
+    """
+
+    method: str = "igos"
+    mask_size: None | int | tuple[int, int] = None
+    iterations: int = 4
+    ig_steps: int = 20
+    l1: float = 0.1
+    tv: float = 2.0
+    tv_power: float = 2.0
+    noise_std: float = 0.2
+    baseline: BaselineLike = "blur"
+    initial_step: float = 1.0
+    tolerance: float = 1e-5
+    patience: int | None = 3
+    normalize_score: bool = True
+    autocast_dtype: torch.dtype | None = None
+    score_fn: ScoreFn | None = None
+    max_batch_size: int | None = None
+    substrate: BaselineLike = "blur"
+    metric_steps: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.method, str):
+            raise TypeError(f"`method` must be a str, one of {METHODS}, got {self.method!r}.")
+        if self.method not in METHODS:
+            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
+        object.__setattr__(self, "mask_size", check_mask_size(self.mask_size))
+        check_positive_int(self.iterations, "iterations", minimum=0)
+        check_positive_int(self.ig_steps, "ig_steps")
+        check_non_negative(self.l1, "l1")
+        check_non_negative(self.tv, "tv")
+        if check_non_negative(self.tv_power, "tv_power") < 1:
+            raise ValueError(f"`tv_power` must be >= 1 (the reference uses 2), got {self.tv_power!r}.")
+        check_non_negative(self.noise_std, "noise_std")
+        check_baseline(self.baseline, "baseline")
+        if isinstance(self.initial_step, bool) or not isinstance(self.initial_step, numbers.Real):
+            raise TypeError(f"`initial_step` must be a number > 0, got {self.initial_step!r}.")
+        if not self.initial_step > 0:
+            raise ValueError(f"`initial_step` must be a number > 0, got {self.initial_step!r}.")
+        if not check_non_negative(self.tolerance, "tolerance") > 0:
+            raise ValueError(f"`tolerance` must be > 0, got {self.tolerance!r}.")
+        if self.patience is not None:
+            check_positive_int(self.patience, "patience")
+        if not isinstance(self.normalize_score, bool):
+            raise TypeError(f"`normalize_score` must be True or False, got {self.normalize_score!r}.")
+        check_autocast_dtype(self.autocast_dtype)
+        if self.score_fn is not None and not callable(self.score_fn):
+            raise TypeError(
+                f"`score_fn` must be None or a callable (logits, targets) -> scores, got {self.score_fn!r}."
+            )
+        if self.max_batch_size is not None:
+            check_positive_int(self.max_batch_size, "max_batch_size")
+        check_baseline(self.substrate, "substrate")
+        check_positive_int(self.metric_steps, "metric_steps")
+        check_positive_int(self.seed, "seed", minimum=0)
+
+    def replace(self, **changes: Any) -> IGOSConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def solver_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~lightning_igos.igos` (all but ``generator``)."""
+        return {name: getattr(self, name) for name in SOLVER_FIELDS}
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by name (tuples as lists, dtypes and callables as text), for reports."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif value is not None and not isinstance(value, (str, bool, int, float)):
+                value = str(value) if isinstance(value, torch.dtype) else type(value).__name__
+            out[f.name] = value
+        return out
+
+
+#: The defaults, for keyword defaults elsewhere (``iterations: int = DEFAULTS.iterations``).
+DEFAULTS = IGOSConfig()
