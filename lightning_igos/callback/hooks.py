@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric
 
-from lightning_igos.callback.loggers import log_panels, write_custom_scalars
+from lightning_igos.callback.loggers import log_panels, scalar_step, write_custom_scalars
 from lightning_igos.callback.outputs import error_text, new_folder, png_root
 from lightning_igos.callback.probe_state import (
     BatchToProbe,
@@ -748,7 +748,7 @@ class _IGOSCallbackLogic:
         labels = None if self._names is None else render.grid_labels(indices.tolist(), targets, self._names)
         grid = render.overlay_grid(render.unnormalize(self._probe_images[indices], mean, std), saliency,
                                    labels=labels)
-        step = trainer.global_step
+        step = scalar_step(trainer)  # the step of the scalars, so W&B and TensorBoard line them up
         items = [(f"{self.prefix}/probe_{index}", panel, f"#{index} class {label(int(target), self._names)}")
                  for index, target, panel in zip(indices.tolist(), targets.tolist(), panels)]
         items.append((f"{self.prefix}/overlays", grid, "all probe images"))

@@ -167,3 +167,12 @@ def log_panels(loggers: Iterable[Any], panels: Sequence[Panel], *, step: int, ep
         sink.log(panels, step=step, epoch=epoch, prefix=prefix)
         taken.append(sink.name)
     return taken
+
+
+def scalar_step(trainer: Any) -> int:
+    """The step Lightning gives the epoch-end scalars it sends to the loggers (the optimizer steps taken
+    before this validation, ``trainer.global_step`` less one inside an epoch's last batch), so panels
+    and scalars share a step; ``trainer.global_step`` where that counter is missing."""
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return int(step) if isinstance(step, int) else int(trainer.global_step)

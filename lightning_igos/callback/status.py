@@ -31,8 +31,8 @@ class ExplainStatus:
     """Count the images passed through ``module`` and show the work on the trainer's progress bar.
 
     Attributes (after the ``with`` block): ``passes`` (images through the model, all
-    forwards counted, with or without gradients), ``passes_per_image`` and ``seconds``
-    (wall time of the block).
+    forwards counted, with or without gradients), ``passes_per_image``, ``seconds``
+    (wall time of the block) and ``num_classes`` (the width of the logits, None if unseen).
     """
 
     INTERVAL_S = 0.25
@@ -41,6 +41,7 @@ class ExplainStatus:
         self.trainer, self.module, self.num_images = trainer, module, num_images
         self.passes = 0
         self.seconds = 0.0
+        self.num_classes: int | None = None  # the width of the model's logits, once seen
         self._started = self._drawn = 0.0
         self._handle: Any = None
         self._bar: Any = None
@@ -79,6 +80,8 @@ class ExplainStatus:
     def _count(self, module: nn.Module, inputs: tuple, output: object) -> None:
         if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
             self.passes += int(inputs[0].shape[0])
+        if isinstance(output, torch.Tensor) and output.dim() == 2:
+            self.num_classes = int(output.shape[1])
         now = time.perf_counter()
         if self._bar is not None and now - self._drawn >= self.INTERVAL_S:
             self._drawn = now
