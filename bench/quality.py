@@ -34,7 +34,7 @@ from bench_models import MODELS, load_model
 from torch import Tensor, nn
 
 from lightning_igos import causal_curves, gradient_saliency, igos
-from lightning_igos.synthetic import ObjectImages, make_object_images, train_small_cnn
+from lightning_igos.synthetic import ObjectImages, make_object_images, peak_inside_box, train_small_cnn
 
 DEFAULT_CONFIGS = ";".join(
     [f"it={it},steps=20" for it in (1, 2, 3, 5, 8, 10, 15, 20)] + [f"it=10,steps={s}" for s in (5, 10)]
@@ -85,14 +85,6 @@ def load(name: str, probe: int, probe_resnet: int) -> tuple[nn.Module, ObjectIma
     model, size = load_model(name)
     n = probe_resnet if name == "resnet18" else probe
     return model, make_object_images(n, image_size=size, num_classes=4, seed=100)
-
-
-def peak_inside_box(saliency: Tensor, boxes: Tensor) -> Tensor:
-    """Whether each saliency map's argmax lies in its object box (as in tests/test_solver.py)."""
-    width = saliency.shape[-1]
-    peak = saliency.flatten(1).argmax(1)
-    py, px = peak // width, peak % width
-    return (px >= boxes[:, 0]) & (px < boxes[:, 2]) & (py >= boxes[:, 1]) & (py < boxes[:, 3])
 
 
 HEADER = ("| model | saliency | passes / image | seconds | deletion | insertion | deletion / clean "

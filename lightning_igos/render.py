@@ -344,6 +344,20 @@ def _fitting_size(draw: ImageDraw.ImageDraw, text: str, size: int, max_width: in
     return size
 
 
+def _shortened(draw: ImageDraw.ImageDraw, text: str, size: int, max_width: int) -> str:
+    """``text``, or its longest prefix followed by "..." that fits in ``max_width`` at ``size``."""
+    if _text_width(draw, text, size) <= max_width:
+        return text
+    low, high = 0, len(text)  # the longest prefix that fits, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _text_width(draw, text[:middle].rstrip() + "...", size) <= max_width:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low].rstrip() + "..."
+
+
 def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, size: int, fill: tuple) -> int:
     """Draw ``text`` with its ink box's top-left corner at ``xy``; return its width."""
     left, top, right, _ = draw.textbbox((0, 0), text, font=_font(size))
@@ -431,6 +445,7 @@ def _header(title: str, height: int, width: int) -> Tensor:
     draw = ImageDraw.Draw(canvas)
     pad = max(2, height // 6)
     size = _fitting_size(draw, title, max(6, round(height * 0.7)), width - 2 * pad)
+    title = _shortened(draw, title, size, width - 2 * pad)
     _, top, _, bottom = draw.textbbox((0, 0), title or " ", font=_font(size))
     _draw_text(draw, (pad, (height - (bottom - top)) / 2), title, size, (0, 0, 0))
     return _from_pil(canvas)

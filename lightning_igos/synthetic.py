@@ -181,3 +181,18 @@ def train_small_cnn(
             loss.backward()
             optimiser.step()
     return model.eval()
+
+
+def peak_inside_box(saliency: Tensor, boxes: Tensor) -> Tensor:
+    """Whether each saliency map's argmax lies in its object's box ``(x0, y0, x1, y1)``.
+
+    Example:
+        >>> saliency = torch.zeros(1, 1, 8, 8)
+        >>> saliency[0, 0, 2, 5] = 1
+        >>> peak_inside_box(saliency, torch.tensor([[4, 1, 7, 4]])).tolist()
+        [True]
+    """
+    width = saliency.shape[-1]
+    peak = saliency.flatten(1).argmax(1)
+    py, px = peak // width, peak % width
+    return (px >= boxes[:, 0]) & (px < boxes[:, 2]) & (py >= boxes[:, 1]) & (py < boxes[:, 3])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import ForwardRecorder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -190,17 +191,6 @@ def test_bad_input_raises_naming_the_argument(linear_model, kwargs, error, match
         causal_curves(linear_model, args["images"], args["saliency"], args["targets"], **options)
 
 
-class CountingModel(nn.Module):
-    def __init__(self, output):
-        super().__init__()
-        self.output = output
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        return self.output(x)
-
-
 @pytest.mark.parametrize(
     ("output", "match"),
     [
@@ -211,7 +201,7 @@ class CountingModel(nn.Module):
     ],
 )
 def test_unusable_model_output_fails_after_one_forward(output, match):
-    model = CountingModel(output)
+    model = ForwardRecorder(output)
     with pytest.raises((ValueError, TypeError), match=match):
         causal_curves(model, torch.randn(4, 3, 8, 8), torch.rand(4, 1, 8, 8), 0, steps=50)
-    assert model.calls == 1
+    assert len(model.calls) == 1

@@ -276,8 +276,14 @@ def test_probe_panel_tile_height(height: int, min_size: int, tile: int) -> None:
 
 
 def test_probe_panel_fits_a_long_title() -> None:
+    short = panel(torch.rand(3, 32, 32), title="#1 class 2", min_size=32)
     out = panel(torch.rand(3, 32, 32), title="target 999 p=0.123456 " * 10, min_size=32)
-    check_image(out, tuple(out.shape))
+    assert out.shape == short.shape  # the title never widens the panel
+    strip = out[:, :18]  # the title strip of 32-pixel tiles
+    ink = (strip.amin(0) < 0.5).any(0).nonzero().flatten()
+    assert ink.numel() > 0, "the title is drawn"
+    # It stops short of the right edge: shrunk and cut with "...", not clipped by the border.
+    assert int(ink.max()) < out.shape[-1] - 2
 
 
 # ----------------------------------------------------------------------------- save_png

@@ -5,17 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ForwardRecorder
 from torch import nn
 
 from lightning_igos import causal_curves, gradient_saliency, igos, integrated_gradients
-from lightning_igos.synthetic import SmallCNN
-
-
-def peak_inside_box(saliency: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    width = saliency.shape[-1]
-    peak = saliency.flatten(1).argmax(1)
-    py, px = peak // width, peak % width
-    return (px >= boxes[:, 0]) & (px < boxes[:, 2]) & (py >= boxes[:, 1]) & (py < boxes[:, 3])
+from lightning_igos.synthetic import SmallCNN, peak_inside_box
 
 
 @pytest.fixture(scope="module")
@@ -122,26 +116,15 @@ def test_same_generator_state_gives_same_masks(trained_cnn, probe_data):
     assert not torch.equal(runs[0].mask, other.mask)
 
 
-class BatchRecorder(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.sizes: list[int] = []
-
-    def forward(self, x):
-        self.sizes.append(x.shape[0])
-        return self.model(x)
-
-
 def test_max_batch_size_caps_every_forward(tiny_model):
-    model = BatchRecorder(tiny_model)
+    model = ForwardRecorder(tiny_model)
     ex = igos(model, torch.randn(5, 3, 16, 16), 1, iterations=2, ig_steps=4, max_batch_size=3)
     assert max(model.sizes) == 3
     assert sum(model.sizes) == ex.passes_per_image * 5 + 1  # + the one validation forward
 
 
 def test_all_path_points_are_batched_together(tiny_model):
-    model = BatchRecorder(tiny_model)
+    model = ForwardRecorder(tiny_model)
     igos(model, torch.randn(4, 3, 16, 16), 1, iterations=1, ig_steps=5, max_batch_size=1000)
     assert 20 in model.sizes  # 4 images x 5 integration steps in one forward
 
@@ -186,10 +169,21 @@ def test_runs_under_inference_mode_and_no_grad(tiny_model):
     assert ex.mask.shape == ex2.mask.shape == (2, 1, 16, 16)
 
 
-@pytest.mark.parametrize("baseline", ["zeros", "mean", torch.zeros(3, 16, 16), lambda x: x * 0.5])
-def test_baseline_kinds(tiny_model, baseline):
-    ex = igos(tiny_model, torch.randn(2, 3, 16, 16), 0, iterations=1, ig_steps=2, baseline=baseline)
-    assert ex.saliency.shape == (2, 1, 16, 16)
+def test_the_baseline_is_what_removed_pixels_become(trained_cnn, probe_data):
+    """Each kind of baseline is used: equal baselines give equal masks, different ones differ."""
+    images, labels = probe_data.images[:2], probe_data.labels[:2]
+    channel_means = images.mean(dim=(-2, -1), keepdim=True).expand_as(images)
+
+    def run(baseline):
+        return igos(trained_cnn, images, labels, iterations=2, ig_steps=4, mask_size=8, baseline=baseline)
+
+    zeros, mean, blur = run("zeros"), run("mean"), run("blur")
+    torch.testing.assert_close(run(torch.zeros(3, 64, 64)).mask, zeros.mask, rtol=0, atol=0)
+    torch.testing.assert_close(run(lambda x: x * 0).mask, zeros.mask, rtol=0, atol=0)
+    torch.testing.assert_close(run(channel_means.clone()).mask, mean.mask, rtol=0, atol=0)
+    assert not torch.equal(zeros.mask, mean.mask) and not torch.equal(zeros.mask, blur.mask)
+    for ex in (zeros, mean, blur):
+        assert float(ex.mask.min()) < 0.9  # the masks moved: the comparison means something
 
 
 def test_comparison_saliencies_have_image_shape(trained_cnn, probe_data):

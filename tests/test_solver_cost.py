@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import torch
+from helpers import ForwardRecorder
 from torch import nn
 
 from lightning_igos import causal_curves, igos
 from lightning_igos.core.solver import _NoiseBank
-
-
-class ForwardRecorder(nn.Module):
-    """Records, per forward, the batch size, whether gradients flow and the input's layout."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.calls: list[tuple[int, bool, bool]] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        self.calls.append((x.shape[0], x.requires_grad, channels_last))
-        return self.model(x)
 
 
 def constant_model() -> nn.Module:

@@ -35,8 +35,15 @@ class ProgressLine:
 
     Example:
         >>> import io
-        >>> bar = ProgressLine(io.StringIO(), enabled=False)
+        >>> stream = io.StringIO()
+        >>> bar = ProgressLine(stream, enabled=True)
         >>> bar.start("explaining", 10); bar.advance(5); bar.finish()
+        >>> last = stream.getvalue().split(chr(13))[-1]
+        >>> last.startswith("explaining [########################] 100.0%"), last.endswith(chr(10))
+        (True, True)
+        >>> silent = io.StringIO()
+        >>> ProgressLine(silent, enabled=False).start("scoring", 4); silent.getvalue()
+        ''
     """
 
     WIDTH = 24

@@ -1,0 +1,33 @@
+"""Helpers shared by the tests (imported as ``from helpers import ...``; pytest puts tests/ on the path).
+
+Fixtures live in ``conftest.py``; :func:`lightning_igos.synthetic.peak_inside_box` is shared
+with the benches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class ForwardRecorder(nn.Module):
+    """Wraps a model (or any callable on the inputs) and records every forward.
+
+    ``calls`` holds ``(batch size, input requires grad, input is channels_last)`` per forward.
+    """
+
+    def __init__(self, model: nn.Module | Callable[[torch.Tensor], object]) -> None:
+        super().__init__()
+        self.model = model
+        self.calls: list[tuple[int, bool, bool]] = []
+
+    @property
+    def sizes(self) -> list[int]:
+        return [size for size, _, _ in self.calls]
+
+    def forward(self, x: torch.Tensor) -> object:
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        self.calls.append((x.shape[0], x.requires_grad, channels_last))
+        return self.model(x)
