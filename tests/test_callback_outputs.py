@@ -137,12 +137,15 @@ def test_tensorboard_layout_once_and_cost_scalars(tmp_path: Path, loaders) -> No
     handler = Keep(level=logging.INFO)
     igos_logger = logging.getLogger("pytorch_lightning.callbacks.igos")
     igos_logger.addHandler(handler)
+    level = igos_logger.level
+    igos_logger.setLevel(logging.INFO)  # whatever other tests did to Lightning's logger levels
     try:
         callback = IGOSCallback(every_n_epochs=1, **FAST)
         trainer = _fit(tmp_path, callback, loaders, logger=logger, max_epochs=2)
         trainer.validate(trainer.lightning_module, loaders[1], verbose=False)
     finally:
         igos_logger.removeHandler(handler)
+        igos_logger.setLevel(level)
     assert len(handler_records) == 1, handler_records
     assert handler_records[0].startswith("IGOSCallback: explaining 2 probe images took ")
     assert "model passes per image" in handler_records[0] and "every epoch" in handler_records[0]

@@ -27,12 +27,15 @@ from typing import IO, Any
 import torch
 from torch import Tensor, nn
 
+from lightning_igos.class_names import ClassNames, module_class_names, read_class_names
 from lightning_igos.cli.errors import InputError
+from lightning_igos.cli.html_report import append_step_summary, check_html_path, write_html
 from lightning_igos.cli.model_loading import check_input_file, import_model_class, load_model
 from lightning_igos.cli.report import (
     ProgressLine,
     build_report,
     check_images_folder,
+    check_panels,
     check_report_path,
     write_images,
     write_report,
@@ -58,6 +61,8 @@ class CheckSettings:
         min_insertion, max_deletion: thresholds on the mean AUCs (None: not checked).
         normalized: compare the thresholds with the AUCs divided by each image's clean score.
         report: write the JSON report here. images: write the panels into this folder.
+        html: write the self-contained HTML report here.
+        class_names: a class names file (one name per line, or a JSON list or object).
         verbose: show library logs.
         config: the solver and metric options.
     """
@@ -73,9 +78,11 @@ class CheckSettings:
     images: Path | None = None
     verbose: bool = False
     config: IGOSConfig = field(default_factory=IGOSConfig)
+    html: Path | None = None
+    class_names: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("checkpoint", "probe", "report", "images"):
+        for name in ("checkpoint", "probe", "report", "images", "html", "class_names"):
             value = getattr(self, name)
             if isinstance(value, (str, os.PathLike)):
                 object.__setattr__(self, name, Path(value))
@@ -117,21 +124,73 @@ def run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Check
         check_report_path(settings.report)
     if settings.images is not None:
         check_images_folder(settings.images)
+    if settings.html is not None:
+        check_html_path(settings.html)
+    names = _read_class_names(settings.class_names)
     model_class = import_model_class(settings.model)
     with _library_logs(settings.verbose):
         model = load_model(model_class, settings.checkpoint, device, settings.model)
-    check_probe_fits(model, probe, device, settings)
-    display = _display_stats(probe, model) if settings.images is not None else (None, None)
+    num_classes = check_probe_fits(model, probe, device, settings)
+    names = _fitting_class_names(names, settings, model, num_classes, probe)
+    drawn = settings.images is not None or settings.html is not None
+    display = _display_stats(probe, model) if drawn else (None, None)
 
     stream = sys.stderr if progress is None else progress
     bar = ProgressLine(stream, enabled=progress is not None or sys.stderr.isatty())
     evaluation = explain(model, probe, device, settings.config, bar)
-    report = build_report(settings, probe, device, evaluation, time.perf_counter() - started)
+    report = build_report(settings, probe, device, evaluation, time.perf_counter() - started, class_names=names)
     if settings.report is not None:
         write_report(report, settings.report)
+    rendered = check_panels(probe, evaluation, *display, class_names=names) if drawn else None
     if settings.images is not None:
-        write_images(settings.images, probe, evaluation, *display)
+        write_images(settings.images, probe, evaluation, *display, rendered=rendered)
+    if settings.html is not None:
+        panels, grid = rendered
+        captions = [f"#{row['index']} class {row['target']}" + (f" ({row['target_name']})" if "target_name" in row
+                                                               else "") for row in report["images"]]
+        write_html(settings.html, report, list(zip(captions, panels)), grid)
+    _append_step_summary(report)
     return CheckResult(report=report, evaluation=evaluation, probe=probe)
+
+
+def _read_class_names(path: Path | None) -> ClassNames | None:
+    """``--class-names FILE``, read and checked on its own; a bad file is an input error."""
+    if path is None:
+        return None
+    check_input_file(path, "class names")
+    try:
+        return read_class_names(path)
+    except (OSError, TypeError, ValueError) as err:
+        raise InputError(f"--class-names: {err}") from err
+
+
+def _fitting_class_names(names: ClassNames | None, settings: CheckSettings, model: nn.Module, num_classes: int,
+                         probe: Probe) -> ClassNames | None:
+    """The names to show: the file's, checked against the model and the probe (a misfit is an input error),
+    else the model's ``class_names``/``classes`` attribute when it fits, else None (indices)."""
+    if names is not None:
+        try:
+            names.check_fits(num_classes, probe.targets.tolist(), what=f"class names in '{settings.class_names}'",
+                             indices_what="probe target")
+        except ValueError as err:
+            raise InputError(f"--class-names: {err}") from err
+        return names
+    names = module_class_names(model)
+    if names is None:
+        return None
+    try:
+        names.check_fits(num_classes, probe.targets.tolist())
+    except ValueError:
+        return None
+    return names
+
+
+def _append_step_summary(report: dict[str, Any]) -> None:
+    """On GitHub Actions (``$GITHUB_STEP_SUMMARY`` set) append the Markdown summary; never fails the check."""
+    try:
+        append_step_summary(report)
+    except OSError as err:
+        print(f"lightning-igos: warning: could not append to $GITHUB_STEP_SUMMARY: {err}", file=sys.stderr)
 
 
 def check_thresholds(settings: Any) -> None:
@@ -207,11 +266,12 @@ def _library_logs(verbose: bool) -> Iterator[None]:
             logger.setLevel(level)
 
 
-def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, settings: CheckSettings) -> None:
+def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, settings: CheckSettings) -> int:
     """One forward over the probe: the model must take it and return finite logits covering the targets.
 
-    This is all the input validation the model gets: a failure inside the solver or the
-    metrics afterwards is unexpected (exit 3), not an input error.
+    Returns the number of classes (the width of the logits). This is all the input validation
+    the model gets: a failure inside the solver or the metrics afterwards is unexpected (exit 3),
+    not an input error.
     """
     size = settings.config.max_batch_size or default_max_batch_size(device)
     for start in range(0, len(probe), size):
@@ -241,6 +301,7 @@ def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, setti
             raise InputError(
                 f"probe '{settings.probe}' has target {largest} but --model {settings.model} has {num_classes} classes."
             )
+    return num_classes
 
 
 def explain(model: nn.Module, probe: Probe, device: torch.device, config: IGOSConfig,

@@ -123,6 +123,9 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
                         help="Lightning checkpoint (.ckpt) or a file holding a state dict")
     inputs.add_argument("--probe", required=True, type=Path, metavar="FILE",
                         help="probe file written by lightning_igos.probe.save_probe")
+    inputs.add_argument("--class-names", type=Path, metavar="FILE",
+                        help="class names to show next to the indices: one per line (line 1 is class 0), or a JSON "
+                             "list or {index: name} object (default: the model's class_names/classes attribute)")
     inputs.add_argument("--device", type=_device_name, default="auto",
                         help="auto (cuda when available), cpu, cuda or cuda:N (default: auto)")
 
@@ -138,6 +141,9 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     outputs.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report here")
     outputs.add_argument("--images", type=Path, metavar="DIR",
                          help="write probe_<i>.png panels and overlays.png here")
+    outputs.add_argument("--html", type=Path, metavar="FILE",
+                         help="write one self-contained HTML report here (verdict, thresholds, table, every panel, "
+                              "settings; images embedded)")
     outputs.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
 
     # Every default comes from IGOSConfig; "dest" is the IGOSConfig field each option sets.
@@ -198,6 +204,7 @@ def settings_from_args(args: argparse.Namespace) -> CheckSettings:
         model=args.model, checkpoint=args.checkpoint, probe=args.probe, device=args.device,
         min_insertion=args.min_insertion, max_deletion=args.max_deletion, normalized=args.normalized,
         report=args.report, images=args.images, verbose=args.verbose, config=config,
+        html=args.html, class_names=args.class_names,
     )
 
 

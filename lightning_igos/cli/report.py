@@ -18,6 +18,7 @@ from lightning_igos.core.evaluation import Evaluation
 from lightning_igos.probe import Probe
 
 if TYPE_CHECKING:
+    from lightning_igos.class_names import ClassNames
     from lightning_igos.cli.check import CheckSettings
 
 PROG = "lightning-igos"
@@ -96,13 +97,22 @@ def build_report(
     device: torch.device,
     evaluation: Evaluation,
     elapsed_s: float,
+    class_names: ClassNames | None = None,
 ) -> dict[str, Any]:
-    """The JSON report: per-image AUCs, means, thresholds with pass/fail, settings, versions."""
+    """The JSON report: per-image AUCs, means, thresholds with pass/fail, settings, versions.
+
+    With ``class_names`` each image row carries ``target_name`` (when its class is named) and
+    the report the names as ``class_names`` (index -> name).
+    """
     per_image = {name: values.detach().cpu() for name, values in evaluation.per_image().items()}
     images = [
         {"index": i, "target": int(probe.targets[i]), **{name: float(v[i]) for name, v in per_image.items()}}
         for i in range(len(probe))
     ]
+    for row in images:
+        name = None if class_names is None else class_names.name(row["target"])
+        if name is not None:
+            row["target_name"] = name
     mean = {name: _mean(per_image[name]) for name in ("clean_score", "insertion_auc", "deletion_auc", "mask_mean")}
     normalized_mean = {name: _mean(per_image[f"{name}_normalized"]) for name in ("insertion_auc", "deletion_auc")}
     thresholds = evaluate_thresholds(settings, mean, normalized_mean)
@@ -137,6 +147,7 @@ def build_report(
             "python": platform.python_version(),
         },
         "elapsed_s": round(elapsed_s, 3),
+        **({} if class_names is None else {"class_names": class_names.to_json()}),
     }
 
 
@@ -164,26 +175,30 @@ def format_table(report: dict[str, Any]) -> str:
     """The text printed by ``check``: settings, one row per image, means, thresholds, verdict."""
     s = report["settings"]
     mask_h, mask_w = s["mask_size_used"]
+    targets = [f"{row['target']} ({row['target_name']})" if "target_name" in row else str(row["target"])
+               for row in report["images"]]
+    width = max([6, *map(len, targets)])
     lines = [
         f"{PROG} check: {s['num_images']} probe images from {s['probe']}, {s['model']} on {s['device']}",
         f"  {s['method']}, {s['iterations']} iterations, {s['ig_steps']} ig steps, mask {mask_h}x{mask_w}, "
         f"baseline {s['baseline']}, {s['metric_steps']} metric steps, substrate {s['substrate']}, seed {s['seed']}",
         "",
-        f"{'image':>5}  {'target':>6}  {'clean prob':>10}  {'insertion AUC':>13}  {'deletion AUC':>12}  "
+        f"{'image':>5}  {'target':>{width}}  {'clean prob':>10}  {'insertion AUC':>13}  {'deletion AUC':>12}  "
         f"{'mask mean':>9}",
     ]
-    for row in report["images"]:
+    for row, target in zip(report["images"], targets):
         lines.append(
-            f"{row['index']:>5}  {row['target']:>6}  {row['clean_score']:>10.4f}  {row['insertion_auc']:>13.4f}  "
+            f"{row['index']:>5}  {target:>{width}}  {row['clean_score']:>10.4f}  {row['insertion_auc']:>13.4f}  "
             f"{row['deletion_auc']:>12.4f}  {row['mask_mean']:>9.4f}"
         )
     m, n = report["mean"], report["normalized_mean"]
     lines.append(
-        f"{'mean':>5}  {'':>6}  {m['clean_score']:>10.4f}  {m['insertion_auc']:>13.4f}  "
+        f"{'mean':>5}  {'':>{width}}  {m['clean_score']:>10.4f}  {m['insertion_auc']:>13.4f}  "
         f"{m['deletion_auc']:>12.4f}  {m['mask_mean']:>9.4f}"
     )
     lines.append(
-        f"{'normalized mean':>25}  {n['insertion_auc']:>13.4f}  {n['deletion_auc']:>12.4f}  (AUC / clean prob)"
+        f"{'normalized mean':>{19 + width}}  {n['insertion_auc']:>13.4f}  {n['deletion_auc']:>12.4f}  "
+        "(AUC / clean prob)"
     )
     lines.append("")
     if not report["thresholds"]:
@@ -232,22 +247,39 @@ def write_report(report: dict[str, Any], path: Path) -> None:
         raise InputError(f"cannot write the report to '{path}': {err}") from err
 
 
-def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, std: Any) -> list[Path]:
-    """``probe_<i>.png`` (image, heatmap and curves) per image and ``overlays.png`` for all."""
-    from lightning_igos.render import explanation_panels, overlay_grid, save_png, unnormalize
+def check_panels(probe: Probe, evaluation: Evaluation, mean: Any, std: Any,
+                 class_names: ClassNames | None = None) -> tuple[list[Tensor], Tensor]:
+    """The panel of each probe image (image, heatmap and curves) and the overlay grid of all.
+
+    With ``class_names`` the panel headers read ``class 3 (cat)`` and the grid's tiles are captioned.
+    """
+    from lightning_igos.render import explanation_panels, grid_labels, overlay_grid, unnormalize
+
+    evaluation = evaluation.cpu()
+    shown = unnormalize(probe.images, mean, std)
+    panels = explanation_panels(shown, evaluation.saliency, evaluation.curves, evaluation.targets,
+                                evaluation.predictions, indices=range(len(probe)), class_names=class_names)
+    labels = None if class_names is None else grid_labels(range(len(probe)), evaluation.targets, class_names)
+    return panels, overlay_grid(shown, evaluation.saliency, labels=labels)
+
+
+def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, std: Any,
+                 rendered: tuple[list[Tensor], Tensor] | None = None) -> list[Path]:
+    """``probe_<i>.png`` (image, heatmap and curves) per image and ``overlays.png`` for all.
+
+    ``rendered``: the output of :func:`check_panels` when already drawn (else drawn here).
+    """
+    from lightning_igos.render import save_png
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create the image folder '{folder}': {err}") from err
-    evaluation = evaluation.cpu()
-    shown = unnormalize(probe.images, mean, std)
-    panels = explanation_panels(shown, evaluation.saliency, evaluation.curves, evaluation.targets,
-                                evaluation.predictions, indices=range(len(probe)))
+    panels, grid = rendered if rendered is not None else check_panels(probe, evaluation, mean, std)
     written = []
     for i, panel in enumerate(panels):
         written.append(folder / f"probe_{i}.png")
         save_png(panel, written[-1])
     written.append(folder / "overlays.png")
-    save_png(overlay_grid(shown, evaluation.saliency), written[-1])
+    save_png(grid, written[-1])
     return written
