@@ -38,3 +38,9 @@ def tiny_model() -> torch.nn.Module:
     """An untrained model for shape and error tests (fast)."""
     torch.manual_seed(0)
     return SmallCNN(num_classes=4, width=4).eval()
+
+
+@pytest.fixture(autouse=True)
+def _no_github_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests of the check never append to a real GitHub Actions job summary."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
