@@ -29,7 +29,8 @@ SCRIPT = textwrap.dedent(
     from pytorch_lightning.loggers import TensorBoardLogger
     from torch.utils.data import DataLoader
 
-    from lightning_igos import causal_curves, igos
+    from lightning_igos.core.config import IGOSConfig
+    from lightning_igos.core.evaluation import evaluate
     from lightning_igos.callback import IGOSCallback
     from lightning_igos.synthetic import make_object_images
     from lightning_igos.toy_module import ObjectClassifier
@@ -58,9 +59,7 @@ SCRIPT = textwrap.dedent(
         images, targets = callback.probe
         shares = []
         for rows in torch.arange(len(images)).tensor_split(2):
-            generator = torch.Generator().manual_seed(0)
-            ex = igos(module, images[rows], targets[rows], generator=generator, **OPTIONS)
-            cc = causal_curves(module, images[rows], ex.saliency, targets[rows], steps=8)
+            cc = evaluate(module, images[rows], targets[rows], IGOSConfig(metric_steps=8, **OPTIONS)).curves
             shares.append({"insertion": cc.insertion_auc.tolist(), "deletion": cc.deletion_auc.tolist()})
         result = {
             "world_size": trainer.world_size,

@@ -22,10 +22,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_igos import causal_curves, igos
 from lightning_igos.cli import main
 from lightning_igos.cli.model_loading import match_state_dict_keys
 from lightning_igos.cli.report import ProgressLine
+from lightning_igos.core.config import IGOSConfig
+from lightning_igos.core.evaluation import evaluate
 from lightning_igos.probe import save_probe
 from lightning_igos.synthetic import make_object_images
 from lightning_igos.toy_module import ObjectClassifier
@@ -169,18 +170,15 @@ def test_report_is_consistent_with_the_table(passing):
     assert set(report["versions"]) == {"lightning_igos", "torch", "python"}
 
 
-def test_report_aucs_equal_causal_curves_on_the_same_masks(workspace, passing):
+def test_report_is_the_evaluation_of_the_probe(workspace, passing):
+    """The check reports what evaluate() gives in Python for the same checkpoint, probe and options."""
     _, report = passing
     model = ObjectClassifier.load_from_checkpoint(workspace / "run.ckpt", map_location="cpu")
     probe = torch.load(workspace / "probe.pt", weights_only=True)
-    generator = torch.Generator().manual_seed(0)
-    ex = igos(model, probe["images"], probe["targets"], iterations=2, ig_steps=3, generator=generator)
-    cc = causal_curves(model, probe["images"], ex.saliency, probe["targets"], steps=8)
-    assert [row["insertion_auc"] for row in report["images"]] == pytest.approx(cc.insertion_auc.tolist(), abs=1e-6)
-    assert [row["deletion_auc"] for row in report["images"]] == pytest.approx(cc.deletion_auc.tolist(), abs=1e-6)
-    assert [row["mask_mean"] for row in report["images"]] == pytest.approx(
-        ex.mask.flatten(1).mean(1).tolist(), abs=1e-6
-    )
+    config = IGOSConfig(iterations=2, ig_steps=3, metric_steps=8)
+    evaluation = evaluate(model, probe["images"], probe["targets"], config)
+    for name, values in evaluation.per_image().items():
+        assert [row[name] for row in report["images"]] == pytest.approx(values.tolist(), abs=1e-6), name
 
 
 def test_failed_threshold_exits_1_and_says_which(workspace):
