@@ -198,7 +198,7 @@ def test_given_probe_and_target_pred(tmp_path: Path, loaders) -> None:
     trainer = _trainer(tmp_path, [callback], max_epochs=1)
     trainer.fit(_module(), *loaders)
     assert torch.equal(callback.probe[0], data.images)
-    assert callback._last_targets.shape == (3,)
+    assert callback.store.last_targets.shape == (3,)
     assert 0 < float(trainer.callback_metrics["igos/target_prob"]) <= 1
 
 
@@ -464,7 +464,7 @@ def test_monitoring_with_every_n_epochs_never_crashes_and_ranks_only_explained_e
     assert float(checkpoint.best_model_score) == pytest.approx(max(measured), abs=1e-6)
     assert f"epoch={1 + 2 * measured.index(max(measured))}" in Path(checkpoint.best_model_path).name
     assert torch.isfinite(stopping.best_score)
-    assert callback._last_values["igos/insertion_auc"] == pytest.approx(measured[-1], abs=1e-6)
+    assert callback.store.last_values["igos/insertion_auc"] == pytest.approx(measured[-1], abs=1e-6)
 
 
 def _fails_after(calls: int):
@@ -506,7 +506,7 @@ def test_resumed_run_gives_monitors_the_checkpointed_value(tmp_path: Path, loade
     first = IGOSCallback(every_n_epochs=2, log_images=False, **FAST)
     saver = ModelCheckpoint(dirpath=tmp_path / "last", save_last=True)
     _trainer(tmp_path, [first, saver], max_epochs=2, logger=False).fit(_module(), train, val)
-    measured = first._last_values["igos/insertion_auc"]
+    measured = first.store.last_values["igos/insertion_auc"]
     # Epoch 2 is not explained; the monitor must see epoch 1's value, not a stand-in for "never".
     resumed = IGOSCallback(every_n_epochs=2, log_images=False, **FAST)
     checkpoint, stopping = _monitors(tmp_path / "resumed")

@@ -1,21 +1,10 @@
 """``IGOSCallback``: explain a fixed probe batch with I-GOS at validation time.
 
-Every ``every_n_epochs`` validation epochs (never during the sanity check) the
-callback explains the same *probe* images with :func:`~lightning_igos.igos`,
-scores the explanations with the causal insertion and deletion metrics, and
-logs
-
-* scalars through ``pl_module.log`` as torchmetrics objects (so every logger,
-  ``ModelCheckpoint(monitor=...)`` and ``EarlyStopping`` see them, and they
-  sync under DDP): ``igos/insertion_auc``, ``igos/deletion_auc``, their
-  ``_normalized`` variants (curves divided by the clean score),
-  ``igos/mask_mean``, ``igos/mask_min``, ``igos/mask_frac_below_half`` and
-  ``igos/target_prob`` (mean probability of the explained class);
-* one TensorBoard image per probe image (``igos/probe_0``, ...: input, heatmap
-  overlay, insertion/deletion curves) and a grid of all overlays
-  (``igos/overlays``), at ``trainer.global_step``. Without a TensorBoard logger
-  the same images are written as PNG files under
-  ``<log_dir>/igos/epoch_<E>_step_<S>/`` (a new folder for every validation run).
+The class reads as its Lightning hooks: ``on_validation_batch_end`` captures the probe,
+``on_validation_epoch_end`` explains it with :func:`~lightning_igos.core.evaluation.evaluate`
+every ``every_n_epochs`` epochs (never in the sanity check) and logs, ``on_validation_end``
+remembers the values. The probe and checkpoint state: :class:`~.probe_state.ProbeStore`;
+what is logged, and how: :class:`~.outputs.Outputs`.
 
 Two classes share one implementation, because ``pytorch_lightning`` and
 ``lightning.pytorch`` have distinct ``Callback`` base classes:
@@ -32,134 +21,47 @@ rank 0 writes images.
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
-from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric
 
-from lightning_igos.callback.loggers import log_panels, scalar_step, write_custom_scalars
-from lightning_igos.callback.outputs import error_text, new_folder, png_root
+from lightning_igos.callback.outputs import (
+    SCALAR_NAMES,
+    SCALARS,
+    IGOSWarning,
+    Outputs,
+    RankReport,
+    ShareResult,
+    empty_result,
+    error_text,
+    run_class_names,
+)
 from lightning_igos.callback.probe_state import (
     BatchToProbe,
-    batch_parts,
+    ProbeStore,
     check_bool,
     check_choice,
     check_display_stats,
+    given_probe,
 )
-from lightning_igos.callback.status import ExplainStatus, cost_line
-from lightning_igos.class_names import ClassNames, ClassNamesLike, module_class_names
+from lightning_igos.callback.status import ExplainStatus
+from lightning_igos.class_names import ClassNames, ClassNamesLike
 from lightning_igos.core.baselines import BaselineLike
-from lightning_igos.core.causal import CausalCurves
 from lightning_igos.core.config import DEFAULTS, IGOSConfig
-from lightning_igos.core.evaluation import Evaluation, evaluate
-from lightning_igos.core.runtime import cpu_copy
+from lightning_igos.core.evaluation import evaluate
 from lightning_igos.core.scoring import ScoreFn
-from lightning_igos.core.validation import (
-    check_images,
-    check_positive_int,
-    check_targets,
-)
-from lightning_igos.metrics import DeletionAUC, InsertionAUC
-from lightning_igos.probe import ProbeLike, read_probe
+from lightning_igos.core.validation import check_positive_int
+from lightning_igos.probe import ProbeLike
 
-__all__ = ["IGOSCallback", "IGOSWarning"]  # and LightningIGOSCallback, made on first access
+__all__ = ["SCALARS", "SCALAR_NAMES", "IGOSCallback", "IGOSWarning"]  # and LightningIGOSCallback, made on first access
 
-# Lightning's own logger hierarchy: the first-run cost line shows (and is silenced) like Lightning's info lines.
-_log = logging.getLogger("pytorch_lightning.callbacks.igos")
-
-#: The scalars logged each explained epoch, as ``<prefix>/<name>``.
-SCALARS = (
-    "insertion_auc",
-    "deletion_auc",
-    "insertion_auc_normalized",
-    "deletion_auc_normalized",
-    "mask_mean",
-    "mask_min",
-    "mask_frac_below_half",
-    "target_prob",
-)
-#: Their names with the default prefix ``igos``.
-SCALAR_NAMES = tuple(f"igos/{name}" for name in SCALARS)
-# What a monitor sees for a scalar that has never been computed: the worst finite value of its mode.
-_NEVER_COMPUTED = {"max": -torch.finfo(torch.float32).max, "min": torch.finfo(torch.float32).max}
 TARGET_MODES = ("label", "pred")
 ERROR_MODES = ("warn", "raise")
-STATE_VERSION = 1
-
-
-class IGOSWarning(UserWarning):
-    """Warnings of :class:`IGOSCallback` (skipped epochs, PNG fallback)."""
-
-
-# ----------------------------------------------------------------------------- results
-
-
-@dataclass
-class _ShareResult:
-    """What one rank computed for its slice of the probe, on the CPU."""
-
-    indices: Tensor
-    targets: Tensor
-    predictions: Tensor
-    curves: CausalCurves
-    saliency: Tensor
-    mask_mean: Tensor
-    mask_min: Tensor
-    mask_frac_below_half: Tensor
-    panels: list[Tensor] = field(default_factory=list)
-    passes: int = 0  # images through the model while explaining and scoring
-    seconds: float = 0.0
-
-    def __len__(self) -> int:
-        return self.indices.numel()
-
-    @classmethod
-    def of(cls, indices: Tensor, evaluation: Evaluation) -> _ShareResult:
-        ev = evaluation.cpu()
-        stats = ev.per_image()
-        return cls(
-            indices=indices, targets=ev.targets, predictions=ev.predictions, curves=ev.curves,
-            saliency=ev.saliency, mask_mean=stats["mask_mean"], mask_min=stats["mask_min"],
-            mask_frac_below_half=stats["mask_frac_below_half"],
-        )
-
-
-@dataclass
-class _RankReport:
-    """What every rank learns about a rank's run: its failure, its targets and (for images) its results."""
-
-    rank: int
-    error: str | None
-    explained: bool = False
-    targets: Tensor | None = None
-    result: _ShareResult | None = None
-
-
-def _empty_result(metric_steps: int) -> _ShareResult:
-    empty = torch.empty(0)
-    curve = torch.empty(0, metric_steps + 1)
-    curves = CausalCurves(
-        fractions=torch.linspace(0, 1, metric_steps + 1), insertion=curve, deletion=curve,
-        insertion_auc=empty, deletion_auc=empty, clean_score=empty, substrate_score=empty,
-    )
-    long = torch.empty(0, dtype=torch.long)
-    return _ShareResult(long, long, long, curves, torch.empty(0, 1, 1, 1), empty, empty, empty)
-
-
-def _curves_to_cpu(curves: CausalCurves) -> CausalCurves:
-    return CausalCurves(**{name: getattr(curves, name).detach().cpu() for name in curves.__dataclass_fields__})
-
-
-# ----------------------------------------------------------------------------- the callback
 
 
 class _IGOSCallbackLogic:
@@ -286,44 +188,21 @@ class _IGOSCallbackLogic:
                             f"got {batch_to_probe!r}.")
         self.batch_to_probe = batch_to_probe
         self.class_names = None if class_names is None else ClassNames.from_value(class_names)
-
-        given = read_probe(probe)
-        self._probe_images: Tensor | None = None
-        self._probe_targets: Tensor | None = None
-        if given is not None:
-            self._probe_images, self._probe_targets = given[0], given[1]
-            if mean is None and given[2] is not None and given[3] is not None:
-                mean, std = given[2], given[3]
-            # Known images: the display statistics must have one value per channel.
-            mean, std = check_display_stats(mean, std, channels=self._probe_images.shape[1])
-            if target == "label" and self._probe_targets is None:
-                raise ValueError("`probe` has no targets; give (images, targets) or use target='pred'.")
-            if self.class_names is not None and self._probe_targets is not None:
-                self.class_names.check_fits(indices=self._probe_targets.tolist(), what="`class_names`",
-                                            indices_what="probe target")
+        images, targets, mean, std = given_probe(probe, target, mean, std, self.class_names)
         self.mean, self.std = mean, std
-        self._captured: list[tuple[Tensor, Tensor | None]] = []
-        self._capture_error: Exception | None = None
-        self._last_targets: Tensor | None = None
-        self._last_display: tuple[Any, Any] = (mean, std)
-        self._png_warned = False
-        # The igos/ scalars of the last explained epoch (as the loggers got them) and the names
-        # logged in the current validation epoch: see _log_stand_ins.
-        self._last_values: dict[str, float] = {}
-        self._logged: set[str] = set()
-        self._measured = False
-        self._names: ClassNames | None = self.class_names  # those of the current run (or the module's)
-        self._layouts_written: set[str] = set()  # TensorBoard log dirs given the custom-scalars layout
-        self._cost_reported = False
+        # The probe and the checkpoint state; what is logged, and what the logging keeps between hooks.
+        self.store = ProbeStore(images, targets, num_probe=self.num_probe, target=self.target,
+                                batch_to_probe=batch_to_probe, scalar_names=self.scalar_names, on_error=self.on_error)
+        self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std))
 
     # --------------------------------------------------------------------- public helpers
 
     @property
     def probe(self) -> tuple[Tensor, Tensor | None] | None:
         """The probe ``(images, targets)`` on the CPU, or None before it is captured."""
-        if self._probe_images is None:
+        if self.store.images is None:
             return None
-        return self._probe_images, self._probe_targets
+        return self.store.images, self.store.targets
 
     def save_probe(self, path: str | os.PathLike) -> Path:
         """Write the probe to a probe file (see :mod:`lightning_igos.probe`); returns its path.
@@ -338,18 +217,7 @@ class _IGOSCallbackLogic:
             >>> cb.save_probe(os.path.join(tempfile.mkdtemp(), "probe.pt")).name
             'probe.pt'
         """
-        from lightning_igos.probe import save_probe
-
-        if self._probe_images is None:
-            raise RuntimeError(
-                "IGOSCallback has no probe yet: it is taken from the first validation epoch. "
-                "Call save_probe after trainer.fit/validate, or pass `probe=` to the callback."
-            )
-        targets = self._probe_targets if self._probe_targets is not None else self._last_targets
-        if targets is None:
-            raise RuntimeError("The probe has no labels and no epoch has been explained yet (target='pred').")
-        mean, std = self._last_display
-        return save_probe(path, self._probe_images, targets, mean=mean, std=std)
+        return self.store.save(path, self.outputs.display)
 
     # --------------------------------------------------------------------- checkpointing
 
@@ -367,12 +235,7 @@ class _IGOSCallbackLogic:
         return "IGOSCallback"
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {}
-        if self._probe_images is not None:
-            state.update(probe_images=self._probe_images, probe_targets=self._probe_targets)
-        if self._last_values:
-            state["last_values"] = dict(self._last_values)
-        return {"version": STATE_VERSION, **state} if state else {}
+        return self.store.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the probe of the checkpointed run (it replaces a probe given to ``__init__``).
@@ -380,40 +243,12 @@ class _IGOSCallbackLogic:
         A state this version cannot read never stops the resumed run unless
         ``on_error="raise"``: the callback warns and keeps (or captures anew) its probe.
         """
-        if not state_dict:
-            return
-        last_values = state_dict.get("last_values")
-        if isinstance(last_values, dict):
-            self._last_values = {
-                k: float(v) for k, v in last_values.items()
-                if k in self.scalar_names and isinstance(v, (int, float)) and not isinstance(v, bool)
-            }
-        if "probe_images" not in state_dict:
-            return
-        try:
-            images = check_images(state_dict["probe_images"], "checkpointed probe images")
-            targets = state_dict.get("probe_targets")
-            if targets is not None:
-                targets = check_targets(targets, images.shape[0], targets.device, "checkpointed probe targets")
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            if self.on_error == "raise":
-                raise
-            warnings.warn(
-                f"IGOSCallback could not restore its probe from the checkpoint ({error_text(err)}); "
-                "it keeps the probe it was given or captures a new one, so epochs before and after the "
-                "resume may explain different images.",
-                IGOSWarning,
-                stacklevel=2,
-            )
-            return
-        self._probe_images = cpu_copy(images)
-        self._probe_targets = None if targets is None else cpu_copy(targets)
-        self._captured, self._capture_error = [], None
+        self.store.load_state_dict(state_dict)
 
     # --------------------------------------------------------------------- Lightning hooks
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self._png_warned = False
+        self.outputs.png_warned = False
         clash = [cb for cb in getattr(trainer, "callbacks", []) if cb is not self
                  and isinstance(cb, _IGOSCallbackLogic) and cb.prefix == self.prefix]
         if clash:
@@ -425,93 +260,40 @@ class _IGOSCallbackLogic:
     def on_validation_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
     ) -> None:
-        if self._probe_images is not None or trainer.sanity_checking or dataloader_idx != 0:
-            return
-        if self._capture_error is not None or sum(len(c[0]) for c in self._captured) >= self.num_probe:
-            return
-        try:
-            self._capture(batch)
-        except Exception as err:  # reported at epoch end, through the same path as other failures
-            self._capture_error = err
+        if not trainer.sanity_checking and dataloader_idx == 0:
+            self.store.capture(batch)
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
-        self._logged, self._measured = set(), False
+        self.outputs.logged, self.outputs.measured = set(), False
         self._validation_epoch_end(trainer, pl_module)
         # A skipped or failed epoch (or scalars that failed half way) still gives every monitor its key.
-        self._log_stand_ins(trainer, pl_module)
+        self.outputs.log_stand_ins(trainer, self.store.last_values)
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         """Remember the scalars Lightning computed (and synced) from this epoch's explanations."""
-        if trainer.sanity_checking or not self._measured:
+        if trainer.sanity_checking or not self.outputs.measured:
             return
-        metrics = trainer.callback_metrics
-        for name in self.scalar_names:
-            value = metrics.get(name)
-            if isinstance(value, Tensor) and value.numel() == 1 and torch.isfinite(value):
-                self._last_values[name] = float(value)
-        self._measured = False
+        self.store.remember(trainer.callback_metrics)
+        self.outputs.measured = False
 
     def _validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._probe_images is None:
-            error = self._settle_probe(trainer)
+        if self.store.images is None:
+            error = self.store.settle(trainer)
             if error is not None:
                 # Every rank holds the same (broadcast) error: all raise, or rank 0 warns.
-                own_error = self._capture_error or ValueError(f"IGOSCallback could not capture a probe: {error}")
-                self._capture_error = None
-                failure = _RankReport(0, error)
-                self._handle_failures(trainer, [failure], own_error=own_error if trainer.is_global_zero else None)
+                own_error = self.store.capture_error or ValueError(f"IGOSCallback could not capture a probe: {error}")
+                self.store.capture_error = None
+                failure = RankReport(0, error)
+                self.outputs.handle_failures(trainer, [failure],
+                                             own_error=own_error if trainer.is_global_zero else None)
                 return
-            if self._probe_images is None:
+            if self.store.images is None:
                 return
         if not self._should_run(trainer):
             return
         self._run(trainer, pl_module)
-
-    # --------------------------------------------------------------------- probe capture
-
-    def _capture(self, batch: Any) -> None:
-        images, targets = self.batch_to_probe(batch) if self.batch_to_probe is not None else batch_parts(batch)
-        take = self.num_probe - sum(len(c[0]) for c in self._captured)
-        images = check_images(images, "validation batch images")
-        if targets is not None:
-            targets = check_targets(targets, images.shape[0], targets.device, "validation batch labels")
-            targets = cpu_copy(targets[:take])
-        self._captured.append((cpu_copy(images[:take]), targets))
-
-    def _settle_probe(self, trainer: Any) -> str | None:
-        """Fix the probe from this epoch's captured batches (rank 0's, under DDP); return an error text."""
-        local: tuple[Tensor, Tensor | None] | str | None
-        if self._capture_error is not None:
-            local = error_text(self._capture_error)
-        elif self._captured:
-            labels = [c[1] for c in self._captured]
-            with torch.inference_mode(False):
-                images = torch.cat([c[0] for c in self._captured])
-                targets = None if any(t is None for t in labels) else torch.cat(labels)
-            local = (images, targets)
-            if targets is None and self.target == "label":
-                local = ("the validation batches carry no labels; use target='pred' "
-                         "or pass probe=(images, targets)")
-        else:
-            local = None
-        self._captured = []
-        if trainer.world_size > 1:
-            local = trainer.strategy.broadcast(local, src=0)
-        if isinstance(local, str):
-            return local
-        if local is not None:
-            # Under trainer.validate() this runs in inference mode: keep normal tensors.
-            images, targets = local
-            self._probe_images = cpu_copy(images)
-            self._probe_targets = None if targets is None else cpu_copy(targets)
-            if len(self._probe_images) < self.num_probe:
-                warnings.warn(
-                    f"IGOSCallback: the first validation epoch held {len(self._probe_images)} images, fewer "
-                    f"than num_probe={self.num_probe}; the probe keeps those.", IGOSWarning, stacklevel=2,
-                )
-        return None
 
     def _should_run(self, trainer: Any) -> bool:
         if trainer.state.fn == "validate":  # an explicit trainer.validate() always explains
@@ -521,15 +303,16 @@ class _IGOSCallbackLogic:
     # --------------------------------------------------------------------- one run
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
+        out, probe_images = self.outputs, self.store.images
         own_error: Exception | None = None
         panel_error: Exception | None = None
         result = None
         from lightning_igos.render import display_stats
 
         try:
-            self._last_display = display_stats(self.mean, self.std, pl_module, self._probe_images.shape[1])
+            out.display = display_stats(self.mean, self.std, pl_module, probe_images.shape[1])
         except (TypeError, ValueError) as err:  # bad display statistics cost the panels only
-            self._last_display = (self.mean, self.std)
+            out.display = (self.mean, self.std)
             panel_error = err if self.log_images else None
         try:
             result = self._explain_share(trainer, pl_module)
@@ -539,11 +322,11 @@ class _IGOSCallbackLogic:
             try:
                 if panel_error is not None:
                     raise panel_error
-                result.panels = self._render_panels(result)
+                result.panels = out.render_panels(probe_images, result)
             except Exception as err:  # the scalars are still logged; only the images are lost
                 panel_error = err
         error = own_error or panel_error
-        report = _RankReport(
+        report = RankReport(
             rank=trainer.global_rank,
             error=None if error is None else error_text(error),
             explained=result is not None,
@@ -551,238 +334,52 @@ class _IGOSCallbackLogic:
             result=result if self.log_images and error is None else None,
         )
         reports = self._gather(trainer, report)
-        self._handle_failures(trainer, [r for r in reports if r.error is not None], own_error=error,
-                              what="explanations" if own_error is not None else "panels")
+        out.handle_failures(trainer, [r for r in reports if r.error is not None], own_error=error,
+                            what="explanations" if own_error is not None else "panels")
         if not any(r.explained for r in reports):
             return
         if all(r.targets is not None for r in reports):
-            self._last_targets = torch.cat([r.targets for r in reports])
+            self.store.last_targets = torch.cat([r.targets for r in reports])
         # A rank whose explanation failed logs empty states, so every rank logs the same names.
         try:
-            self._log_scalars(pl_module, result if result is not None else _empty_result(self.config.metric_steps))
+            out.log_scalars(pl_module, result if result is not None else empty_result(self.config.metric_steps))
         except Exception as err:  # e.g. a logger that rejects the values: training still goes on
-            self._handle_failures(trainer, [_RankReport(trainer.global_rank, error_text(err))], own_error=err,
-                                  what="scalars")
+            out.handle_failures(trainer, [RankReport(trainer.global_rank, error_text(err))], own_error=err,
+                                what="scalars")
         if trainer.is_global_zero:
-            self._after_scalars(trainer, pl_module, result)
+            out.after_scalars(trainer, pl_module, result, len(probe_images), self.every_n_epochs)
         rendered = [r.result for r in reports if r.result is not None and len(r.result) > 0]
         if self.log_images and trainer.is_global_zero and rendered:
             try:
-                self._write_images(trainer, rendered)
+                out.write_images(trainer, probe_images, rendered)
             except Exception as err:
-                self._handle_failures(trainer, [_RankReport(0, error_text(err))], own_error=err, what="panels")
+                out.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="panels")
 
-    def _share_indices(self, trainer: Any) -> Tensor:
-        everyone = torch.arange(len(self._probe_images))
-        return everyone.tensor_split(trainer.world_size)[trainer.global_rank]
-
-    def _explain_share(self, trainer: Any, pl_module: nn.Module) -> _ShareResult:
-        indices = self._share_indices(trainer)
+    def _explain_share(self, trainer: Any, pl_module: nn.Module) -> ShareResult:
+        everyone = torch.arange(len(self.store.images))
+        indices = everyone.tensor_split(trainer.world_size)[trainer.global_rank]
         if indices.numel() == 0:
-            return _empty_result(self.config.metric_steps)
-        images = self._probe_images[indices].to(pl_module.device)
-        targets = "pred" if self.target == "pred" else self._probe_targets[indices]
+            return empty_result(self.config.metric_steps)
+        images = self.store.images[indices].to(pl_module.device)
+        targets = "pred" if self.target == "pred" else self.store.targets[indices]
         # evaluate() makes a fresh generator seeded with config.seed at every run, so every epoch sees
         # the same noise and epochs are comparable. The status counts the passes and shows the work
         # on the progress bar.
         with ExplainStatus(trainer, pl_module, len(indices)) as status:
             evaluation = evaluate(pl_module, images, targets, self.config)
-        result = _ShareResult.of(indices, evaluation)
+        result = ShareResult.of(indices, evaluation)
         result.passes, result.seconds = status.passes, status.seconds
-        self._names = self._run_class_names(pl_module, status.num_classes, result)
+        self.outputs.names = run_class_names(self.class_names, pl_module, status.num_classes, result)
         return result
 
-    def _run_class_names(self, pl_module: Any, num_classes: int | None, result: _ShareResult) -> ClassNames | None:
-        """The names of this run: the callback's (checked against the model: a misfit is an error), else
-        the module's ``class_names``/``classes`` when they fit the model, else None (indices)."""
-        shown = result.targets.tolist() + result.predictions.tolist()
-        if self.class_names is not None:
-            self.class_names.check_fits(num_classes, shown, what="`class_names`", indices_what="class")
-            return self.class_names
-        names = module_class_names(pl_module)
-        if names is None:
-            return None
-        try:
-            names.check_fits(num_classes, shown)
-        except ValueError:
-            return None
-        return names
-
-    # --------------------------------------------------------------------- distributed
-
     @staticmethod
-    def _gather(trainer: Any, report: _RankReport) -> list[_RankReport]:
+    def _gather(trainer: Any, report: RankReport) -> list[RankReport]:
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         if trainer.world_size == 1 or not distributed:
             return [report]
         reports: list[Any] = [None] * trainer.world_size
         torch.distributed.all_gather_object(reports, report)
         return reports
-
-    def _handle_failures(
-        self, trainer: Any, failures: list[_RankReport], own_error: Exception | None, what: str = "explanations"
-    ) -> None:
-        """Raise (on every rank, so none waits forever) or warn once per failing rank and epoch.
-
-        ``what`` failed: ``"explanations"`` (nothing of the epoch is logged), ``"panels"`` (the
-        scalars are logged, the images are not) or ``"scalars"``.
-        """
-        if not failures:
-            return
-        if self.on_error == "raise":
-            if own_error is not None:
-                raise own_error
-            ranks = ", ".join(str(f.rank) for f in failures)
-            raise RuntimeError(f"IGOSCallback failed on rank {ranks}: {failures[0].error}")
-        if own_error is None:
-            return  # the failing rank warns in its own process
-        where = f" on rank {trainer.global_rank}" if trainer.world_size > 1 else ""
-        epoch = trainer.current_epoch
-        lead = {
-            "explanations": f"IGOSCallback skipped the explanations of epoch {epoch}{where}",
-            "panels": f"IGOSCallback logged the {self.prefix}/ scalars of epoch {epoch} but could not draw or "
-                      f"write its explanation panels{where}",
-            "scalars": f"IGOSCallback explained epoch {epoch} but could not log its {self.prefix}/ scalars{where}",
-        }[what]
-        warnings.warn(
-            f"{lead}: {error_text(own_error)}. Training continues; pass on_error='raise' to stop instead.",
-            IGOSWarning,
-            stacklevel=2,
-        )
-
-    # --------------------------------------------------------------------- scalars
-
-    def _log_stand_ins(self, trainer: Any, pl_module: Any) -> None:
-        """Give ``ModelCheckpoint``/``EarlyStopping`` every igos/ key on an epoch without fresh scalars.
-
-        On an epoch that is not explained (``every_n_epochs``) or whose explanation failed
-        (``on_error="warn"``), the monitors see the value of the last explained epoch (Lightning
-        keeps it in ``trainer.callback_metrics``; after a resume it comes from the callback's
-        checkpoint state): never an improvement, so a checkpoint that was not explained never
-        ranks above one that was. Before any epoch was explained, a scalar that a callback
-        monitors reads as the worst finite value of that callback's ``mode`` (-3.4e38 for
-        ``"max"``, +3.4e38 for ``"min"``). Stand-ins go to ``trainer.callback_metrics`` only,
-        which is what the monitors read: no logger records a value that was not measured.
-        """
-        try:
-            metrics = trainer.callback_metrics
-            for name in self.scalar_names:
-                if name in self._logged or name in metrics:
-                    continue
-                value = self._last_values.get(name)
-                if value is None:
-                    modes = [getattr(cb, "mode", None) for cb in getattr(trainer, "callbacks", [])
-                             if getattr(cb, "monitor", None) == name]
-                    modes = [mode for mode in modes if mode in _NEVER_COMPUTED]
-                    if not modes:
-                        continue
-                    value = _NEVER_COMPUTED[modes[0]]
-                metrics[name] = torch.tensor(value, dtype=torch.float32)
-        except Exception as err:
-            if self.on_error == "raise":
-                raise
-            warnings.warn(
-                f"IGOSCallback could not give the monitors their {self.prefix}/ values at epoch "
-                f"{trainer.current_epoch} ({error_text(err)}). Training continues.", IGOSWarning, stacklevel=2,
-            )
-
-    def _log_scalars(self, pl_module: Any, result: _ShareResult) -> None:
-        """Log fresh Metric objects on every rank; Lightning computes (and syncs) them at epoch end."""
-        metrics: dict[str, Metric] = {
-            "insertion_auc": InsertionAUC(),
-            "deletion_auc": DeletionAUC(),
-            "insertion_auc_normalized": InsertionAUC(normalize=True),
-            "deletion_auc_normalized": DeletionAUC(normalize=True),
-            "mask_mean": MeanMetric(),
-            "mask_min": MinMetric(),
-            "mask_frac_below_half": MeanMetric(),
-            "target_prob": MeanMetric(),
-            "seconds": MaxMetric(),  # the slowest rank's wall time
-            "passes_per_image": MeanMetric(),
-        }
-        n = len(result)
-        values = {
-            "mask_mean": result.mask_mean,
-            "mask_min": result.mask_min,
-            "mask_frac_below_half": result.mask_frac_below_half,
-            "target_prob": result.curves.clean_score,
-            "seconds": torch.tensor([result.seconds]),
-            "passes_per_image": torch.full((n,), result.passes / max(n, 1)),
-        }
-        for short, metric in metrics.items():
-            name = f"{self.prefix}/{short}"
-            metric.to(pl_module.device)
-            value = values.get(short)
-            metric.update(result.curves if value is None else value.to(pl_module.device))
-            # The metric is not a module attribute, so its attribute name is given explicitly;
-            # Lightning only uses it as a label.
-            pl_module.log(
-                name, metric, on_step=False, on_epoch=True, add_dataloader_idx=False,
-                metric_attribute=f"{self.prefix}_callback_{short}",
-            )
-            self._logged.add(name)
-            self._measured = True
-
-    # --------------------------------------------------------------------- images
-
-    def _render_panels(self, result: _ShareResult) -> list[Tensor]:
-        from lightning_igos import render
-
-        if len(result) == 0:  # an empty share (fewer probe images than ranks) has nothing to draw
-            return []
-        mean, std = self._last_display  # resolved once per run in _run
-        display = render.unnormalize(self._probe_images[result.indices], mean, std)
-        return render.explanation_panels(display, result.saliency, result.curves, result.targets,
-                                         result.predictions, result.indices.tolist(), class_names=self._names)
-
-    def _write_images(self, trainer: Any, results: list[_ShareResult]) -> None:
-        """Give the panels to every logger that shows images (TensorBoard, W&B, MLflow, ...), else write PNGs."""
-        from lightning_igos import render
-        from lightning_igos.class_names import label
-
-        indices = torch.cat([r.indices for r in results])
-        targets = torch.cat([r.targets for r in results])
-        panels = [p for r in results for p in r.panels]
-        saliency = torch.cat([r.saliency for r in results])
-        mean, std = self._last_display
-        labels = None if self._names is None else render.grid_labels(indices.tolist(), targets, self._names)
-        grid = render.overlay_grid(render.unnormalize(self._probe_images[indices], mean, std), saliency,
-                                   labels=labels)
-        step = scalar_step(trainer)  # the step of the scalars, so W&B and TensorBoard line them up
-        items = [(f"{self.prefix}/probe_{index}", panel, f"#{index} class {label(int(target), self._names)}")
-                 for index, target, panel in zip(indices.tolist(), targets.tolist(), panels)]
-        items.append((f"{self.prefix}/overlays", grid, "all probe images"))
-        if log_panels(trainer.loggers, items, step=step, epoch=trainer.current_epoch, prefix=self.prefix):
-            return
-        root, where = png_root(trainer, self.prefix)
-        folder = new_folder(root, f"epoch_{trainer.current_epoch:03d}_step_{trainer.global_step:06d}")
-        for index, panel in zip(indices.tolist(), panels):
-            render.save_png(panel, folder / f"probe_{index}.png")
-        render.save_png(grid, folder / "overlays.png")
-        if not self._png_warned:
-            self._png_warned = True
-            warnings.warn(
-                f"IGOSCallback found no logger that shows images; the explanation panels are written as PNG files "
-                f"under {root} ({where}), one folder per validation run (epoch_<E>_step_<S>). "
-                "Add a TensorBoardLogger, WandbLogger or MLFlowLogger to see them there.",
-                IGOSWarning,
-                stacklevel=2,
-            )
-
-    # --------------------------------------------------------------------- layout and cost (rank 0)
-
-    def _after_scalars(self, trainer: Any, pl_module: Any, result: _ShareResult | None) -> None:
-        """The TensorBoard custom-scalars layout (once per log dir) and, after the first run, its cost."""
-        try:
-            write_custom_scalars(trainer.loggers, self._layouts_written, self.prefix)
-        except Exception as err:
-            self._handle_failures(trainer, [_RankReport(0, error_text(err))], own_error=err, what="scalars")
-        if self._cost_reported or result is None or len(result) == 0:
-            return
-        self._cost_reported = True
-        num_images = len(self._probe_images)
-        passes = round(result.passes / len(result) * num_images)  # under DDP: rank 0's share, scaled
-        _log.info(cost_line(num_images, passes, result.seconds, self.every_n_epochs, pl_module.device))
 
 
 class IGOSCallback(_IGOSCallbackLogic, pl.Callback):

@@ -1,20 +1,67 @@
 """What :class:`~lightning_igos.callback.IGOSCallback` logs: scalars, panels and PNG files.
 
 * scalars: fresh torchmetrics objects given to ``pl_module.log``, so every logger,
-  ``ModelCheckpoint``/``EarlyStopping`` and DDP sync see them;
-* panels: one image per probe image (input, heatmap overlay, insertion/deletion
-  curves) and a grid of all overlays, written to every TensorBoard logger, or as PNG
-  files in a new folder per validation run when there is none.
+  ``ModelCheckpoint``/``EarlyStopping`` and DDP sync see them: ``igos/insertion_auc``,
+  ``igos/deletion_auc``, their ``_normalized`` variants (curves divided by the clean score),
+  ``igos/mask_mean``, ``igos/mask_min``, ``igos/mask_frac_below_half`` and ``igos/target_prob``
+  (mean probability of the explained class), plus ``igos/seconds`` and ``igos/passes_per_image``;
+* stand-ins: on an epoch without fresh scalars the monitors still find every key
+  (:meth:`Outputs.log_stand_ins`);
+* panels: one image per probe image (``igos/probe_0``, ...: input, heatmap overlay,
+  insertion/deletion curves) and a grid of all overlays (``igos/overlays``), at the step of the
+  scalars, to every logger that shows images, or as PNG files under
+  ``<log_dir>/igos/epoch_<E>_step_<S>/`` (a new folder per validation run) when there is none;
+* failures: one :class:`IGOSWarning` per failing rank and epoch, or an exception with
+  ``on_error="raise"``.
 """
 
 from __future__ import annotations
 
+import logging
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric
 
-__all__ = ["error_text", "new_folder", "png_root", "tensorboard_writers"]
+from lightning_igos.callback.loggers import log_panels, scalar_step, write_custom_scalars
+from lightning_igos.callback.status import cost_line
+from lightning_igos.class_names import ClassNames, module_class_names
+from lightning_igos.core.causal import CausalCurves
+from lightning_igos.core.evaluation import Evaluation
+from lightning_igos.metrics import DeletionAUC, InsertionAUC
+
+__all__ = [
+    "SCALARS", "SCALAR_NAMES", "IGOSWarning", "Outputs", "RankReport", "ShareResult", "empty_result",
+    "error_text", "new_folder", "png_root", "tensorboard_writers",
+]
+
+# Lightning's own logger hierarchy: the first-run cost line shows (and is silenced) like Lightning's info lines.
+_log = logging.getLogger("pytorch_lightning.callbacks.igos")
+
+#: The scalars logged each explained epoch, as ``<prefix>/<name>``.
+SCALARS = (
+    "insertion_auc",
+    "deletion_auc",
+    "insertion_auc_normalized",
+    "deletion_auc_normalized",
+    "mask_mean",
+    "mask_min",
+    "mask_frac_below_half",
+    "target_prob",
+)
+#: Their names with the default prefix ``igos``.
+SCALAR_NAMES = tuple(f"igos/{name}" for name in SCALARS)
+# What a monitor sees for a scalar that has never been computed: the worst finite value of its mode.
+_NEVER_COMPUTED = {"max": -torch.finfo(torch.float32).max, "min": torch.finfo(torch.float32).max}
+
+
+class IGOSWarning(UserWarning):
+    """Warnings of :class:`IGOSCallback` (skipped epochs, PNG fallback)."""
 
 
 def error_text(err: BaseException) -> str:
@@ -23,6 +70,272 @@ def error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {message}" if message else type(err).__name__
 
 
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class ShareResult:
+    """What one rank computed for its slice of the probe, on the CPU."""
+
+    indices: Tensor
+    targets: Tensor
+    predictions: Tensor
+    curves: CausalCurves
+    saliency: Tensor
+    mask_mean: Tensor
+    mask_min: Tensor
+    mask_frac_below_half: Tensor
+    panels: list[Tensor] = field(default_factory=list)
+    passes: int = 0  # images through the model while explaining and scoring
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return self.indices.numel()
+
+    @classmethod
+    def of(cls, indices: Tensor, evaluation: Evaluation) -> ShareResult:
+        ev = evaluation.cpu()
+        stats = ev.per_image()
+        return cls(
+            indices=indices, targets=ev.targets, predictions=ev.predictions, curves=ev.curves,
+            saliency=ev.saliency, mask_mean=stats["mask_mean"], mask_min=stats["mask_min"],
+            mask_frac_below_half=stats["mask_frac_below_half"],
+        )
+
+
+@dataclass
+class RankReport:
+    """What every rank learns about a rank's run: its failure, its targets and (for images) its results."""
+
+    rank: int
+    error: str | None
+    explained: bool = False
+    targets: Tensor | None = None
+    result: ShareResult | None = None
+
+
+def empty_result(metric_steps: int) -> ShareResult:
+    empty = torch.empty(0)
+    curve = torch.empty(0, metric_steps + 1)
+    curves = CausalCurves(
+        fractions=torch.linspace(0, 1, metric_steps + 1), insertion=curve, deletion=curve,
+        insertion_auc=empty, deletion_auc=empty, clean_score=empty, substrate_score=empty,
+    )
+    long = torch.empty(0, dtype=torch.long)
+    return ShareResult(long, long, long, curves, torch.empty(0, 1, 1, 1), empty, empty, empty)
+
+
+def run_class_names(
+    class_names: ClassNames | None, pl_module: Any, num_classes: int | None, result: ShareResult
+) -> ClassNames | None:
+    """The names of this run: the callback's (checked against the model: a misfit is an error), else
+    the module's ``class_names``/``classes`` when they fit the model, else None (indices)."""
+    shown = result.targets.tolist() + result.predictions.tolist()
+    if class_names is not None:
+        class_names.check_fits(num_classes, shown, what="`class_names`", indices_what="class")
+        return class_names
+    names = module_class_names(pl_module)
+    if names is None:
+        return None
+    try:
+        names.check_fits(num_classes, shown)
+    except ValueError:
+        return None
+    return names
+
+
+# ----------------------------------------------------------------------------- what one callback logs
+
+
+class Outputs:
+    """The logging side of one callback: scalars, stand-ins, panels, failures and what it keeps between hooks.
+
+    ``display`` (the ``(mean, std)`` of the last run) and ``names`` (its class names) are set per run.
+    """
+
+    def __init__(self, prefix: str, on_error: str, class_names: ClassNames | None, display: tuple[Any, Any]) -> None:
+        self.prefix = prefix
+        self.on_error = on_error
+        self.scalar_names = tuple(f"{prefix}/{name}" for name in SCALARS)
+        self.display = display
+        self.names = class_names  # those of the current run (or the module's)
+        self.png_warned = False
+        # The names logged in the current validation epoch (see log_stand_ins), and whether any was measured.
+        self.logged: set[str] = set()
+        self.measured = False
+        self.layouts_written: set[str] = set()  # TensorBoard log dirs given the custom-scalars layout
+        self.cost_reported = False
+
+    # --------------------------------------------------------------------- failures
+
+    def handle_failures(
+        self, trainer: Any, failures: list[RankReport], own_error: Exception | None, what: str = "explanations"
+    ) -> None:
+        """Raise (on every rank, so none waits forever) or warn once per failing rank and epoch.
+
+        ``what`` failed: ``"explanations"`` (nothing of the epoch is logged), ``"panels"`` (the
+        scalars are logged, the images are not) or ``"scalars"``.
+        """
+        if not failures:
+            return
+        if self.on_error == "raise":
+            if own_error is not None:
+                raise own_error
+            ranks = ", ".join(str(f.rank) for f in failures)
+            raise RuntimeError(f"IGOSCallback failed on rank {ranks}: {failures[0].error}")
+        if own_error is None:
+            return  # the failing rank warns in its own process
+        where = f" on rank {trainer.global_rank}" if trainer.world_size > 1 else ""
+        epoch = trainer.current_epoch
+        lead = {
+            "explanations": f"IGOSCallback skipped the explanations of epoch {epoch}{where}",
+            "panels": f"IGOSCallback logged the {self.prefix}/ scalars of epoch {epoch} but could not draw or "
+                      f"write its explanation panels{where}",
+            "scalars": f"IGOSCallback explained epoch {epoch} but could not log its {self.prefix}/ scalars{where}",
+        }[what]
+        warnings.warn(
+            f"{lead}: {error_text(own_error)}. Training continues; pass on_error='raise' to stop instead.",
+            IGOSWarning,
+            stacklevel=2,
+        )
+
+    # --------------------------------------------------------------------- scalars
+
+    def log_stand_ins(self, trainer: Any, last_values: dict[str, float]) -> None:
+        """Give ``ModelCheckpoint``/``EarlyStopping`` every igos/ key on an epoch without fresh scalars.
+
+        On an epoch that is not explained (``every_n_epochs``) or whose explanation failed
+        (``on_error="warn"``), the monitors see the value of the last explained epoch (Lightning
+        keeps it in ``trainer.callback_metrics``; after a resume it comes from the callback's
+        checkpoint state): never an improvement, so a checkpoint that was not explained never
+        ranks above one that was. Before any epoch was explained, a scalar that a callback
+        monitors reads as the worst finite value of that callback's ``mode`` (-3.4e38 for
+        ``"max"``, +3.4e38 for ``"min"``). Stand-ins go to ``trainer.callback_metrics`` only,
+        which is what the monitors read: no logger records a value that was not measured.
+        """
+        try:
+            metrics = trainer.callback_metrics
+            for name in self.scalar_names:
+                if name in self.logged or name in metrics:
+                    continue
+                value = last_values.get(name)
+                if value is None:
+                    modes = [getattr(cb, "mode", None) for cb in getattr(trainer, "callbacks", [])
+                             if getattr(cb, "monitor", None) == name]
+                    modes = [mode for mode in modes if mode in _NEVER_COMPUTED]
+                    if not modes:
+                        continue
+                    value = _NEVER_COMPUTED[modes[0]]
+                metrics[name] = torch.tensor(value, dtype=torch.float32)
+        except Exception as err:
+            if self.on_error == "raise":
+                raise
+            warnings.warn(
+                f"IGOSCallback could not give the monitors their {self.prefix}/ values at epoch "
+                f"{trainer.current_epoch} ({error_text(err)}). Training continues.", IGOSWarning, stacklevel=2,
+            )
+
+    def log_scalars(self, pl_module: Any, result: ShareResult) -> None:
+        """Log fresh Metric objects on every rank; Lightning computes (and syncs) them at epoch end."""
+        metrics: dict[str, Metric] = {
+            "insertion_auc": InsertionAUC(),
+            "deletion_auc": DeletionAUC(),
+            "insertion_auc_normalized": InsertionAUC(normalize=True),
+            "deletion_auc_normalized": DeletionAUC(normalize=True),
+            "mask_mean": MeanMetric(),
+            "mask_min": MinMetric(),
+            "mask_frac_below_half": MeanMetric(),
+            "target_prob": MeanMetric(),
+            "seconds": MaxMetric(),  # the slowest rank's wall time
+            "passes_per_image": MeanMetric(),
+        }
+        n = len(result)
+        values = {
+            "mask_mean": result.mask_mean,
+            "mask_min": result.mask_min,
+            "mask_frac_below_half": result.mask_frac_below_half,
+            "target_prob": result.curves.clean_score,
+            "seconds": torch.tensor([result.seconds]),
+            "passes_per_image": torch.full((n,), result.passes / max(n, 1)),
+        }
+        for short, metric in metrics.items():
+            name = f"{self.prefix}/{short}"
+            metric.to(pl_module.device)
+            value = values.get(short)
+            metric.update(result.curves if value is None else value.to(pl_module.device))
+            # The metric is not a module attribute, so its attribute name is given explicitly;
+            # Lightning only uses it as a label.
+            pl_module.log(
+                name, metric, on_step=False, on_epoch=True, add_dataloader_idx=False,
+                metric_attribute=f"{self.prefix}_callback_{short}",
+            )
+            self.logged.add(name)
+            self.measured = True
+
+    # --------------------------------------------------------------------- images
+
+    def render_panels(self, probe_images: Tensor, result: ShareResult) -> list[Tensor]:
+        from lightning_igos import render
+
+        if len(result) == 0:  # an empty share (fewer probe images than ranks) has nothing to draw
+            return []
+        mean, std = self.display  # resolved once per run
+        display = render.unnormalize(probe_images[result.indices], mean, std)
+        return render.explanation_panels(display, result.saliency, result.curves, result.targets,
+                                         result.predictions, result.indices.tolist(), class_names=self.names)
+
+    def write_images(self, trainer: Any, probe_images: Tensor, results: list[ShareResult]) -> None:
+        """Give the panels to every logger that shows images (TensorBoard, W&B, MLflow, ...), else write PNGs."""
+        from lightning_igos import render
+        from lightning_igos.class_names import label
+
+        indices = torch.cat([r.indices for r in results])
+        targets = torch.cat([r.targets for r in results])
+        panels = [p for r in results for p in r.panels]
+        saliency = torch.cat([r.saliency for r in results])
+        mean, std = self.display
+        labels = None if self.names is None else render.grid_labels(indices.tolist(), targets, self.names)
+        grid = render.overlay_grid(render.unnormalize(probe_images[indices], mean, std), saliency,
+                                   labels=labels)
+        step = scalar_step(trainer)  # the step of the scalars, so W&B and TensorBoard line them up
+        items = [(f"{self.prefix}/probe_{index}", panel, f"#{index} class {label(int(target), self.names)}")
+                 for index, target, panel in zip(indices.tolist(), targets.tolist(), panels)]
+        items.append((f"{self.prefix}/overlays", grid, "all probe images"))
+        if log_panels(trainer.loggers, items, step=step, epoch=trainer.current_epoch, prefix=self.prefix):
+            return
+        root, where = png_root(trainer, self.prefix)
+        folder = new_folder(root, f"epoch_{trainer.current_epoch:03d}_step_{trainer.global_step:06d}")
+        for index, panel in zip(indices.tolist(), panels):
+            render.save_png(panel, folder / f"probe_{index}.png")
+        render.save_png(grid, folder / "overlays.png")
+        if not self.png_warned:
+            self.png_warned = True
+            warnings.warn(
+                f"IGOSCallback found no logger that shows images; the explanation panels are written as PNG files "
+                f"under {root} ({where}), one folder per validation run (epoch_<E>_step_<S>). "
+                "Add a TensorBoardLogger, WandbLogger or MLFlowLogger to see them there.",
+                IGOSWarning,
+                stacklevel=2,
+            )
+
+    # --------------------------------------------------------------------- layout and cost (rank 0)
+
+    def after_scalars(
+        self, trainer: Any, pl_module: Any, result: ShareResult | None, num_images: int, every_n_epochs: int
+    ) -> None:
+        """The TensorBoard custom-scalars layout (once per log dir) and, after the first run, its cost."""
+        try:
+            write_custom_scalars(trainer.loggers, self.layouts_written, self.prefix)
+        except Exception as err:
+            self.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="scalars")
+        if self.cost_reported or result is None or len(result) == 0:
+            return
+        self.cost_reported = True
+        passes = round(result.passes / len(result) * num_images)  # under DDP: rank 0's share, scaled
+        _log.info(cost_line(num_images, passes, result.seconds, every_n_epochs, pl_module.device))
+
+
+# ----------------------------------------------------------------------------- panel helpers
 def tensorboard_writers(trainer: Any) -> list[Any]:
     """The experiments of the trainer's loggers that can take images (TensorBoard's SummaryWriter)."""
     writers = []

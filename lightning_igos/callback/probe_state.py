@@ -7,18 +7,28 @@ callback's checkpoint state, so a resumed run explains the same images.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Union
 
+import torch
 from torch import Tensor
 
-from lightning_igos.core.validation import check_channel_stats
+from lightning_igos.callback.outputs import IGOSWarning, error_text
+from lightning_igos.class_names import ClassNames
+from lightning_igos.core.runtime import cpu_copy
+from lightning_igos.core.validation import check_channel_stats, check_images, check_targets
+from lightning_igos.probe import ProbeLike, read_probe
 
 # Keys tried, in order, when a validation batch is a dict.
 IMAGE_KEYS = ("image", "images", "input", "inputs", "x")
 TARGET_KEYS = ("label", "labels", "target", "targets", "y")
 
-__all__ = ["batch_parts", "check_bool", "check_choice", "check_display_stats"]
+__all__ = ["ProbeStore", "batch_parts", "check_bool", "check_choice", "check_display_stats", "given_probe"]
+
+STATE_VERSION = 1
 
 BatchToProbe = Callable[[Any], tuple[Tensor, Union[Tensor, None]]]
 
@@ -67,3 +77,166 @@ def batch_parts(batch: Any) -> tuple[Tensor, Tensor | None]:
         "it reads a tensor, an (images, labels, ...) tuple or a dict with an 'image(s)' key. "
         "Pass `probe=(images, targets)` or `batch_to_probe=lambda batch: (images, targets)`."
     )
+
+
+def given_probe(
+    probe: ProbeLike, target: str, mean: Any, std: Any, class_names: ClassNames | None
+) -> tuple[Tensor | None, Tensor | None, Any, Any]:
+    """The probe given to the callback, read and checked: ``(images, targets, mean, std)``.
+
+    A probe file's display statistics are used when ``mean``/``std`` are not given; with known
+    images they must have one value per channel.
+    """
+    given = read_probe(probe)
+    if given is None:
+        return None, None, mean, std
+    images, targets = given[0], given[1]
+    if mean is None and given[2] is not None and given[3] is not None:
+        mean, std = given[2], given[3]
+    # Known images: the display statistics must have one value per channel.
+    mean, std = check_display_stats(mean, std, channels=images.shape[1])
+    if target == "label" and targets is None:
+        raise ValueError("`probe` has no targets; give (images, targets) or use target='pred'.")
+    if class_names is not None and targets is not None:
+        class_names.check_fits(indices=targets.tolist(), what="`class_names`", indices_what="probe target")
+    return images, targets, mean, std
+
+
+class ProbeStore:
+    """The probe of one callback and what its checkpoint keeps.
+
+    ``images``/``targets``: the probe on the CPU (None before it is captured); ``last_targets``:
+    the classes explained at the last run; ``last_values``: the scalars of the last explained
+    epoch (what the monitors see on epochs without fresh ones, also after a resume).
+    """
+
+    def __init__(
+        self, images: Tensor | None, targets: Tensor | None, *, num_probe: int, target: str,
+        batch_to_probe: BatchToProbe | None, scalar_names: tuple[str, ...], on_error: str,
+    ) -> None:
+        self.images, self.targets = images, targets
+        self.num_probe = num_probe
+        self.target = target
+        self.batch_to_probe = batch_to_probe
+        self.scalar_names = scalar_names
+        self.on_error = on_error
+        self.captured: list[tuple[Tensor, Tensor | None]] = []
+        self.capture_error: Exception | None = None
+        self.last_targets: Tensor | None = None
+        self.last_values: dict[str, float] = {}
+
+    # --------------------------------------------------------------------- capture
+
+    def capture(self, batch: Any) -> None:
+        """Keep the first ``num_probe`` images (and labels) of the batches; a failure is kept for epoch end."""
+        if self.images is not None or self.capture_error is not None:
+            return
+        if sum(len(c[0]) for c in self.captured) >= self.num_probe:
+            return
+        try:
+            images, targets = self.batch_to_probe(batch) if self.batch_to_probe is not None else batch_parts(batch)
+            take = self.num_probe - sum(len(c[0]) for c in self.captured)
+            images = check_images(images, "validation batch images")
+            if targets is not None:
+                targets = check_targets(targets, images.shape[0], targets.device, "validation batch labels")
+                targets = cpu_copy(targets[:take])
+            self.captured.append((cpu_copy(images[:take]), targets))
+        except Exception as err:  # reported at epoch end, through the same path as other failures
+            self.capture_error = err
+
+    def settle(self, trainer: Any) -> str | None:
+        """Fix the probe from this epoch's captured batches (rank 0's, under DDP); return an error text."""
+        local: tuple[Tensor, Tensor | None] | str | None
+        if self.capture_error is not None:
+            local = error_text(self.capture_error)
+        elif self.captured:
+            labels = [c[1] for c in self.captured]
+            with torch.inference_mode(False):
+                images = torch.cat([c[0] for c in self.captured])
+                targets = None if any(t is None for t in labels) else torch.cat(labels)
+            local = (images, targets)
+            if targets is None and self.target == "label":
+                local = ("the validation batches carry no labels; use target='pred' "
+                         "or pass probe=(images, targets)")
+        else:
+            local = None
+        self.captured = []
+        if trainer.world_size > 1:
+            local = trainer.strategy.broadcast(local, src=0)
+        if isinstance(local, str):
+            return local
+        if local is not None:
+            # Under trainer.validate() this runs in inference mode: keep normal tensors.
+            images, targets = local
+            self.images = cpu_copy(images)
+            self.targets = None if targets is None else cpu_copy(targets)
+            if len(self.images) < self.num_probe:
+                warnings.warn(
+                    f"IGOSCallback: the first validation epoch held {len(self.images)} images, fewer "
+                    f"than num_probe={self.num_probe}; the probe keeps those.", IGOSWarning, stacklevel=2,
+                )
+        return None
+
+    # --------------------------------------------------------------------- probe file and checkpoint
+
+    def save(self, path: str | os.PathLike, display: tuple[Any, Any]) -> Path:
+        """Write the probe (targets: the labels, else the last run's classes) with ``display``'s mean/std."""
+        from lightning_igos.probe import save_probe
+
+        if self.images is None:
+            raise RuntimeError(
+                "IGOSCallback has no probe yet: it is taken from the first validation epoch. "
+                "Call save_probe after trainer.fit/validate, or pass `probe=` to the callback."
+            )
+        targets = self.targets if self.targets is not None else self.last_targets
+        if targets is None:
+            raise RuntimeError("The probe has no labels and no epoch has been explained yet (target='pred').")
+        mean, std = display
+        return save_probe(path, self.images, targets, mean=mean, std=std)
+
+    def remember(self, metrics: Mapping[str, Any]) -> None:
+        """Keep the finite scalars Lightning computed (and synced) from this epoch's explanations."""
+        for name in self.scalar_names:
+            value = metrics.get(name)
+            if isinstance(value, Tensor) and value.numel() == 1 and torch.isfinite(value):
+                self.last_values[name] = float(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if self.images is not None:
+            state.update(probe_images=self.images, probe_targets=self.targets)
+        if self.last_values:
+            state["last_values"] = dict(self.last_values)
+        return {"version": STATE_VERSION, **state} if state else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the checkpointed probe and last values; a state it cannot read warns (or raises)."""
+        if not state_dict:
+            return
+        last_values = state_dict.get("last_values")
+        if isinstance(last_values, dict):
+            self.last_values = {
+                k: float(v) for k, v in last_values.items()
+                if k in self.scalar_names and isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
+        if "probe_images" not in state_dict:
+            return
+        try:
+            images = check_images(state_dict["probe_images"], "checkpointed probe images")
+            targets = state_dict.get("probe_targets")
+            if targets is not None:
+                targets = check_targets(targets, images.shape[0], targets.device, "checkpointed probe targets")
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            if self.on_error == "raise":
+                raise
+            warnings.warn(
+                f"IGOSCallback could not restore its probe from the checkpoint ({error_text(err)}); "
+                "it keeps the probe it was given or captures a new one, so epochs before and after the "
+                "resume may explain different images.",
+                IGOSWarning,
+                stacklevel=2,
+            )
+            return
+        self.images = cpu_copy(images)
+        self.targets = None if targets is None else cpu_copy(targets)
+        self.captured, self.capture_error = [], None
