@@ -1,12 +1,21 @@
 """Batched I-GOS and iGOS++ saliency solvers.
 
-I-GOS (Qi, Khorram and Li, AAAI 2020) finds a low-resolution keep-mask ``m``
-that minimises the target's probability when the pixels it removes are
-replaced by a baseline, with an L1 term that keeps the removed area small and
-a total-variation term that keeps it smooth. It descends along the
-*integrated gradient* of the score over the path from the baseline to the
-masked image, which avoids the adversarial masks a plain gradient finds, and
-takes per-image Armijo steps.
+I-GOS (Qi, Khorram and Li, AAAI 2020) finds a keep-mask ``m`` (1 keeps a pixel,
+0 replaces it by a baseline, by default a heavy blur of the image) that minimises
+the target's probability, with an L1 term that keeps the removed area small and a
+total-variation term that keeps it smooth. It descends along the *integrated
+gradient* of the score over the path from the baseline to the masked image,
+which avoids the adversarial masks a plain gradient finds, and takes per-image
+Armijo steps on the noise-free objective. The saliency is ``1 - upsample(m)``.
+
+Two choices differ from the reference implementation, both measured on a real
+ImageNet classifier (EfficientNet-Lite0 on photos): the score term is divided by
+the image's clean score (``normalize_score``), because the reference weights were
+set for models confident near 1 and leave every mask at all ones on models that
+are 15-80% sure; and the mask has the image's resolution by default (the
+reference used 28x28 at 224), which improves both causal AUCs. iGOS++ (Khorram
+et al., CHIL 2021) optimises a deletion and an insertion mask together, with an
+edge-aware smoothness term; their product is the result.
 
 Everything is batched: the ``ig_steps`` path points of all images are pushed
 through the model together (in pieces of at most ``max_batch_size`` images),
