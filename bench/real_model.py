@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import parse_value  # noqa: E402
 
 from lightning_igos import causal_curves, gradient_saliency, igos, integrated_gradients  # noqa: E402
+from lightning_igos.core.solver import mask_statistics  # noqa: E402
 from lightning_igos.render import overlay_grid, save_png, unnormalize  # noqa: E402
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "stereo_motorcycle")
@@ -122,13 +123,8 @@ def explain(method: str, model: CountingModel, images: Tensor, targets: Tensor, 
     """(saliency (B,1,H,W), mask stats per image or None)."""
     if method in ("igos", "igos++"):
         ex = igos(model, images, targets, method=method, **options)
-        m = ex.mask.flatten(1)
-        stats = {
-            "mask_mean": m.mean(1).tolist(),
-            "mask_min": m.amin(1).tolist(),
-            "mask_frac_below_half": (m < 0.5).float().mean(1).tolist(),
-            "masked_over_clean": (ex.masked_score / ex.clean_score.clamp_min(1e-8)).tolist(),
-        }
+        stats = {name: value.tolist() for name, value in mask_statistics(ex.mask).items()}
+        stats["masked_over_clean"] = (ex.masked_score / ex.clean_score.clamp_min(1e-8)).tolist()
         return ex.saliency, stats
     if method == "integrated-gradients":
         attribution = integrated_gradients(model, images, targets, **options)

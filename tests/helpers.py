@@ -31,3 +31,14 @@ class ForwardRecorder(nn.Module):
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         self.calls.append((x.shape[0], x.requires_grad, channels_last))
         return self.model(x)
+
+
+def offline_wandb_logger(tmp_path, monkeypatch):
+    """A real ``WandbLogger`` in offline mode, with every W&B folder under ``tmp_path`` (no network, no account)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for name, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
+                        "WANDB_CONFIG_DIR": str(tmp_path / "config"), "WANDB_CACHE_DIR": str(tmp_path / "cache"),
+                        "WANDB_DATA_DIR": str(tmp_path / "data")}.items():
+        monkeypatch.setenv(name, value)
+    return WandbLogger(project="igos-test", save_dir=str(tmp_path), offline=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import offline_wandb_logger
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -86,13 +87,7 @@ def test_class_names_label_the_overlay_grid(tmp_path: Path, loaders) -> None:
 
 def test_wandb_gets_panels_with_names_at_the_scalars_step(tmp_path: Path, loaders, monkeypatch) -> None:
     pytest.importorskip("wandb", reason="wandb is in the dev extra")
-    from pytorch_lightning.loggers import WandbLogger
-
-    for name, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
-                        "WANDB_CONFIG_DIR": str(tmp_path / "config"), "WANDB_CACHE_DIR": str(tmp_path / "cache"),
-                        "WANDB_DATA_DIR": str(tmp_path / "data")}.items():
-        monkeypatch.setenv(name, value)
-    logger = WandbLogger(project="igos-test", save_dir=str(tmp_path), offline=True)
+    logger = offline_wandb_logger(tmp_path, monkeypatch)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", IGOSWarning)  # no PNG fallback warning: W&B took the images

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import offline_wandb_logger
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -51,13 +52,7 @@ def test_tensorboard_gets_images_and_one_layout(tmp_path: Path) -> None:
 
 def test_wandb_offline_gets_images_at_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("wandb", reason="wandb is in the dev extra")
-    from pytorch_lightning.loggers import WandbLogger
-
-    for name, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
-                        "WANDB_CONFIG_DIR": str(tmp_path / "config"), "WANDB_CACHE_DIR": str(tmp_path / "cache"),
-                        "WANDB_DATA_DIR": str(tmp_path / "data")}.items():
-        monkeypatch.setenv(name, value)
-    logger = WandbLogger(project="igos-test", save_dir=str(tmp_path), offline=True)
+    logger = offline_wandb_logger(tmp_path, monkeypatch)
     try:
         sinks = image_sinks([logger])
         assert [s.kind for s in sinks] == ["log_image"]

@@ -32,7 +32,7 @@ from lightning_igos.callback.loggers import log_panels, scalar_step, write_custo
 from lightning_igos.callback.status import cost_line
 from lightning_igos.class_names import ClassNames, module_class_names
 from lightning_igos.core.causal import CausalCurves
-from lightning_igos.core.evaluation import Evaluation
+from lightning_igos.core.evaluation import STATISTICS, Evaluation
 from lightning_igos.metrics import DeletionAUC, InsertionAUC
 
 __all__ = [
@@ -43,17 +43,9 @@ __all__ = [
 # Lightning's own logger hierarchy: the first-run cost line shows (and is silenced) like Lightning's info lines.
 _log = logging.getLogger("pytorch_lightning.callbacks.igos")
 
-#: The scalars logged each explained epoch, as ``<prefix>/<name>``.
-SCALARS = (
-    "insertion_auc",
-    "deletion_auc",
-    "insertion_auc_normalized",
-    "deletion_auc_normalized",
-    "mask_mean",
-    "mask_min",
-    "mask_frac_below_half",
-    "target_prob",
-)
+#: The scalars logged each explained epoch, as ``<prefix>/<name>``: the probe means of the
+#: per-image statistics, with the clean score logged as ``target_prob``.
+SCALARS = tuple(name for name in STATISTICS if name != "clean_score") + ("target_prob",)
 #: Their names with the default prefix ``igos``.
 SCALAR_NAMES = tuple(f"igos/{name}" for name in SCALARS)
 # What a monitor sees for a scalar that has never been computed: the worst finite value of its mode.

@@ -32,7 +32,7 @@ from lightning_igos.core.baselines import make_baseline
 from lightning_igos.core.causal import CausalCurves, causal_curves
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.runtime import autocast_context, evaluation_mode, model_input_dtype, usable
-from lightning_igos.core.solver import Explanation, igos
+from lightning_igos.core.solver import Explanation, igos, mask_statistics
 from lightning_igos.core.validation import TargetsLike, check_images, check_model, check_same_device, check_targets
 
 #: Per-image statistics of :meth:`Evaluation.per_image`, in report order.
@@ -46,22 +46,6 @@ STATISTICS = (
     "mask_min",
     "mask_frac_below_half",
 )
-
-
-def mask_statistics(mask: Tensor) -> dict[str, Tensor]:
-    """Per-image minimum, mean and fraction below 0.5 of ``(B, 1, h, w)`` masks: an unmoved mask is a bug.
-
-    Example:
-        >>> stats = mask_statistics(torch.tensor([[[[0.2, 1.0], [1.0, 1.0]]]]))
-        >>> {k: round(float(v), 2) for k, v in stats.items()}
-        {'mask_mean': 0.8, 'mask_min': 0.2, 'mask_frac_below_half': 0.25}
-    """
-    m = mask.detach().float().flatten(1)
-    return {
-        "mask_mean": m.mean(1),
-        "mask_min": m.amin(1),
-        "mask_frac_below_half": (m < 0.5).float().mean(1),
-    }
 
 
 @dataclass

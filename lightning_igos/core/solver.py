@@ -105,13 +105,29 @@ class Explanation:
     history: list = field(default_factory=list, repr=False)
 
     def mask_stats(self) -> dict[str, float]:
-        """Minimum, mean and fraction below 0.5 of the mask: an unmoved mask is a bug."""
-        m = self.mask.float()
+        """Minimum, mean and fraction below 0.5 of the masks of all images: an unmoved mask is a bug."""
+        per_image = mask_statistics(self.mask)
         return {
-            "mask_min": float(m.min()),
-            "mask_mean": float(m.mean()),
-            "mask_frac_below_half": float((m < 0.5).float().mean()),
+            "mask_min": float(per_image["mask_min"].min()),
+            "mask_mean": float(per_image["mask_mean"].mean()),
+            "mask_frac_below_half": float(per_image["mask_frac_below_half"].mean()),
         }
+
+
+def mask_statistics(mask: Tensor) -> dict[str, Tensor]:
+    """Per-image minimum, mean and fraction below 0.5 of ``(B, 1, h, w)`` masks: an unmoved mask is a bug.
+
+    Example:
+        >>> stats = mask_statistics(torch.tensor([[[[0.2, 1.0], [1.0, 1.0]]]]))
+        >>> {k: round(float(v), 2) for k, v in stats.items()}
+        {'mask_mean': 0.8, 'mask_min': 0.2, 'mask_frac_below_half': 0.25}
+    """
+    m = mask.detach().float().flatten(1)
+    return {
+        "mask_mean": m.mean(1),
+        "mask_min": m.amin(1),
+        "mask_frac_below_half": (m < 0.5).float().mean(1),
+    }
 
 
 def resolve_mask_size(mask_size: None | int | tuple[int, int], height: int, width: int) -> tuple[int, int]:
