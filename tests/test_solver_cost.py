@@ -7,7 +7,7 @@ from helpers import ForwardRecorder
 from torch import nn
 
 from lightning_igos import causal_curves, igos
-from lightning_igos.core.solver import _NoiseBank
+from lightning_igos.core.solver import _PathNoise
 
 
 def constant_model() -> nn.Module:
@@ -32,7 +32,7 @@ def test_a_converged_image_costs_no_more_passes():
 def test_only_unconverged_images_keep_descending(trained_cnn, probe_data):
     model = ForwardRecorder(trained_cnn)
     images, labels = probe_data.images[:8], probe_data.labels[:8]
-    ex = igos(model, images, labels, iterations=15, ig_steps=10)
+    ex = igos(model, images, labels, iterations=15, ig_steps=10, patience=1)
     gradient_images = sum(n for n, grad, _ in model.calls if grad)
     # Each iteration integrates only the images still descending.
     assert gradient_images < 15 * 10 * len(images)
@@ -58,15 +58,26 @@ def test_line_search_starts_from_the_last_accepted_step(trained_cnn, probe_data)
     assert trials / integrated < 3.6  # 4.2 when every search starts from `initial_step`
 
 
-def test_integration_noise_has_the_requested_std_and_differs_per_chunk():
-    generator = torch.Generator().manual_seed(0)
-    bank = _NoiseBank(32, (3, 16, 16), 0.2, generator, torch.device("cpu"))
-    zeros = torch.zeros(32, 3, 16, 16)
-    first, second = bank.add_to(zeros), bank.add_to(zeros)
-    for noise in (first, second):
-        assert abs(noise.std().item() - 0.2) < 0.01 and abs(noise.mean().item()) < 0.01
-    correlation = torch.corrcoef(torch.stack([first.flatten(), second.flatten()]))[0, 1]
-    assert abs(correlation) < 0.05
+def test_integration_noise_has_the_requested_std_and_differs_per_point_and_direction():
+    images = torch.randn(2, 3, 16, 16)
+    noise = _PathNoise(images, 0.2, seed=0)
+    zeros = torch.zeros(2 * 8, 3, 16, 16)
+    rows, steps = torch.arange(2), torch.arange(8)
+    noise.start_direction(rows)
+    first = noise.add_to(zeros, rows, 0, steps).view(2, 8, -1)
+    noise.start_direction(rows)
+    second = noise.add_to(zeros, rows, 0, steps).view(2, 8, -1)
+    insertion = noise.add_to(zeros, rows, 1, steps).view(2, 8, -1)
+    for sample in (first, second, insertion):
+        assert abs(sample.std().item() - 0.2) < 0.01 and abs(sample.mean().item()) < 0.01
+    # Two points of one path, two directions of one image, the two terms, two images: uncorrelated.
+    pairs = [(first[0, 0], first[0, 1]), (first[0, 0], second[0, 0]), (first[0, 0], insertion[0, 0]),
+             (first[0, 0], first[1, 0])]
+    for a, b in pairs:
+        assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1]) < 0.15
+    # A chunk holding only some of the steps reads the same noise for them.
+    part = noise.add_to(torch.zeros(3, 3, 16, 16), rows[1:], 1, steps[2:5]).view(3, -1)
+    torch.testing.assert_close(part, insertion[1, 2:5], rtol=0, atol=0)
 
 
 def test_channels_last_models_get_channels_last_inputs(trained_cnn, probe_data):

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, fields
 from typing import Any
@@ -35,14 +36,20 @@ from lightning_igos.core.validation import (
 )
 
 METHODS = ("igos", "igos++")
+#: Largest ``seed`` (torch generators take 64-bit seeds; reports store it as a JSON integer).
+MAX_SEED = 2**63 - 1
+
+
+def _check_finite(value: object, name: str) -> None:
+    """Infinite weights and steps are rejected by every entry point alike (type errors come later)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isinf(value):
+        raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
 
 #: Fields of :class:`IGOSConfig` that are keyword arguments of :func:`~lightning_igos.igos`.
 SOLVER_FIELDS = (
     "method", "mask_size", "iterations", "ig_steps", "l1", "tv", "tv_power", "noise_std", "baseline",
     "max_batch_size", "initial_step", "tolerance", "patience", "score_fn", "autocast_dtype", "normalize_score",
 )
-#: Fields of :class:`IGOSConfig` used by the causal metrics (besides ``score_fn`` and ``max_batch_size``).
-METRIC_FIELDS = ("substrate", "metric_steps")
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,8 @@ class IGOSConfig:
         object.__setattr__(self, "mask_size", check_mask_size(self.mask_size))
         check_positive_int(self.iterations, "iterations", minimum=0)
         check_positive_int(self.ig_steps, "ig_steps")
+        for name in ("l1", "tv", "tv_power", "noise_std", "initial_step", "tolerance"):
+            _check_finite(getattr(self, name), name)
         check_non_negative(self.l1, "l1")
         check_non_negative(self.tv, "tv")
         if check_non_negative(self.tv_power, "tv_power") < 1:
@@ -132,6 +141,8 @@ class IGOSConfig:
         check_baseline(self.substrate, "substrate")
         check_positive_int(self.metric_steps, "metric_steps")
         check_positive_int(self.seed, "seed", minimum=0)
+        if self.seed > MAX_SEED:
+            raise ValueError(f"`seed` must be an integer from 0 to 2**63 - 1, got {self.seed!r}.")
 
     def replace(self, **changes: Any) -> IGOSConfig:
         """A copy with ``changes`` applied (and validated)."""

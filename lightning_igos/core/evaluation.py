@@ -71,6 +71,16 @@ class Evaluation:
     def saliency(self) -> Tensor:
         return self.explanation.saliency
 
+    @property
+    def empty(self) -> Tensor:
+        """``(B,)`` True for an empty explanation (non-finite gradient or unmoved mask)."""
+        return self.explanation.empty
+
+    @property
+    def empty_reasons(self) -> list[str]:
+        """Per image ``""`` or why its explanation is empty (``"non-finite gradient"``, ``"mask never moved"``)."""
+        return self.explanation.empty_reasons
+
     def per_image(self) -> dict[str, Tensor]:
         """``(B,)`` tensors by name (:data:`STATISTICS`): clean score, AUCs (raw and normalised), mask stats."""
         c = self.curves
@@ -86,9 +96,9 @@ class Evaluation:
     def cpu(self) -> Evaluation:
         """A detached copy on the CPU (what the callback gathers and renders)."""
         ex = self.explanation
-        moved = {f.name: _cpu(getattr(ex, f.name)) for f in fields(ex) if f.name != "history"}
+        moved = {f.name: _cpu(getattr(ex, f.name)) for f in fields(ex)}
         return Evaluation(
-            explanation=Explanation(**moved, history=[_cpu(h) for h in ex.history]),
+            explanation=Explanation(**moved),
             curves=CausalCurves(**{f.name: _cpu(getattr(self.curves, f.name)) for f in fields(self.curves)}),
             targets=_cpu(self.targets),
             predictions=_cpu(self.predictions),
@@ -130,8 +140,9 @@ def evaluate(
         targets: the class to explain per image (int, sequence or tensor ``(B,)``), or
             ``"pred"`` for the class the model predicts on each image.
         config: solver and metric options; None uses the defaults.
-        generator: source of the integration noise; None makes one on the images' device
-            seeded with ``config.seed``, so every call with the same inputs is the same.
+        generator: source of the integration noise's seed; None makes a CPU generator
+            seeded with ``config.seed``, so every call with the same inputs is the same, on
+            any device, and each image's numbers do not depend on the other images.
         on_stage: called with ``"explaining"`` before the solver and ``"scoring"`` before
             the metrics (e.g. to drive a progress line).
 
@@ -153,8 +164,7 @@ def evaluate(
     else:
         targets_t = check_targets(targets, images.shape[0], device)
     if generator is None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
     # One baseline image for the solver and (when they are the same kind) the metrics' substrate.
     baseline, substrate = config.baseline, config.substrate
     if isinstance(baseline, str):

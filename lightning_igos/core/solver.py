@@ -28,8 +28,8 @@ has the curve of quality against passes the defaults were chosen from).
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -64,6 +64,11 @@ STEP_GROWTH = 2.0
 REFERENCE_CELLS = 28 * 28
 # Floor of the clean score the relative objective divides by.
 MIN_SCORE = 1e-3
+# A mask none of whose cells moved this far from 1 is an empty explanation.
+MIN_MASK_MOVE = 1e-3
+#: Reasons of :attr:`Explanation.empty_reasons`.
+NONFINITE_GRADIENT = "non-finite gradient"
+UNMOVED_MASK = "mask never moved"
 
 
 @dataclass
@@ -83,6 +88,11 @@ class Explanation:
         converged: ``(B,)`` True for images whose descent stopped before ``iterations``
             ran out (see ``patience``).
         deletion_mask, insertion_mask: the two masks of iGOS++ (None for I-GOS).
+        empty: ``(B,)`` True for an *empty explanation*: an image whose integrated gradient
+            was NaN or infinite at some iteration, or whose mask never moved (no cell
+            changed by ``MIN_MASK_MOVE`` = 0.001 or more). Its saliency ranks nothing and
+            its AUCs say nothing about the model; reports name it and the check fails on it.
+        empty_reasons: per image ``""``, ``"non-finite gradient"`` or ``"mask never moved"``.
 
     Example:
         >>> from torch import nn
@@ -102,7 +112,8 @@ class Explanation:
     converged: Tensor
     deletion_mask: Tensor | None = None
     insertion_mask: Tensor | None = None
-    history: list = field(default_factory=list, repr=False)
+    empty: Tensor | None = None
+    empty_reasons: list[str] = field(default_factory=list)
 
     def mask_stats(self) -> dict[str, float]:
         """Minimum, mean and fraction below 0.5 of the masks of all images: an unmoved mask is a bug."""
@@ -183,31 +194,74 @@ def _bilateral_weights(images: Tensor, size: tuple[int, int], sigma: float) -> t
     return torch.exp(-dv / (2 * sigma**2)), torch.exp(-dh / (2 * sigma**2))
 
 
-class _NoiseBank:
-    """Gaussian noise for the integration path, drawn once per solve.
+# Integer mixing for the noise offsets: products of two values below 2**31 stay inside int64.
+_HASH_PRIME = 2_147_483_647
+_HASH_MULTIPLIERS = (1_103_515_245, 1_664_525_731, 2_024_337_881)
 
-    Drawing fresh normal variates for every path point costs as much as a few
-    percent of a small model's passes. Instead one bank of i.i.d. normals, one
-    image larger than the largest chunk, is drawn from the caller's generator,
-    and each chunk reads a window of it at a random offset. Windows at different
-    offsets pair every element with a different variate, so the noise of two
-    chunks is uncorrelated; the offsets come from a Python RNG seeded from the
-    generator once, so the solve is still a function of the generator's state and
-    the loop never waits for the device.
+
+def image_keys(images: Tensor, seed: int) -> list[int]:
+    """One 63-bit key per image from ``seed`` and the image's values (its float32 bytes).
+
+    Two images with the same values get the same key whatever batch, position or device
+    they come in, so the noise drawn from the key belongs to the image, not to the call.
+
+    Example:
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> image_keys(x, 0)[1] == image_keys(x[1:], 0)[0], image_keys(x, 0) == image_keys(x, 1)
+        (True, False)
+    """
+    host = images.detach().float().cpu().contiguous()
+    keys = []
+    for image in host:
+        digest = hashlib.blake2b(image.numpy().tobytes(), digest_size=8, key=seed.to_bytes(8, "little"))
+        digest.update(repr(tuple(image.shape)).encode())
+        keys.append(int.from_bytes(digest.digest(), "little") >> 1)
+    return keys
+
+
+class _PathNoise:
+    """Gaussian noise for the integration path that is a function of each image and the seed only.
+
+    Each image owns a bank of ``2 * C*H*W`` i.i.d. normals, drawn on the CPU from a
+    generator seeded with the image's key (:func:`image_keys`), so the bank is the same
+    on every device and in every batch. A path point reads a window of ``C*H*W``
+    values at an offset that is an integer hash of the image's key, how many descent
+    directions the image has had, the score term and the integration step: windows at
+    different offsets pair every element with a different variate, so the points'
+    noise is uncorrelated. The offsets are computed on the device (no host sync), and
+    reading the windows is one gather per chunk: no fresh random numbers per pass.
     """
 
-    def __init__(self, points: int, image_shape: tuple[int, ...], std: float, generator: torch.Generator,
-                 device: torch.device) -> None:
-        per_image = math.prod(image_shape)
-        bank = torch.randn((points + 1) * per_image, generator=generator, device=generator.device)
-        self.bank = (std * bank).to(device)
-        seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
-        self.offsets = random.Random(int(seed))
+    def __init__(self, images: Tensor, std: float, seed: int) -> None:
+        batch = images.shape[0]
+        self.per_image = math.prod(images.shape[1:])
+        keys = image_keys(images, seed)
+        banks = torch.empty(batch, 2 * self.per_image)
+        for row, key in zip(banks, keys):
+            torch.randn(row.shape, generator=torch.Generator().manual_seed(key), out=row)
+        self.banks = (std * banks).to(images.device)
+        self.windows = self.banks.as_strided(
+            (batch, self.per_image + 1, self.per_image), (2 * self.per_image, 1, 1)
+        )
+        self.keys = torch.tensor([key % _HASH_PRIME for key in keys], device=images.device)
+        self.calls = torch.zeros(batch, dtype=torch.long, device=images.device)
 
-    def add_to(self, inputs: Tensor) -> Tensor:
-        count = inputs.numel()
-        start = self.offsets.randrange(self.bank.numel() - count + 1)
-        return inputs + self.bank[start:start + count].view(inputs.shape).to(inputs.dtype)
+    def start_direction(self, index: Tensor) -> None:
+        """The images ``index`` start a new descent direction: their next points get new offsets."""
+        self.calls[index] += 1
+
+    def offsets(self, rows: Tensor, term: int, steps: Tensor) -> Tensor:
+        """``(len(rows), len(steps))`` window offsets of images ``rows`` at integration ``steps``."""
+        a, b, c = _HASH_MULTIPLIERS
+        h = (self.keys[rows] * a + self.calls[rows] * b + term) % _HASH_PRIME
+        h = (h.unsqueeze(1) * c + steps.unsqueeze(0) + 1) % _HASH_PRIME
+        h = (h * a + 12_345) % _HASH_PRIME
+        return h % (self.per_image + 1)
+
+    def add_to(self, inputs: Tensor, rows: Tensor, term: int, steps: Tensor) -> Tensor:
+        """``inputs`` (``len(rows) * len(steps)`` path points, image-major) plus their noise."""
+        noise = self.windows[rows.unsqueeze(1), self.offsets(rows, term, steps)]
+        return inputs + noise.view(inputs.shape).to(inputs.dtype)
 
 
 class _Problem:
@@ -228,7 +282,7 @@ class _Problem:
         tv_power: float,
         noise_std: float,
         max_batch_size: int,
-        generator: torch.Generator,
+        seed: int,
         score_fn: ScoreFn | None,
         input_dtype: torch.dtype,
     ) -> None:
@@ -243,11 +297,9 @@ class _Problem:
         # the cell count to keep the same smoothness prior at every resolution.
         self.l1, self.tv, self.tv_power = l1, tv * mask_size[0] * mask_size[1] / REFERENCE_CELLS, tv_power
         self.cap = max_batch_size
-        self.noise = None
-        if noise_std > 0:
-            pieces = _path_chunks(images.shape[0], ig_steps, self.cap)
-            points = max((last - first) * (k1 - k0) for first, last, k0, k1 in pieces)
-            self.noise = _NoiseBank(points, tuple(images.shape[1:]), noise_std, generator, images.device)
+        self.noise = _PathNoise(images, noise_std, seed) if noise_std > 0 else None
+        # Images whose integrated gradient was ever NaN or infinite: their explanation is empty.
+        self.nonfinite = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
         self.score_fn = score_fn
         self.input_dtype = input_dtype
         self.memory_format = model_memory_format(model)
@@ -262,6 +314,12 @@ class _Problem:
         self.score_weight = torch.ones(images.shape[0], device=images.device)
 
     def scores(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        if inputs.shape[0] == 1 and self.cap >= 2 and not torch.is_grad_enabled():
+            # Some backends compute a batch of one with other kernels than larger batches
+            # (rounding differs by ~1e-7 on the CPU), and a ReLU network can amplify that;
+            # a forward-only trial of one image runs as two, so an image's line search
+            # does not depend on how many other images are still searching.
+            return self.scores(inputs.expand(2, *inputs.shape[1:]), targets.expand(2))[:1]
         self.images_pushed += inputs.shape[0]
         logits = self.model(inputs.to(self.input_dtype, memory_format=self.memory_format))
         return target_scores(logits, targets, self.score_fn)
@@ -299,31 +357,44 @@ class _Problem:
 
     def descent_direction(self, masks: list[Tensor], index: Tensor) -> list[Tensor]:
         """Integrated gradient of the score terms plus the regulariser's gradient, for images ``index``."""
-        leaves = [m.detach().requires_grad_(True) for m in masks]
-        grads = [torch.zeros_like(m) for m in masks]
+        masks = [m.detach() for m in masks]
+        keep = _keep(masks)
+        keep_grad = torch.zeros_like(keep)
         steps = self.ig_steps
-        for sign, compose in self.terms:
+        if self.noise is not None:
+            self.noise.start_direction(index)
+        for term, (sign, compose) in enumerate(self.terms):
             for first, last, k0, k1 in _path_chunks(index.shape[0], steps, self.cap):
                 rows = index[first:last]
-                keep = _keep([leaf[first:last] for leaf in leaves])
                 n_img, n_step = last - first, k1 - k0
-                # Expanding (not indexing) the upsampled masks keeps the backward a plain
-                # sum, which is deterministic on every device.
-                up = self.upsample(keep).unsqueeze(1).expand(n_img, n_step, 1, *self.size)
+                # One leaf per path point: each point's gradient comes back on its own and is
+                # added below in step order, so an image's direction is the same sum in the
+                # same order however its path is split over passes.
+                points = keep[first:last].unsqueeze(1).expand(n_img, n_step, *keep.shape[1:]).clone()
+                points.requires_grad_(True)
+                up = self.upsample(points.flatten(0, 1)).view(n_img, n_step, 1, *self.size)
                 alpha = torch.arange(k0 + 1, k1 + 1, device=up.device, dtype=up.dtype).view(1, -1, 1, 1, 1) / steps
                 x = self.images[rows].unsqueeze(1)
                 b = self.baselines[rows].unsqueeze(1)
                 inputs = compose(x, b, alpha * up).flatten(0, 1)
                 if self.noise is not None:
-                    inputs = self.noise.add_to(inputs)
+                    inputs = self.noise.add_to(inputs, rows, term, torch.arange(k0, k1, device=up.device))
                 s = self.scores(inputs, self.targets[rows].repeat_interleave(n_step))
                 s = s * self.score_weight[rows].repeat_interleave(n_step)
-                for g, part in zip(grads, torch.autograd.grad(sign * s.sum() / steps, leaves)):
-                    g += part
+                (per_point,) = torch.autograd.grad(sign * s.sum() / steps, points)
+                for k in range(n_step):
+                    keep_grad[first:last] += per_point[:, k]
+        # The chain rule from the keep-mask to the masks (iGOS++ keeps their product).
+        grads = [keep_grad] if len(masks) == 1 else [keep_grad * masks[1], keep_grad * masks[0]]
+        leaves = [m.requires_grad_(True) for m in masks]
         reg = self.regulariser(leaves, index).sum()
         for g, part in zip(grads, torch.autograd.grad(reg, leaves)):
             g += part
-        return grads
+        # A NaN or infinite direction must not move the mask (nor pass as a converged one):
+        # the image is marked and its direction zeroed, so its mask stays where it was.
+        bad = torch.stack([~torch.isfinite(g).flatten(1).all(1) for g in grads]).any(0)
+        self.nonfinite[index] |= bad
+        return [torch.where(bad.view(-1, 1, 1, 1), torch.zeros_like(g), g) for g in grads]
 
 
 def _path_chunks(batch: int, steps: int, cap: int) -> list[tuple[int, int, int, int]]:
@@ -449,9 +520,11 @@ def igos(
             :mod:`lightning_igos.core.baselines`).
         max_batch_size: images per forward pass (bounds memory); None picks a default
             per device.
-        generator: source of the integration noise; the global RNG is never used. The
-            same generator state and inputs give the same masks. None uses a fresh
-            generator seeded with 0.
+        generator: source of the integration noise's seed (one number is drawn from it);
+            the global RNG is never used. None uses a CPU generator seeded with 0. Each
+            image's noise is a function of that seed and of the image's own values, so an
+            image gets the same mask whatever ``max_batch_size``, whatever other images
+            share the call and in whatever order (on the CPU in float32, to 1e-5).
         initial_step: the first line-search trial moves the mask cell with the largest
             gradient by this much; later searches start from the image's last accepted
             step (doubled if it was accepted at once).
@@ -498,8 +571,9 @@ def igos(
     device = images.device
     size = resolve_mask_size(mask_size, height, width)
     if generator is None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(0)
+        generator = torch.Generator().manual_seed(0)
+    # One draw: the noise is then a function of this seed and each image (see _PathNoise).
+    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
 
     with evaluation_mode(model), gradient_context(device, autocast_dtype):
         x = usable(images).float()
@@ -511,7 +585,7 @@ def igos(
         problem = _Problem(
             model, x, b, targets_t, bilateral=method == "igos++", mask_size=size, ig_steps=ig_steps,
             l1=l1, tv=tv, tv_power=tv_power, noise_std=noise_std, max_batch_size=cap,
-            generator=generator, score_fn=score_fn, input_dtype=input_dtype,
+            seed=seed, score_fn=score_fn, input_dtype=input_dtype,
         )
         masks = [torch.ones(batch, 1, *size, device=device) for _ in problem.terms]
         with torch.no_grad():
@@ -523,7 +597,6 @@ def igos(
                 current = current * problem.score_weight
         state = _Search(masks, current, score, first_trial=torch.full_like(current, float(initial_step)),
                         failures=torch.zeros(batch, dtype=torch.long, device=device))
-        history = [current.clone()]
         for _ in range(iterations):
             index = state.active(patience).nonzero().squeeze(1)
             if index.numel() == 0:
@@ -531,11 +604,11 @@ def igos(
             grads = problem.descent_direction([m[index] for m in state.masks], index)
             with torch.no_grad():
                 _line_search(problem, state, index, grads, initial_step=initial_step, tolerance=tolerance)
-            history.append(state.objective.clone())
 
     masks = state.masks
     keep = _keep(masks)
     saliency = 1 - _upsample(keep, (height, width))
+    unmoved = (1 - keep.detach().flatten(1).amin(1)) < MIN_MASK_MOVE
     return Explanation(
         mask=keep,
         saliency=saliency,
@@ -547,6 +620,10 @@ def igos(
         converged=~state.active(patience),
         deletion_mask=masks[0] if len(masks) == 2 else None,
         insertion_mask=masks[1] if len(masks) == 2 else None,
-        history=history,
+        empty=problem.nonfinite | unmoved,
+        empty_reasons=[
+            NONFINITE_GRADIENT if bad else UNMOVED_MASK if still else ""
+            for bad, still in zip(problem.nonfinite.tolist(), unmoved.tolist())
+        ],
     )
 
