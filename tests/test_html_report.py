@@ -135,3 +135,30 @@ def test_report_in_a_headless_browser(tmp_path: Path) -> None:
     pixels = Image.open(shot).convert("RGB")
     assert pixels.size == (1000, 900)
     assert len(set(pixels.resize((50, 45)).getdata())) > 20  # rendered content, not a blank page
+
+
+def _with_empty(allow: bool) -> dict:
+    report = _report(passed=allow)
+    report["thresholds"][1]["passed"] = True
+    for row in report["images"]:
+        row["empty"], row["empty_reason"] = False, None
+    report["images"][1].update(empty=True, empty_reason="mask never moved")
+    report["num_empty"], report["empty_by_reason"] = 1, {"mask never moved": 1}
+    report["settings"]["allow_empty"] = allow
+    return report
+
+
+def test_empty_explanations_are_named_in_the_page_and_the_summary() -> None:
+    panels, grid = _panels()
+    failing, allowed = _with_empty(allow=False), _with_empty(allow=True)
+    page = render_html(failing, panels, grid)
+    assert 'class="verdict fail">FAIL: 1 of 3 explanations is empty (mask never moved: 1)<' in page
+    assert '<tr class="fail empty"><td class="num">1</td>' in page and page.count(">ok<") == 2
+    assert "EMPTY (mask never moved)" in page
+    text = render_markdown(failing)
+    assert text.splitlines()[0] == ("## lightning-igos check: :x: FAIL: 1 of 3 explanations is empty "
+                                    "(mask never moved: 1)")
+    assert "| **EMPTY (mask never moved)** |" in text
+    assert render_markdown(allowed).splitlines()[0] == (
+        "## lightning-igos check: PASS; 1 of 3 explanations is empty (mask never moved: 1), allowed by --allow-empty")
+    assert 'class="verdict pass">' in render_html(allowed, panels, grid)

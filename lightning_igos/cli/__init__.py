@@ -1,7 +1,10 @@
 """The ``lightning-igos`` command line (``lightning_igos.cli:main``).
 
 * :mod:`~lightning_igos.cli.commands`: argument parsing, the entry point and exit statuses;
+* :mod:`~lightning_igos.cli.check`: :func:`run_check`, the check from typed :class:`CheckSettings`;
 * :mod:`~lightning_igos.cli.report`: the printed table, the JSON report and the progress line;
+* :mod:`~lightning_igos.cli.html_report`: the HTML report and the Markdown step summary;
+* :mod:`~lightning_igos.cli.outputs`: output paths checked against the inputs, files written atomically;
 * :mod:`~lightning_igos.cli.model_loading`: importing ``--model`` and reading ``--checkpoint`` safely;
 * :mod:`~lightning_igos.cli.errors`: :class:`InputError`, a problem the user can fix (exit 2).
 """

@@ -29,22 +29,15 @@ from torch import Tensor, nn
 
 from lightning_igos.class_names import ClassNames, module_class_names, read_class_names
 from lightning_igos.cli.errors import InputError
-from lightning_igos.cli.html_report import append_step_summary, check_html_path, write_html
+from lightning_igos.cli.html_report import append_step_summary, write_html
 from lightning_igos.cli.model_loading import check_input_file, import_model_class, load_model
-from lightning_igos.cli.report import (
-    ProgressLine,
-    build_report,
-    check_images_folder,
-    check_panels,
-    check_report_path,
-    write_images,
-    write_report,
-)
+from lightning_igos.cli.outputs import check_outputs
+from lightning_igos.cli.report import ProgressLine, build_report, check_panels, write_images, write_report
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import Evaluation, evaluate
 from lightning_igos.core.runtime import default_max_batch_size, evaluation_mode, model_input_dtype
 from lightning_igos.core.validation import check_mask_size
-from lightning_igos.probe import Probe, load_probe
+from lightning_igos.probe import MAX_PROBE_ELEMENTS, Probe, load_probe
 
 __all__ = ["CheckResult", "CheckSettings", "check_thresholds", "resolve_device", "run_check"]
 
@@ -65,6 +58,10 @@ class CheckSettings:
         class_names: a class names file (one name per line, or a JSON list or object).
         verbose: show library logs.
         config: the solver and metric options.
+        allow_empty: pass although some explanations are empty (a non-finite gradient or a
+            mask that never moved); by default one empty explanation fails the check.
+        max_probe_elements: the most image elements (``B * C * H * W``) the probe may hold
+            (default :data:`~lightning_igos.probe.MAX_PROBE_ELEMENTS`); a larger one is an input error.
     """
 
     model: str
@@ -80,6 +77,8 @@ class CheckSettings:
     config: IGOSConfig = field(default_factory=IGOSConfig)
     html: Path | None = None
     class_names: Path | None = None
+    allow_empty: bool = False
+    max_probe_elements: int = MAX_PROBE_ELEMENTS
 
     def __post_init__(self) -> None:
         for name in ("checkpoint", "probe", "report", "images", "html", "class_names"):
@@ -88,6 +87,11 @@ class CheckSettings:
                 object.__setattr__(self, name, Path(value))
         if not isinstance(self.config, IGOSConfig):
             raise TypeError(f"`config` must be an IGOSConfig, got {type(self.config).__name__}.")
+        if not isinstance(self.allow_empty, bool):
+            raise TypeError(f"`allow_empty` must be True or False, got {self.allow_empty!r}.")
+        limit = self.max_probe_elements
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise ValueError(f"`max_probe_elements` must be a positive integer, got {limit!r}.")
 
 
 @dataclass
@@ -108,24 +112,25 @@ def run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Check
 
     Problems the user can fix raise :class:`~lightning_igos.cli.errors.InputError` before the
     expensive work; ``progress`` (default: stderr when it is a terminal) gets a progress line.
+    The output paths are checked first, before any file is read, and nothing is created until
+    the results are written (:func:`~lightning_igos.cli.outputs.check_outputs`): an output that
+    is an input or another output, or one that cannot be written, is an input error.
     """
     started = time.perf_counter()
     check_thresholds(settings)
+    check_outputs(
+        {"--checkpoint": settings.checkpoint, "--probe": settings.probe, "--class-names": settings.class_names},
+        {"--report": settings.report, "--html": settings.html},
+        settings.images,
+    )
     device = resolve_device(settings.device)
     check_input_file(settings.checkpoint, "checkpoint")
-    probe = _load_probe_file(settings.probe)
+    probe = _load_probe_file(settings.probe, settings.max_probe_elements)
     height, width = probe.images.shape[-2:]
     try:
         check_mask_size(settings.config.mask_size, image_size=(height, width))
     except (TypeError, ValueError) as err:
         raise InputError(str(err).replace("`", "")) from err
-    # The outputs are checked before the expensive work, so a bad path never loses the verdict.
-    if settings.report is not None:
-        check_report_path(settings.report)
-    if settings.images is not None:
-        check_images_folder(settings.images)
-    if settings.html is not None:
-        check_html_path(settings.html)
     names = _read_class_names(settings.class_names)
     model_class = import_model_class(settings.model)
     with _library_logs(settings.verbose):
@@ -146,11 +151,15 @@ def run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Check
         write_images(settings.images, probe, evaluation, *display, rendered=rendered)
     if settings.html is not None:
         panels, grid = rendered
-        captions = [f"#{row['index']} class {row['target']}" + (f" ({row['target_name']})" if "target_name" in row
-                                                               else "") for row in report["images"]]
-        write_html(settings.html, report, list(zip(captions, panels)), grid)
+        write_html(settings.html, report, list(zip(map(_caption, report["images"]), panels)), grid)
     _append_step_summary(report)
     return CheckResult(report=report, evaluation=evaluation, probe=probe)
+
+
+def _caption(row: dict[str, Any]) -> str:
+    """The HTML caption of an image's panel: ``#2 class 3 (cat)``, marked when its explanation is empty."""
+    caption = f"#{row['index']} class {row['target']}" + (f" ({row['target_name']})" if "target_name" in row else "")
+    return caption + (f": EMPTY explanation ({row['empty_reason']})" if row.get("empty") else "")
 
 
 def _read_class_names(path: Path | None) -> ClassNames | None:
@@ -244,10 +253,11 @@ def _display_stats(probe: Probe, model: nn.Module) -> tuple[Any, Any]:
             from err
 
 
-def _load_probe_file(path: Path) -> Probe:
+def _load_probe_file(path: Path, max_elements: int) -> Probe:
+    """``--probe``, read within the cap (``--max-probe-elements``); any problem with it is an input error."""
     try:
-        return load_probe(path)
-    except (OSError, ValueError) as err:
+        return load_probe(path, max_elements=max_elements)
+    except (OSError, TypeError, ValueError) as err:
         raise InputError(str(err)) from err
 
 

@@ -6,8 +6,8 @@ does the work with typed :class:`~lightning_igos.cli.check.CheckSettings`.
 batch with I-GOS, scores each explanation with the causal insertion and deletion
 AUCs, prints a table, optionally writes a JSON report and PNG panels, and exits
 
-* 0 when every threshold holds (or none was given),
-* 1 when a threshold fails,
+* 0 when every threshold holds (or none was given) and no explanation is empty (or ``--allow-empty``),
+* 1 when a threshold fails or an explanation is empty,
 * 2 for a usage or input error (one line on stderr, no traceback unless ``--verbose``),
 * 3 for an unexpected failure (a bug or the environment, e.g. out of memory).
 
@@ -36,6 +36,7 @@ from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.report import PROG, format_table
 from lightning_igos.core.baselines import BASELINE_KINDS
 from lightning_igos.core.config import DEFAULTS, METHODS, IGOSConfig
+from lightning_igos.probe import MAX_PROBE_ELEMENTS
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -91,6 +92,17 @@ def _count(value: str) -> int:
     return int(value)
 
 
+#: Seeds are 64-bit signed integers (torch generators, the JSON report): 0 <= seed < 2**63.
+SEED_LIMIT = 2**63
+
+
+def _seed(value: str) -> int:
+    """A seed: a decimal integer from 0 to 2**63 - 1."""
+    if not re.fullmatch(r"[0-9]+", value.strip()) or int(value) >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**63 - 1 ({SEED_LIMIT - 1}), got {value!r}")
+    return int(value)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``lightning-igos`` (subcommands ``check`` and ``demo``)."""
     parser = argparse.ArgumentParser(
@@ -111,7 +123,7 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
         description=(
             "Explain the probe images with I-GOS, score the explanations with the causal insertion "
             "and deletion AUCs and compare the means with thresholds. Exit status: 0 pass, "
-            "1 a threshold failed, 2 usage or input error, 3 unexpected failure."
+            "1 a threshold failed or an explanation is empty, 2 usage or input error, 3 unexpected failure."
         ),
     )
     inputs = check.add_argument_group("inputs")
@@ -128,6 +140,9 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
                              "list or {index: name} object (default: the model's class_names/classes attribute)")
     inputs.add_argument("--device", type=_device_name, default="auto",
                         help="auto (cuda when available), cpu, cuda or cuda:N (default: auto)")
+    inputs.add_argument("--max-probe-elements", type=_positive_int, default=MAX_PROBE_ELEMENTS, metavar="N",
+                        help="the most image elements (B*C*H*W) the probe may hold; a larger probe is an input error "
+                             "(default: %(default)s, 64 images of 3x512x512)")
 
     gate = check.add_argument_group("thresholds")
     gate.add_argument("--min-insertion", type=_number, metavar="X",
@@ -136,6 +151,9 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
                       help="fail unless the mean deletion AUC is <= Y (lower is better)")
     gate.add_argument("--normalized", action="store_true",
                       help="compare the thresholds with the AUCs divided by each image's clean probability")
+    gate.add_argument("--allow-empty", action="store_true",
+                      help="pass although some explanations are empty (a non-finite gradient, or a mask that never "
+                           "moved); by default one empty explanation fails the check")
 
     outputs = check.add_argument_group("outputs")
     outputs.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report here")
@@ -181,8 +199,8 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
                         help="points on each insertion/deletion curve minus one (default: %(default)s)")
     solver.add_argument("--max-batch-size", type=_positive_int, default=d.max_batch_size,
                         help="images per forward pass (default: 32 on CPU, 64 on CUDA)")
-    solver.add_argument("--seed", type=_count, default=d.seed,
-                        help="seed of the integration noise (default: %(default)s)")
+    solver.add_argument("--seed", type=_seed, default=d.seed,
+                        help="seed of the integration noise, 0 to 2**63 - 1 (default: %(default)s)")
 
 
 #: The IGOSConfig fields set on the command line (the parser's dest names).
@@ -204,7 +222,8 @@ def settings_from_args(args: argparse.Namespace) -> CheckSettings:
         model=args.model, checkpoint=args.checkpoint, probe=args.probe, device=args.device,
         min_insertion=args.min_insertion, max_deletion=args.max_deletion, normalized=args.normalized,
         report=args.report, images=args.images, verbose=args.verbose, config=config,
-        html=args.html, class_names=args.class_names,
+        html=args.html, class_names=args.class_names, allow_empty=args.allow_empty,
+        max_probe_elements=args.max_probe_elements,
     )
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.functional import to_pil_image
 
-__all__ = ["append_step_summary", "png_base64", "render_html", "render_markdown", "verdict_text"]
+__all__ = ["append_step_summary", "empty_text", "png_base64", "render_html", "render_markdown", "verdict_text"]
 
 SUMMARY_VARIABLE = "GITHUB_STEP_SUMMARY"
 
@@ -78,18 +78,52 @@ def png_base64(image: Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def empty_text(report: Mapping[str, Any]) -> str:
+    """``"3 of 8 explanations are empty (mask never moved: 3)"``, or ``""`` when none is.
+
+    Example:
+        >>> empty_text({"images": [{"empty": True, "empty_reason": "mask never moved"}, {"empty": False}]})
+        '1 of 2 explanations is empty (mask never moved: 1)'
+    """
+    rows = report.get("images") or []
+    reasons: dict[str, int] = {}
+    for row in rows:
+        if row.get("empty"):
+            reason = str(row.get("empty_reason") or "empty explanation")
+            reasons[reason] = reasons.get(reason, 0) + 1
+    count = sum(reasons.values())
+    if not count:
+        return ""
+    listed = ", ".join(f"{reason}: {n}" for reason, n in sorted(reasons.items(), key=lambda item: (-item[1], item[0])))
+    verb = "is" if count == 1 else "are"
+    return f"{count} of {len(rows)} explanations {verb} empty ({listed})"
+
+
 def verdict_text(report: Mapping[str, Any]) -> str:
-    """``PASS``, ``FAIL: 1 of 2 thresholds failed`` or ``PASS (no thresholds given)``.
+    """``PASS``, ``FAIL: 1 of 2 thresholds failed``, ``PASS (no thresholds given)``, ``FAIL: 3 of 8 explanations ...``.
+
+    Empty explanations fail the verdict unless the report's settings say ``allow_empty``.
 
     Example:
         >>> verdict_text({"passed": False, "thresholds": [{"passed": False}, {"passed": True}]})
         'FAIL: 1 of 2 thresholds failed'
+        >>> verdict_text({"passed": False, "thresholds": [], "images": [{"empty": True,
+        ...               "empty_reason": "non-finite gradient"}]})
+        'FAIL: 1 of 1 explanations is empty (non-finite gradient: 1)'
     """
     thresholds = report.get("thresholds") or []
+    empty = empty_text(report)
+    allowed = bool((report.get("settings") or {}).get("allow_empty", False))
     if report.get("passed", True):
-        return "PASS" if thresholds else "PASS (no thresholds given)"
+        verdict = "PASS" if thresholds else "PASS (no thresholds given)"
+        return f"{verdict}; {empty}, allowed by --allow-empty" if empty and allowed else verdict
+    failures = []
     failed = sum(1 for t in thresholds if not t.get("passed"))
-    return f"FAIL: {failed} of {len(thresholds)} thresholds failed"
+    if failed:
+        failures.append(f"{failed} of {len(thresholds)} thresholds failed")
+    if empty and not allowed:
+        failures.append(empty)
+    return "FAIL: " + ("; ".join(failures) or "see the report")
 
 
 def _threshold_label(t: Mapping[str, Any]) -> str:
@@ -166,6 +200,11 @@ def render_html(
     if summary:
         parts.append(f"<p>{e(', '.join(summary))}</p>")
     parts.append(f'<p id="verdict" class="verdict {"pass" if passed else "fail"}">{e(verdict)}</p>')
+    empty = empty_text(report)
+    if empty:
+        allowed = bool(settings.get("allow_empty", False))
+        parts.append(f'<p id="empty">{e(empty)}: their heatmaps rank nothing and their AUCs say nothing about the '
+                     f'model{" (allowed by --allow-empty)" if allowed else ""}.</p>')
 
     # Thresholds.
     parts.append('<h2>Thresholds</h2>')
@@ -186,19 +225,24 @@ def render_html(
 
     # Per-image table.
     columns = _columns(report)
+    flagged = _has_empty_column(report)
     parts.append("<h2>Probe images</h2>")
     parts.append('<table id="images"><tr><th>image</th><th>target</th>'
-                 + "".join(f"<th>{e(header)}</th>" for _, header, _ in columns) + "</tr>")
+                 + "".join(f"<th>{e(header)}</th>" for _, header, _ in columns)
+                 + ("<th>explanation</th>" if flagged else "") + "</tr>")
     for row in report.get("images") or []:
         cells = "".join(f'<td class="num">{e(_number(row.get(key), fmt))}</td>' for key, _, fmt in columns)
-        parts.append(f'<tr><td class="num">{e(str(row.get("index", "")))}</td><td>{e(_target_label(row))}</td>'
-                     f"{cells}</tr>")
+        if flagged:
+            cells += f"<td>{e(_explanation_label(row))}</td>"
+        row_class = ' class="fail empty"' if row.get("empty") else ""
+        parts.append(f'<tr{row_class}><td class="num">{e(str(row.get("index", "")))}</td>'
+                     f"<td>{e(_target_label(row))}</td>{cells}</tr>")
     mean, normalized = report.get("mean") or {}, report.get("normalized_mean") or {}
     if mean or normalized:
         cells = "".join(
             f'<td class="num">{e(_number(_mean_value(key, mean, normalized), fmt))}</td>' for key, _, fmt in columns
         )
-        parts.append(f'<tr class="mean"><td>mean</td><td></td>{cells}</tr>')
+        parts.append(f'<tr class="mean"><td>mean</td><td></td>{cells}{"<td></td>" if flagged else ""}</tr>')
     parts.append("</table>")
     parts.append("<p>Insertion AUC: higher is better. Deletion AUC: lower is better. "
                  "(norm.): each curve divided by the image's clean probability.</p>")
@@ -228,6 +272,15 @@ def render_html(
     parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _has_empty_column(report: Mapping[str, Any]) -> bool:
+    return any("empty" in row for row in report.get("images") or [])
+
+
+def _explanation_label(row: Mapping[str, Any]) -> str:
+    """``EMPTY (mask never moved)`` for an empty explanation, else ``ok``."""
+    return f"EMPTY ({row.get('empty_reason') or 'empty explanation'})" if row.get("empty") else "ok"
 
 
 def _mean_value(key: str, mean: Mapping[str, Any], normalized: Mapping[str, Any]) -> Any:
@@ -276,18 +329,27 @@ def render_markdown(report: Mapping[str, Any], title: str = "lightning-igos chec
         lines.append("")
     else:
         lines += ["No thresholds given.", ""]
+    empty = empty_text(report)
+    if empty:
+        allowed = bool(settings.get("allow_empty", False))
+        lines += [f"{'' if allowed else ':x: '}{_md(empty)}{' (allowed by --allow-empty)' if allowed else ''}.", ""]
     columns = _columns(report)
+    flagged = _has_empty_column(report)
     rows = report.get("images") or []
     if rows:
-        lines.append("| image | target | " + " | ".join(header for _, header, _ in columns) + " |")
-        lines.append("| ---: | --- | " + " | ".join("---:" for _ in columns) + " |")
+        lines.append("| image | target | " + " | ".join(header for _, header, _ in columns)
+                     + (" | explanation" if flagged else "") + " |")
+        lines.append("| ---: | --- | " + " | ".join("---:" for _ in columns) + (" | ---" if flagged else "") + " |")
         for row in rows:
             cells = " | ".join(_number(row.get(key), fmt) for key, _, fmt in columns)
+            if flagged:
+                label = _explanation_label(row)
+                cells += f" | {'**' + _md(label) + '**' if row.get('empty') else _md(label)}"
             lines.append(f"| {row.get('index', '')} | {_md(_target_label(row))} | {cells} |")
         mean, normalized = report.get("mean") or {}, report.get("normalized_mean") or {}
         if mean or normalized:
             cells = " | ".join(f"**{_number(_mean_value(key, mean, normalized), fmt)}**" for key, _, fmt in columns)
-            lines.append(f"| **mean** | | {cells} |")
+            lines.append(f"| **mean** | | {cells}{' |' if flagged else ''} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -315,31 +377,14 @@ def append_step_summary(report: Mapping[str, Any], path: str | os.PathLike | Non
 # ----------------------------------------------------------------------------- files
 
 
-def check_html_path(path: Path) -> None:
-    """Fail (InputError) before any work when ``--html`` cannot be written; creates missing parents."""
-    from lightning_igos.cli.errors import InputError
-
-    if path.is_dir():
-        raise InputError(f"--html '{path}' is a directory; give a file name such as '{path / 'report.html'}'.")
-    existed = path.exists()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as err:
-        raise InputError(f"--html '{path}' cannot be written: {err}") from err
-    if not existed:
-        path.unlink()
-
-
 def write_html(path: Path, report: Mapping[str, Any], panels: Sequence[tuple[str, Tensor]],
                overlays: Tensor | None = None) -> Path:
-    """Write :func:`render_html` to ``path`` (UTF-8); returns the path."""
+    """Write :func:`render_html` to ``path`` (UTF-8, atomically: :func:`~lightning_igos.cli.outputs.write_bytes`)."""
     from lightning_igos.cli.errors import InputError
+    from lightning_igos.cli.outputs import write_bytes
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_html(report, panels, overlays), encoding="utf-8")
+        write_bytes(path, render_html(report, panels, overlays).encode("utf-8"))
     except OSError as err:
         raise InputError(f"cannot write the HTML report to '{path}': {err}") from err
     return path

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -14,6 +14,8 @@ from torch import Tensor
 
 import lightning_igos
 from lightning_igos.cli.errors import InputError
+from lightning_igos.cli.html_report import empty_text, verdict_text
+from lightning_igos.cli.outputs import write_bytes, write_with
 from lightning_igos.core.evaluation import Evaluation
 from lightning_igos.probe import Probe
 
@@ -99,16 +101,27 @@ def build_report(
     elapsed_s: float,
     class_names: ClassNames | None = None,
 ) -> dict[str, Any]:
-    """The JSON report: per-image AUCs, means, thresholds with pass/fail, settings, versions.
+    """The JSON report: per-image AUCs, means, thresholds with pass/fail, empty explanations, settings, versions.
 
-    With ``class_names`` each image row carries ``target_name`` (when its class is named) and
-    the report the names as ``class_names`` (index -> name).
+    Each image row says whether its explanation is empty (``empty``, and ``empty_reason``:
+    ``"non-finite gradient"``, ``"mask never moved"`` or None); the report counts them
+    (``num_empty``, ``empty_by_reason``) and fails (``passed`` False) when there is one,
+    unless ``settings.allow_empty``. With ``class_names`` each image row carries
+    ``target_name`` (when its class is named) and the report the names as ``class_names``
+    (index -> name).
     """
     per_image = {name: values.detach().cpu() for name, values in evaluation.per_image().items()}
+    empty = [bool(flag) for flag in evaluation.empty.detach().cpu().tolist()]
+    reasons = [str(reason) for reason in evaluation.empty_reasons]
     images = [
-        {"index": i, "target": int(probe.targets[i]), **{name: float(v[i]) for name, v in per_image.items()}}
+        {"index": i, "target": int(probe.targets[i]), **{name: float(v[i]) for name, v in per_image.items()},
+         "empty": empty[i], "empty_reason": (reasons[i] or "empty explanation") if empty[i] else None}
         for i in range(len(probe))
     ]
+    by_reason: dict[str, int] = {}
+    for row in images:
+        if row["empty"]:
+            by_reason[row["empty_reason"]] = by_reason.get(row["empty_reason"], 0) + 1
     for row in images:
         name = None if class_names is None else class_names.name(row["target"])
         if name is not None:
@@ -116,14 +129,17 @@ def build_report(
     mean = {name: _mean(per_image[name]) for name in ("clean_score", "insertion_auc", "deletion_auc", "mask_mean")}
     normalized_mean = {name: _mean(per_image[f"{name}_normalized"]) for name in ("insertion_auc", "deletion_auc")}
     thresholds = evaluate_thresholds(settings, mean, normalized_mean)
+    num_empty = sum(empty)
     config = settings.config
     options = config.as_dict()
     solver = {name: options[name] for name in REPORTED_OPTIONS}
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
-        "passed": all(t["passed"] for t in thresholds),
+        "passed": all(t["passed"] for t in thresholds) and (num_empty == 0 or settings.allow_empty),
         "thresholds": thresholds,
+        "num_empty": num_empty,
+        "empty_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
         "mean": mean,
         "normalized_mean": normalized_mean,
         "images": images,
@@ -140,6 +156,8 @@ def build_report(
             "substrate": config.substrate,
             "seed": config.seed,
             "normalized_thresholds": settings.normalized,
+            "allow_empty": settings.allow_empty,
+            "max_probe_elements": settings.max_probe_elements,
         },
         "versions": {
             "lightning_igos": lightning_igos.__version__,
@@ -187,9 +205,10 @@ def format_table(report: dict[str, Any]) -> str:
         f"{'mask mean':>9}",
     ]
     for row, target in zip(report["images"], targets):
+        marker = f"  EMPTY ({row.get('empty_reason')})" if row.get("empty") else ""
         lines.append(
             f"{row['index']:>5}  {target:>{width}}  {row['clean_score']:>10.4f}  {row['insertion_auc']:>13.4f}  "
-            f"{row['deletion_auc']:>12.4f}  {row['mask_mean']:>9.4f}"
+            f"{row['deletion_auc']:>12.4f}  {row['mask_mean']:>9.4f}{marker}"
         )
     m, n = report["mean"], report["normalized_mean"]
     lines.append(
@@ -202,49 +221,39 @@ def format_table(report: dict[str, Any]) -> str:
     )
     lines.append("")
     if not report["thresholds"]:
-        lines.append("no thresholds given (--min-insertion, --max-deletion): PASS")
-        return "\n".join(lines)
+        lines.append("no thresholds given (--min-insertion, --max-deletion)")
     for t in report["thresholds"]:
         label = f"mean {t['metric'].replace('_auc', ' AUC')}{' (normalized)' if t['normalized'] else ''}"
         lines.append(f"{label:<36} {t['value']:.4f} {t['op']} {t['limit']:<8g} {'pass' if t['passed'] else 'FAIL'}")
-    failed = [t for t in report["thresholds"] if not t["passed"]]
-    lines.append("PASS" if not failed else f"FAIL: {len(failed)} of {len(report['thresholds'])} thresholds failed")
+    empty = empty_text(report)
+    if empty:
+        allowed = s.get("allow_empty", False)
+        lines.append(f"{empty}: {'allowed by --allow-empty' if allowed else 'FAIL (--allow-empty accepts them)'}")
+    lines.append(verdict_text(report))
     return "\n".join(lines)
 
 
-def check_report_path(path: Path) -> None:
-    """Fail (InputError) before any work when ``--report`` cannot be written; creates missing parents."""
-    if path.is_dir():
-        raise InputError(f"--report '{path}' is a directory; give a file name such as '{path / 'report.json'}'.")
-    existed = path.exists()
+def write_report(report: dict[str, Any], path: Path) -> Path:
+    """Write the JSON report to ``path`` atomically (:func:`~lightning_igos.cli.outputs.write_bytes`).
+
+    Non-finite numbers are written as ``null``, so the file is strict JSON.
+    """
+    text = json.dumps(_finite(report), indent=2, allow_nan=False) + "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a"):
-            pass
-    except OSError as err:
-        raise InputError(f"--report '{path}' cannot be written: {err}") from err
-    if not existed:
-        path.unlink()
-
-
-def check_images_folder(folder: Path) -> None:
-    """Fail (InputError) before any work when ``--images`` is not a writable folder; creates it."""
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"--images '{folder}' is a file, not a folder.")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise InputError(f"--images '{folder}': cannot write into the folder: {err}") from err
-
-
-def write_report(report: dict[str, Any], path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        return write_bytes(path, text.encode("utf-8"))
     except OSError as err:
         raise InputError(f"cannot write the report to '{path}': {err}") from err
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def check_panels(probe: Probe, evaluation: Evaluation, mean: Any, std: Any,
@@ -265,7 +274,7 @@ def check_panels(probe: Probe, evaluation: Evaluation, mean: Any, std: Any,
 
 def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, std: Any,
                  rendered: tuple[list[Tensor], Tensor] | None = None) -> list[Path]:
-    """``probe_<i>.png`` (image, heatmap and curves) per image and ``overlays.png`` for all.
+    """``probe_<i>.png`` (image, heatmap and curves) per image and ``overlays.png`` for all, each written atomically.
 
     ``rendered``: the output of :func:`check_panels` when already drawn (else drawn here).
     """
@@ -277,9 +286,10 @@ def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, 
         raise InputError(f"cannot create the image folder '{folder}': {err}") from err
     panels, grid = rendered if rendered is not None else check_panels(probe, evaluation, mean, std)
     written = []
-    for i, panel in enumerate(panels):
-        written.append(folder / f"probe_{i}.png")
-        save_png(panel, written[-1])
-    written.append(folder / "overlays.png")
-    save_png(grid, written[-1])
+    for name, image in [*((f"probe_{i}.png", panel) for i, panel in enumerate(panels)), ("overlays.png", grid)]:
+        written.append(folder / name)
+        try:
+            write_with(written[-1], lambda temporary, image=image: save_png(image, temporary))
+        except OSError as err:
+            raise InputError(f"cannot write '{written[-1]}': {err}") from err
     return written
