@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.data import DataLoader
 
 from lightning_igos import IGOSCallback
-from lightning_igos.callback import IGOSWarning
+from lightning_igos.callback import EmptyExplanationWarning, IGOSWarning
 from lightning_igos.synthetic import make_object_images
 from lightning_igos.toy_module import ObjectClassifier
 
@@ -91,6 +91,7 @@ def test_wandb_gets_panels_with_names_at_the_scalars_step(tmp_path: Path, loader
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", IGOSWarning)  # no PNG fallback warning: W&B took the images
+            warnings.simplefilter("ignore", EmptyExplanationWarning)  # the tiny untrained model's masks
             trainer = _fit(tmp_path, IGOSCallback(class_names=NAMES, **FAST), loaders, logger=logger)
         summary = dict(logger.experiment.summary)
         assert summary["trainer/global_step"] == trainer.global_step - 1  # the step of the epoch-end scalars
@@ -112,6 +113,7 @@ def test_mlflow_gets_panel_artifacts_per_validation_run(tmp_path: Path, loaders,
     logger = MLFlowLogger(experiment_name="igos-test", tracking_uri=(tmp_path / "mlruns").as_uri())
     with warnings.catch_warnings():
         warnings.simplefilter("error", IGOSWarning)
+        warnings.simplefilter("ignore", EmptyExplanationWarning)  # the tiny untrained model's masks
         trainer = _fit(tmp_path, IGOSCallback(**FAST), loaders, logger=logger, max_epochs=2)
     client = logger.experiment
     folders = [f.path for f in client.list_artifacts(logger.run_id, "igos")]

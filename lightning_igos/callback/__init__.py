@@ -4,16 +4,20 @@
   (capture the probe, evaluate it, log);
 * :mod:`~lightning_igos.callback.probe_state`: the probe it explains, how it is read or
   captured from validation batches, and its checkpoint state;
-* :mod:`~lightning_igos.callback.outputs`: logging the scalars and writing the panels.
+* :mod:`~lightning_igos.callback.outputs`: logging the scalars and writing the panels;
+* :mod:`~lightning_igos.callback.monitors`: what ``ModelCheckpoint``/``EarlyStopping`` see on
+  epochs without fresh values.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lightning_igos.callback.hooks import SCALAR_NAMES, SCALARS, IGOSCallback, IGOSWarning
+from lightning_igos.callback.hooks import SCALAR_NAMES, SCALARS, EmptyExplanationWarning, IGOSCallback, IGOSWarning
 
-__all__ = ["SCALARS", "SCALAR_NAMES", "IGOSCallback", "IGOSWarning", "LightningIGOSCallback"]
+__all__ = [
+    "SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSCallback", "IGOSWarning", "LightningIGOSCallback",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -2,9 +2,10 @@
 
 The class reads as its Lightning hooks: ``on_validation_batch_end`` captures the probe,
 ``on_validation_epoch_end`` explains it with :func:`~lightning_igos.core.evaluation.evaluate`
-every ``every_n_epochs`` epochs (never in the sanity check) and logs, ``on_validation_end``
-remembers the values. The probe and checkpoint state: :class:`~.probe_state.ProbeStore`;
-what is logged, and how: :class:`~.outputs.Outputs`.
+every ``every_n_epochs`` epochs (never in the sanity check) and logs, or, on an epoch without
+fresh values, gives the monitors their stand-ins (:mod:`~.monitors`); ``on_load_checkpoint``
+finds the checkpointed state of a run with other options. The probe and checkpoint state:
+:class:`~.probe_state.ProbeStore`; what is logged, and how: :class:`~.outputs.Outputs`.
 
 Two classes share one implementation, because ``pytorch_lightning`` and
 ``lightning.pytorch`` have distinct ``Callback`` base classes:
@@ -16,13 +17,17 @@ Distributed training: the probe is the same on every rank (rank 0's capture is
 broadcast); rank ``r`` of ``W`` explains the ``r``-th of ``W`` contiguous
 slices of it; the metrics are sum/count states synced by torchmetrics; each
 rank renders the panels of its own slice, the panels are gathered, and only
-rank 0 writes images.
+rank 0 writes images. What every rank learnt is gathered before anything is
+logged, so an epoch whose explanation failed on one rank is logged on none.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +38,7 @@ from torch import Tensor, nn
 from lightning_igos.callback.outputs import (
     SCALAR_NAMES,
     SCALARS,
+    EmptyExplanationWarning,
     IGOSWarning,
     Outputs,
     RankReport,
@@ -48,6 +54,8 @@ from lightning_igos.callback.probe_state import (
     check_choice,
     check_display_stats,
     given_probe,
+    is_probe_state,
+    saved_options,
 )
 from lightning_igos.callback.status import ExplainStatus
 from lightning_igos.class_names import ClassNames, ClassNamesLike
@@ -55,13 +63,29 @@ from lightning_igos.core.baselines import BaselineLike
 from lightning_igos.core.config import DEFAULTS, IGOSConfig
 from lightning_igos.core.evaluation import evaluate
 from lightning_igos.core.scoring import ScoreFn
-from lightning_igos.core.validation import check_positive_int
+from lightning_igos.core.validation import check_mask_size, check_positive_int
 from lightning_igos.probe import ProbeLike
 
-__all__ = ["SCALARS", "SCALAR_NAMES", "IGOSCallback", "IGOSWarning"]  # and LightningIGOSCallback, made on first access
+# and LightningIGOSCallback, made on first access
+__all__ = ["SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSCallback", "IGOSWarning"]
 
 TARGET_MODES = ("label", "pred")
 ERROR_MODES = ("warn", "raise")
+# A prefix names logged tags and a folder: letters, digits, '_', '-' and '.', not starting with '.'.
+_PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def check_prefix(prefix: object) -> str:
+    """A prefix that is one safe tag and folder name component (``igos``, ``igos_pp``, ``val-igos``)."""
+    if not isinstance(prefix, str):
+        raise TypeError(f"`prefix` must be a str such as 'igos' or 'igos_pp', got {type(prefix).__name__}.")
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(
+            f"`prefix` must be a non-empty name of letters, digits, '_', '-' and '.', not starting with '.', got "
+            f"{prefix!r}: it names the logged scalars and the folder of the PNG panels inside the log folder. "
+            "Use a name such as 'igos_pp' or 'val-igos'."
+        )
+    return prefix
 
 
 class _IGOSCallbackLogic:
@@ -75,14 +99,12 @@ class _IGOSCallbackLogic:
             validation epoch (not the sanity check; under DDP the first samples rank 0 sees, which
             with Lightning's DistributedSampler are every ``world_size``-th sample). The probe is
             kept on the callback and saved in its checkpoint state, so a resumed run explains the
-            same images; a checkpointed probe replaces one given here.
+            same images; a checkpointed probe replaces one given here, also when the run is resumed
+            with another ``method``, ``target`` or ``prefix`` (see *Checkpoints* below).
         num_probe: images to capture when ``probe`` is None.
         every_n_epochs: explain at the validation of every n-th epoch (epochs ``n-1, 2n-1, ...``,
-            as Lightning's ``check_val_every_n_epoch``); ``trainer.validate()`` always explains. On
-            the other epochs (and after a failure under ``on_error="warn"``) no logger gets igos/
-            scalars, and ``ModelCheckpoint``/``EarlyStopping`` see the last explained value (before
-            any, the worst finite value of their ``mode``), so monitoring an igos/ key never stops
-            training.
+            as Lightning's ``check_val_every_n_epoch``); ``trainer.validate()`` always explains. The
+            other epochs are unexplained (see *Monitoring* below).
         target: ``"label"`` explains the probe's labels, ``"pred"`` the class the model predicts
             on each probe image at that epoch.
         method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,
@@ -92,16 +114,21 @@ class _IGOSCallbackLogic:
             (the same as :func:`lightning_igos.igos` and ``lightning-igos check``); the callback
             keeps them as ``callback.config``.
         log_images: log the per-image panels and the overlay grid (rank 0 only).
-        on_error: ``"warn"``: an exception inside the callback gives one warning per epoch and
-            training goes on; ``"raise"``: it stops the run (on every rank).
+        on_error: ``"warn"``: an exception inside the callback (capturing the probe, explaining
+            it, logging the scalars, drawing or writing the panels) gives one warning per epoch and
+            training goes on; ``"raise"``: it stops the run (on every rank). The scalars reach the
+            loggers through Lightning at the end of the validation epoch, in the same
+            ``log_metrics`` call as the module's own: a logger that fails there stops ``fit`` as
+            it would for any metric, whatever ``on_error``.
         mean, std: per-channel normalisation of the inputs, to display them. When None the
             callback uses ``pl_module.mean``/``pl_module.std`` if the module has both, else
             rescales each image to [0, 1] (min-max).
         batch_to_probe: ``batch -> (images, targets or None)`` for validation batches that are not
             a tensor, an ``(images, labels, ...)`` tuple or a dict with an ``"image(s)"`` key.
         prefix: the first part of every logged name (``<prefix>/insertion_auc``,
-            ``<prefix>/probe_0``, ...) and of the PNG folder. Give each callback of one Trainer
-            its own, e.g. ``IGOSCallback(method="igos++", prefix="igos++")`` next to
+            ``<prefix>/probe_0``, ...) and the name of the PNG folder: letters, digits, ``_``, ``-``
+            and ``.``, not starting with ``.`` (``ValueError`` otherwise). Give each callback of one
+            Trainer its own, e.g. ``IGOSCallback(method="igos++", prefix="igos_pp")`` next to
             ``IGOSCallback()``; the checkpoint state is keyed by the prefix, method and target.
         class_names: the class names shown next to the indices in the panel headers and the
             overlay grid: a sequence (``names[i]`` is class ``i``, one per class of the model) or a
@@ -110,11 +137,32 @@ class _IGOSCallbackLogic:
             here (``TypeError``/``ValueError``; a probe target without a name included) and against
             the model's number of classes at the first run.
 
-    Besides the igos/ quality scalars it logs ``<prefix>/seconds`` (wall time of the run, the
-    slowest rank's) and ``<prefix>/passes_per_image`` (images through the model per probe
-    image), prints one line with the cost after its first run, and writes the work into the
-    validation progress bar while it runs. Panels go to every logger that shows images
-    (TensorBoard, W&B's ``log_image``, MLflow artifacts); PNG files only when none does.
+    Besides the igos/ quality scalars it logs ``<prefix>/empty_fraction`` (the fraction of probe
+    images whose explanation is empty: a mask that never moved, or gradients that were not
+    finite; any such image also gives one warning per epoch, with how many and why),
+    ``<prefix>/seconds`` (wall time of the run, the slowest rank's) and
+    ``<prefix>/passes_per_image`` (images through the model per probe image), prints one line
+    with the cost after its first run, and writes the work into the validation progress bar
+    while it runs. Panels go to every logger that shows images (TensorBoard, W&B's
+    ``log_image``, MLflow artifacts); PNG files only when none does.
+
+    Monitoring: on an unexplained epoch (not one of ``every_n_epochs``, or its explanation failed
+    under ``on_error="warn"``, on any rank) no logger gets a ``<prefix>/`` scalar, and each key
+    that ``ModelCheckpoint``/``EarlyStopping`` monitor reads as the worst finite value of the
+    monitor's ``mode`` (-3.4e38 for ``"max"``, +3.4e38 for ``"min"``). ``ModelCheckpoint`` ranks
+    it below every explained epoch, so its top-k places go to explained epochs (an unexplained
+    one holds a place only while fewer explained epochs than places exist). An
+    ``EarlyStopping`` on a ``<prefix>/`` key does not count an unexplained epoch towards its
+    ``patience`` (the callback holds its ``wait_count`` back for that check), never sees a
+    non-finite value, and never sees a stand-in beyond its ``divergence_threshold``: training is
+    never stopped because an epoch was not explained.
+
+    Checkpoints: the state (the probe, and the options it was explained with) is kept under
+    ``state_key``. A run resumed with another ``method``, ``target`` or ``prefix`` has another
+    key; the callback then takes the one IGOSCallback state of the checkpoint that no other
+    IGOSCallback of the Trainer claims (with several, the one with its prefix), so the probe
+    survives. Resuming with other options, that way or under the same key (say ``iterations``),
+    warns once: the values before and after the resume are not comparable.
 
     The model is put in eval mode (each submodule's flag is restored), gradients are taken with
     respect to the mask only, and nothing of training changes: the weights after training with
@@ -176,9 +224,7 @@ class _IGOSCallbackLogic:
             substrate=substrate, metric_steps=metric_steps, max_batch_size=max_batch_size, seed=seed,
             score_fn=score_fn,
         )
-        if not isinstance(prefix, str) or not prefix or "/" in prefix:
-            raise ValueError(f"`prefix` must be a non-empty str without '/', got {prefix!r}.")
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix)
         self.scalar_names = tuple(f"{prefix}/{name}" for name in SCALARS)
         self.log_images = check_bool(log_images, "log_images")
         self.on_error = check_choice(on_error, "on_error", ERROR_MODES)
@@ -189,10 +235,19 @@ class _IGOSCallbackLogic:
         self.batch_to_probe = batch_to_probe
         self.class_names = None if class_names is None else ClassNames.from_value(class_names)
         images, targets, mean, std = given_probe(probe, target, mean, std, self.class_names)
+        if images is not None and self.config.mask_size is not None:
+            size = tuple(images.shape[-2:])
+            try:
+                check_mask_size(self.config.mask_size, image_size=size)
+            except ValueError:
+                raise ValueError(
+                    f"`mask_size` {self.config.mask_size} is larger than the probe's images {size}: a mask has at "
+                    "most one cell per pixel. Pass a smaller `mask_size`, or None for the image's own resolution."
+                ) from None
         self.mean, self.std = mean, std
         # The probe and the checkpoint state; what is logged, and what the logging keeps between hooks.
         self.store = ProbeStore(images, targets, num_probe=self.num_probe, target=self.target,
-                                batch_to_probe=batch_to_probe, scalar_names=self.scalar_names, on_error=self.on_error)
+                                batch_to_probe=batch_to_probe, on_error=self.on_error)
         self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std))
 
     # --------------------------------------------------------------------- public helpers
@@ -234,16 +289,73 @@ class _IGOSCallbackLogic:
         # Checkpoints written before the state key carried the options used the class name.
         return "IGOSCallback"
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """What the logged values depend on, as saved with the probe: the prefix, target and config fields."""
+        return {"prefix": self.prefix, "target": self.target, **self.config.as_dict()}
+
     def state_dict(self) -> dict[str, Any]:
-        return self.store.state_dict()
+        return self.store.state_dict(options=self.options)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the probe of the checkpointed run (it replaces a probe given to ``__init__``).
 
         A state this version cannot read never stops the resumed run unless
-        ``on_error="raise"``: the callback warns and keeps (or captures anew) its probe.
+        ``on_error="raise"``: the callback warns and keeps (or captures anew) its probe. A state
+        saved with other options warns once.
         """
-        self.store.load_state_dict(state_dict)
+        self._restore(state_dict, key=None)
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        """Find this callback's state when the checkpoint holds it under another key (other options).
+
+        Lightning gives ``load_state_dict`` the state under ``state_key`` only; a run resumed with
+        another ``method``, ``target`` or ``prefix`` would capture a new probe. The callback then
+        takes the one IGOSCallback state that no other IGOSCallback of the Trainer claims (with
+        several, the one saved with its prefix).
+        """
+        states = checkpoint.get("callbacks")
+        if not isinstance(states, Mapping) or self.state_key in states or self._legacy_state_key in states:
+            return  # Lightning restores it (or there is nothing to restore)
+        claimed = {cb.state_key for cb in getattr(trainer, "callbacks", []) if isinstance(cb, _IGOSCallbackLogic)}
+        found = {key: state for key, state in states.items() if key not in claimed and is_probe_state(state)}
+        if len(found) > 1:
+            same_prefix = {key: state for key, state in found.items()
+                           if saved_options(state).get("prefix") == self.prefix}
+            if len(same_prefix) != 1:
+                warnings.warn(
+                    f"IGOSCallback(prefix={self.prefix!r}) found no checkpoint state under its own key "
+                    f"{self.state_key!r} and {len(found)} states of IGOSCallbacks with other options "
+                    f"({', '.join(repr(k) for k in found)}), and cannot tell which is its own: it captures a new "
+                    "probe. Resume with the options of the saved run, or give each callback the prefix it had.",
+                    IGOSWarning,
+                    stacklevel=2,
+                )
+                return
+            found = same_prefix
+        if found:
+            (key, state), = found.items()
+            self._restore(deepcopy(dict(state)), key=str(key))
+
+    def _restore(self, state: dict[str, Any], key: str | None) -> None:
+        """Restore ``state`` (found under ``key``, None: its own) and warn once if its options differ."""
+        if not self.store.load_state_dict(state):
+            return
+        saved = saved_options(state)
+        # max_batch_size changes how the work is batched, never the values.
+        changed = [f"{name}: {saved[name]!r} -> {value!r}" for name, value in self.options.items()
+                   if name in saved and name != "max_batch_size" and saved[name] != value]
+        if not changed and key is None:
+            return
+        where = "" if key is None else f" (found under the key {key!r}, not its own {self.state_key!r})"
+        what = "; ".join(changed) if changed else "options not recorded in the checkpoint"
+        warnings.warn(
+            f"IGOSCallback(prefix={self.prefix!r}) resumes a run explained with other options{where}: {what}. "
+            "It keeps that run's probe, but its values before and after the resume are not comparable. "
+            "Resume with the same options to compare them.",
+            IGOSWarning,
+            stacklevel=2,
+        )
 
     # --------------------------------------------------------------------- Lightning hooks
 
@@ -254,7 +366,7 @@ class _IGOSCallbackLogic:
         if clash:
             raise ValueError(
                 f"Two IGOSCallbacks of one Trainer log under the same prefix {self.prefix!r}; give each its own, "
-                "e.g. IGOSCallback(method='igos++', prefix='igos++')."
+                "e.g. IGOSCallback(method='igos++', prefix='igos_pp')."
             )
 
     def on_validation_batch_end(
@@ -266,17 +378,10 @@ class _IGOSCallbackLogic:
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
-        self.outputs.logged, self.outputs.measured = set(), False
+        self.outputs.logged = set()
         self._validation_epoch_end(trainer, pl_module)
-        # A skipped or failed epoch (or scalars that failed half way) still gives every monitor its key.
-        self.outputs.log_stand_ins(trainer, self.store.last_values)
-
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
-        """Remember the scalars Lightning computed (and synced) from this epoch's explanations."""
-        if trainer.sanity_checking or not self.outputs.measured:
-            return
-        self.store.remember(trainer.callback_metrics)
-        self.outputs.measured = False
+        # An epoch without fresh values gives each monitor a stand-in that never ranks or counts as explained.
+        self.outputs.log_stand_ins(trainer)
 
     def _validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if self.store.images is None:
@@ -332,28 +437,33 @@ class _IGOSCallbackLogic:
             explained=result is not None,
             targets=None if result is None else result.targets,
             result=result if self.log_images and error is None else None,
+            empty_reasons=[] if result is None else result.empty_reasons,
         )
         reports = self._gather(trainer, report)
-        out.handle_failures(trainer, [r for r in reports if r.error is not None], own_error=error,
-                            what="explanations" if own_error is not None else "panels")
-        if not any(r.explained for r in reports):
+        failed = [r for r in reports if not r.explained]
+        if failed:
+            # As in a single process: an epoch whose explanation failed on any rank is logged on none.
+            out.handle_failures(trainer, failed, own_error=own_error, what="explanations")
             return
+        panel_failures = [r for r in reports if r.error is not None]
+        out.handle_failures(trainer, panel_failures, own_error=panel_error, what="panels")
         if all(r.targets is not None for r in reports):
             self.store.last_targets = torch.cat([r.targets for r in reports])
-        # A rank whose explanation failed logs empty states, so every rank logs the same names.
         try:
-            out.log_scalars(pl_module, result if result is not None else empty_result(self.config.metric_steps))
-        except Exception as err:  # e.g. a logger that rejects the values: training still goes on
+            out.log_scalars(pl_module, result)
+        except Exception as err:  # pl_module.log refused them (the loggers get them later, from Lightning)
             out.handle_failures(trainer, [RankReport(trainer.global_rank, error_text(err))], own_error=err,
-                                what="scalars")
+                                what="scalars", local=True)
+        out.warn_empty(trainer, reports, len(probe_images))
         if trainer.is_global_zero:
             out.after_scalars(trainer, pl_module, result, len(probe_images), self.every_n_epochs)
         rendered = [r.result for r in reports if r.result is not None and len(r.result) > 0]
-        if self.log_images and trainer.is_global_zero and rendered:
+        if self.log_images and trainer.is_global_zero and rendered and not panel_failures:
             try:
                 out.write_images(trainer, probe_images, rendered)
             except Exception as err:
-                out.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="panels")
+                out.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="panels",
+                                    local=True)
 
     def _explain_share(self, trainer: Any, pl_module: nn.Module) -> ShareResult:
         everyone = torch.arange(len(self.store.images))

@@ -4,15 +4,17 @@
   ``ModelCheckpoint``/``EarlyStopping`` and DDP sync see them: ``igos/insertion_auc``,
   ``igos/deletion_auc``, their ``_normalized`` variants (curves divided by the clean score),
   ``igos/mask_mean``, ``igos/mask_min``, ``igos/mask_frac_below_half`` and ``igos/target_prob``
-  (mean probability of the explained class), plus ``igos/seconds`` and ``igos/passes_per_image``;
-* stand-ins: on an epoch without fresh scalars the monitors still find every key
-  (:meth:`Outputs.log_stand_ins`);
+  (mean probability of the explained class), ``igos/empty_fraction`` (the share of probe images
+  whose explanation is empty: a mask that never moved, or a non-finite gradient), plus
+  ``igos/seconds`` and ``igos/passes_per_image``;
+* stand-ins: on an epoch without fresh scalars the monitors still find every key they monitor
+  (:meth:`Outputs.log_stand_ins`, :mod:`~lightning_igos.callback.monitors`);
 * panels: one image per probe image (``igos/probe_0``, ...: input, heatmap overlay,
   insertion/deletion curves) and a grid of all overlays (``igos/overlays``), at the step of the
   scalars, to every logger that shows images, or as PNG files under
   ``<log_dir>/igos/epoch_<E>_step_<S>/`` (a new folder per validation run) when there is none;
-* failures: one :class:`IGOSWarning` per failing rank and epoch, or an exception with
-  ``on_error="raise"``.
+* failures: one :class:`IGOSWarning` per epoch (on rank 0, naming the failed ranks), or an
+  exception with ``on_error="raise"``; empty explanations: one warning per explained epoch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torchmetrics import Metric
 from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric
 
 from lightning_igos.callback.loggers import log_panels, scalar_step, write_custom_scalars
+from lightning_igos.callback.monitors import MonitorStandIns
 from lightning_igos.callback.status import cost_line
 from lightning_igos.class_names import ClassNames, module_class_names
 from lightning_igos.core.causal import CausalCurves
@@ -36,24 +39,28 @@ from lightning_igos.core.evaluation import STATISTICS, Evaluation
 from lightning_igos.metrics import DeletionAUC, InsertionAUC
 
 __all__ = [
-    "SCALARS", "SCALAR_NAMES", "IGOSWarning", "Outputs", "RankReport", "ShareResult", "empty_result",
-    "error_text", "new_folder", "png_root", "tensorboard_writers",
+    "SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSWarning", "Outputs", "RankReport", "ShareResult",
+    "empty_result", "error_text", "new_folder", "png_root", "tensorboard_writers",
 ]
 
 # Lightning's own logger hierarchy: the first-run cost line shows (and is silenced) like Lightning's info lines.
 _log = logging.getLogger("pytorch_lightning.callbacks.igos")
 
 #: The scalars logged each explained epoch, as ``<prefix>/<name>``: the probe means of the
-#: per-image statistics, with the clean score logged as ``target_prob``.
-SCALARS = tuple(name for name in STATISTICS if name != "clean_score") + ("target_prob",)
+#: per-image statistics, with the clean score logged as ``target_prob``, and the fraction of
+#: probe images whose explanation is empty (``empty_fraction``).
+SCALARS = tuple(name for name in STATISTICS if name != "clean_score") + ("target_prob", "empty_fraction")
 #: Their names with the default prefix ``igos``.
 SCALAR_NAMES = tuple(f"igos/{name}" for name in SCALARS)
-# What a monitor sees for a scalar that has never been computed: the worst finite value of its mode.
-_NEVER_COMPUTED = {"max": -torch.finfo(torch.float32).max, "min": torch.finfo(torch.float32).max}
 
 
 class IGOSWarning(UserWarning):
     """Warnings of :class:`IGOSCallback` (skipped epochs, PNG fallback)."""
+
+
+class EmptyExplanationWarning(IGOSWarning):
+    """Some probe images of an explained epoch have an empty explanation (a mask that never moved,
+    or gradients that were not finite): one per epoch, with how many and why."""
 
 
 def error_text(err: BaseException) -> str:
@@ -77,6 +84,8 @@ class ShareResult:
     mask_mean: Tensor
     mask_min: Tensor
     mask_frac_below_half: Tensor
+    empty: Tensor  # (n,) bool: the mask never moved, or the gradients were not finite
+    empty_reasons: list[str]  # per image: "" when the explanation is fine, else why it is empty
     panels: list[Tensor] = field(default_factory=list)
     passes: int = 0  # images through the model while explaining and scoring
     seconds: float = 0.0
@@ -92,18 +101,23 @@ class ShareResult:
             indices=indices, targets=ev.targets, predictions=ev.predictions, curves=ev.curves,
             saliency=ev.saliency, mask_mean=stats["mask_mean"], mask_min=stats["mask_min"],
             mask_frac_below_half=stats["mask_frac_below_half"],
+            empty=evaluation.empty.detach().to("cpu", torch.bool), empty_reasons=list(evaluation.empty_reasons),
         )
 
 
 @dataclass
 class RankReport:
-    """What every rank learns about a rank's run: its failure, its targets and (for images) its results."""
+    """What every rank learns about a rank's run: its failure, its targets and (for images) its results.
+
+    ``empty_reasons``: why each image of the rank's share has an empty explanation (``""``: it has not).
+    """
 
     rank: int
     error: str | None
     explained: bool = False
     targets: Tensor | None = None
     result: ShareResult | None = None
+    empty_reasons: list[str] = field(default_factory=list)
 
 
 def empty_result(metric_steps: int) -> ShareResult:
@@ -114,7 +128,8 @@ def empty_result(metric_steps: int) -> ShareResult:
         insertion_auc=empty, deletion_auc=empty, clean_score=empty, substrate_score=empty,
     )
     long = torch.empty(0, dtype=torch.long)
-    return ShareResult(long, long, long, curves, torch.empty(0, 1, 1, 1), empty, empty, empty)
+    return ShareResult(long, long, long, curves, torch.empty(0, 1, 1, 1), empty, empty, empty,
+                       empty=torch.empty(0, dtype=torch.bool), empty_reasons=[])
 
 
 def run_class_names(
@@ -149,24 +164,30 @@ class Outputs:
         self.prefix = prefix
         self.on_error = on_error
         self.scalar_names = tuple(f"{prefix}/{name}" for name in SCALARS)
+        # Every name log_scalars logs: the quality scalars and what the run cost.
+        self.logged_names = (*self.scalar_names, f"{prefix}/seconds", f"{prefix}/passes_per_image")
         self.display = display
         self.names = class_names  # those of the current run (or the module's)
         self.png_warned = False
-        # The names logged in the current validation epoch (see log_stand_ins), and whether any was measured.
+        # The names logged in the current validation epoch (see log_stand_ins).
         self.logged: set[str] = set()
-        self.measured = False
+        self.stand_ins = MonitorStandIns()
         self.layouts_written: set[str] = set()  # TensorBoard log dirs given the custom-scalars layout
         self.cost_reported = False
 
     # --------------------------------------------------------------------- failures
 
     def handle_failures(
-        self, trainer: Any, failures: list[RankReport], own_error: Exception | None, what: str = "explanations"
+        self, trainer: Any, failures: list[RankReport], own_error: Exception | None, what: str = "explanations",
+        *, local: bool = False,
     ) -> None:
-        """Raise (on every rank, so none waits forever) or warn once per failing rank and epoch.
+        """Raise (on every rank, so none waits forever) or warn once per epoch.
 
-        ``what`` failed: ``"explanations"`` (nothing of the epoch is logged), ``"panels"`` (the
-        scalars are logged, the images are not) or ``"scalars"``.
+        ``failures`` are what every rank learnt (the same list on every rank): rank 0 warns once,
+        naming the failed ranks under DDP. ``local``: only this process knows of the failure
+        (``own_error``), and it warns itself. ``what`` failed: ``"explanations"`` (nothing of the
+        epoch is logged, on any rank), ``"panels"`` (the scalars are logged, the images are not)
+        or ``"scalars"``.
         """
         if not failures:
             return
@@ -175,9 +196,17 @@ class Outputs:
                 raise own_error
             ranks = ", ".join(str(f.rank) for f in failures)
             raise RuntimeError(f"IGOSCallback failed on rank {ranks}: {failures[0].error}")
-        if own_error is None:
-            return  # the failing rank warns in its own process
-        where = f" on rank {trainer.global_rank}" if trainer.world_size > 1 else ""
+        distributed = trainer.world_size > 1
+        if local:
+            if own_error is None:
+                return
+            where = f" on rank {trainer.global_rank}" if distributed else ""
+            errors = error_text(own_error)
+        else:
+            if not trainer.is_global_zero:
+                return
+            where = f" (rank {', '.join(str(f.rank) for f in failures)} failed)" if distributed else ""
+            errors = "; ".join(f"rank {f.rank}: {f.error}" if distributed else str(f.error) for f in failures)
         epoch = trainer.current_epoch
         lead = {
             "explanations": f"IGOSCallback skipped the explanations of epoch {epoch}{where}",
@@ -185,40 +214,46 @@ class Outputs:
                       f"write its explanation panels{where}",
             "scalars": f"IGOSCallback explained epoch {epoch} but could not log its {self.prefix}/ scalars{where}",
         }[what]
+        after = " Nothing of this epoch is logged, on any rank." if what == "explanations" and distributed else ""
         warnings.warn(
-            f"{lead}: {error_text(own_error)}. Training continues; pass on_error='raise' to stop instead.",
+            f"{lead}: {errors}.{after} Training continues; pass on_error='raise' to stop instead.",
             IGOSWarning,
+            stacklevel=2,
+        )
+
+    def warn_empty(self, trainer: Any, reports: list[RankReport], num_images: int) -> None:
+        """One warning (rank 0) when any probe image's explanation is empty: how many, and why."""
+        reasons = [reason for report in reports for reason in report.empty_reasons if reason]
+        if not reasons or not trainer.is_global_zero:
+            return
+        counts: dict[str, int] = {}
+        for reason in reasons:
+            counts[reason] = counts.get(reason, 0) + 1
+        why = ", ".join(f"{reason}: {count}" for reason, count in counts.items())
+        warnings.warn(
+            f"IGOSCallback: {len(reasons)} of {num_images} probe explanations of epoch {trainer.current_epoch} are "
+            f"empty ({why}); their AUCs do not describe the model, and {self.prefix}/empty_fraction logs their "
+            "share. A mask that never moved: raise `iterations`, or lower `l1`/`tv`; a non-finite gradient: "
+            "check the model's outputs on the probe images (and `autocast_dtype`).",
+            EmptyExplanationWarning,
             stacklevel=2,
         )
 
     # --------------------------------------------------------------------- scalars
 
-    def log_stand_ins(self, trainer: Any, last_values: dict[str, float]) -> None:
-        """Give ``ModelCheckpoint``/``EarlyStopping`` every igos/ key on an epoch without fresh scalars.
+    def log_stand_ins(self, trainer: Any) -> None:
+        """Give ``ModelCheckpoint``/``EarlyStopping`` their ``<prefix>/`` keys on an epoch without fresh scalars.
 
         On an epoch that is not explained (``every_n_epochs``) or whose explanation failed
-        (``on_error="warn"``), the monitors see the value of the last explained epoch (Lightning
-        keeps it in ``trainer.callback_metrics``; after a resume it comes from the callback's
-        checkpoint state): never an improvement, so a checkpoint that was not explained never
-        ranks above one that was. Before any epoch was explained, a scalar that a callback
-        monitors reads as the worst finite value of that callback's ``mode`` (-3.4e38 for
-        ``"max"``, +3.4e38 for ``"min"``). Stand-ins go to ``trainer.callback_metrics`` only,
-        which is what the monitors read: no logger records a value that was not measured.
+        (``on_error="warn"``), a monitored key reads as the worst finite value of the monitor's
+        ``mode`` (-3.4e38 for ``"max"``, +3.4e38 for ``"min"``), which ``ModelCheckpoint`` ranks
+        below every explained epoch, and an ``EarlyStopping`` on it does not count the epoch
+        towards its ``patience`` (see :mod:`~lightning_igos.callback.monitors`). Unmonitored keys
+        are dropped from ``trainer.callback_metrics``. Stand-ins go to ``trainer.callback_metrics``
+        only, which is what the monitors read: no logger records a value that was not measured.
         """
         try:
-            metrics = trainer.callback_metrics
-            for name in self.scalar_names:
-                if name in self.logged or name in metrics:
-                    continue
-                value = last_values.get(name)
-                if value is None:
-                    modes = [getattr(cb, "mode", None) for cb in getattr(trainer, "callbacks", [])
-                             if getattr(cb, "monitor", None) == name]
-                    modes = [mode for mode in modes if mode in _NEVER_COMPUTED]
-                    if not modes:
-                        continue
-                    value = _NEVER_COMPUTED[modes[0]]
-                metrics[name] = torch.tensor(value, dtype=torch.float32)
+            self.stand_ins.apply(trainer, self.logged_names, self.logged)
         except Exception as err:
             if self.on_error == "raise":
                 raise
@@ -240,9 +275,11 @@ class Outputs:
             "target_prob": MeanMetric(),
             "seconds": MaxMetric(),  # the slowest rank's wall time
             "passes_per_image": MeanMetric(),
+            "empty_fraction": MeanMetric(),  # synced: the fraction over the whole probe under DDP
         }
         n = len(result)
         values = {
+            "empty_fraction": result.empty.float(),
             "mask_mean": result.mask_mean,
             "mask_min": result.mask_min,
             "mask_frac_below_half": result.mask_frac_below_half,
@@ -262,7 +299,6 @@ class Outputs:
                 metric_attribute=f"{self.prefix}_callback_{short}",
             )
             self.logged.add(name)
-            self.measured = True
 
     # --------------------------------------------------------------------- images
 
@@ -319,7 +355,8 @@ class Outputs:
         try:
             write_custom_scalars(trainer.loggers, self.layouts_written, self.prefix)
         except Exception as err:
-            self.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="scalars")
+            self.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="scalars",
+                                 local=True)
         if self.cost_reported or result is None or len(result) == 0:
             return
         self.cost_reported = True

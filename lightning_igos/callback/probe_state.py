@@ -26,7 +26,10 @@ from lightning_igos.probe import ProbeLike, read_probe
 IMAGE_KEYS = ("image", "images", "input", "inputs", "x")
 TARGET_KEYS = ("label", "labels", "target", "targets", "y")
 
-__all__ = ["ProbeStore", "batch_parts", "check_bool", "check_choice", "check_display_stats", "given_probe"]
+__all__ = [
+    "ProbeStore", "batch_parts", "check_bool", "check_choice", "check_display_stats", "given_probe", "is_probe_state",
+    "saved_options",
+]
 
 STATE_VERSION = 1
 
@@ -106,24 +109,22 @@ class ProbeStore:
     """The probe of one callback and what its checkpoint keeps.
 
     ``images``/``targets``: the probe on the CPU (None before it is captured); ``last_targets``:
-    the classes explained at the last run; ``last_values``: the scalars of the last explained
-    epoch (what the monitors see on epochs without fresh ones, also after a resume).
+    the classes explained at the last run. The checkpoint state also records the options the
+    probe was explained with (:func:`saved_options`).
     """
 
     def __init__(
         self, images: Tensor | None, targets: Tensor | None, *, num_probe: int, target: str,
-        batch_to_probe: BatchToProbe | None, scalar_names: tuple[str, ...], on_error: str,
+        batch_to_probe: BatchToProbe | None, on_error: str,
     ) -> None:
         self.images, self.targets = images, targets
         self.num_probe = num_probe
         self.target = target
         self.batch_to_probe = batch_to_probe
-        self.scalar_names = scalar_names
         self.on_error = on_error
         self.captured: list[tuple[Tensor, Tensor | None]] = []
         self.capture_error: Exception | None = None
         self.last_targets: Tensor | None = None
-        self.last_values: dict[str, float] = {}
 
     # --------------------------------------------------------------------- capture
 
@@ -138,7 +139,15 @@ class ProbeStore:
             take = self.num_probe - sum(len(c[0]) for c in self.captured)
             images = check_images(images, "validation batch images")
             if targets is not None:
-                targets = check_targets(targets, images.shape[0], targets.device, "validation batch labels")
+                device = getattr(targets, "device", torch.device("cpu"))
+                try:
+                    targets = check_targets(targets, images.shape[0], device, "validation batch labels")
+                except (TypeError, ValueError):
+                    if self.target == "label":
+                        raise
+                    # "pred" explains the predictions and needs no labels: one-hot or soft labels are left out.
+                    targets = None
+            if targets is not None:
                 targets = cpu_copy(targets[:take])
             self.captured.append((cpu_copy(images[:take]), targets))
         except Exception as err:  # reported at epoch end, through the same path as other failures
@@ -194,33 +203,19 @@ class ProbeStore:
         mean, std = display
         return save_probe(path, self.images, targets, mean=mean, std=std)
 
-    def remember(self, metrics: Mapping[str, Any]) -> None:
-        """Keep the finite scalars Lightning computed (and synced) from this epoch's explanations."""
-        for name in self.scalar_names:
-            value = metrics.get(name)
-            if isinstance(value, Tensor) and value.numel() == 1 and torch.isfinite(value):
-                self.last_values[name] = float(value)
+    def state_dict(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The probe and the ``options`` it is explained with (plain values: ``weights_only`` loads it)."""
+        if self.images is None:
+            return {}
+        state: dict[str, Any] = {"version": STATE_VERSION, "probe_images": self.images, "probe_targets": self.targets}
+        if options is not None:
+            state["options"] = dict(options)
+        return state
 
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {}
-        if self.images is not None:
-            state.update(probe_images=self.images, probe_targets=self.targets)
-        if self.last_values:
-            state["last_values"] = dict(self.last_values)
-        return {"version": STATE_VERSION, **state} if state else {}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the checkpointed probe and last values; a state it cannot read warns (or raises)."""
-        if not state_dict:
-            return
-        last_values = state_dict.get("last_values")
-        if isinstance(last_values, dict):
-            self.last_values = {
-                k: float(v) for k, v in last_values.items()
-                if k in self.scalar_names and isinstance(v, (int, float)) and not isinstance(v, bool)
-            }
-        if "probe_images" not in state_dict:
-            return
+    def load_state_dict(self, state_dict: dict[str, Any]) -> bool:
+        """Restore the checkpointed probe; whether it did. A state it cannot read warns (or raises)."""
+        if not state_dict or "probe_images" not in state_dict:
+            return False
         try:
             images = check_images(state_dict["probe_images"], "checkpointed probe images")
             targets = state_dict.get("probe_targets")
@@ -236,7 +231,19 @@ class ProbeStore:
                 IGOSWarning,
                 stacklevel=2,
             )
-            return
+            return False
         self.images = cpu_copy(images)
         self.targets = None if targets is None else cpu_copy(targets)
         self.captured, self.capture_error = [], None
+        return True
+
+
+def is_probe_state(state: object) -> bool:
+    """Whether ``state`` is the checkpoint state of an IGOSCallback (this format, any options)."""
+    return isinstance(state, Mapping) and state.get("version") == STATE_VERSION and "probe_images" in state
+
+
+def saved_options(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a checkpoint state was saved with (empty for states that predate them)."""
+    options = state.get("options")
+    return dict(options) if isinstance(options, Mapping) else {}
