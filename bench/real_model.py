@@ -101,6 +101,17 @@ def load_photos(names: tuple[str, ...] = PHOTOS, size: int = SIZE) -> Tensor:
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
+class Sharpened(nn.Module):
+    """``model``'s logits divided by ``temperature``: below 1 a more confident model with the same ranking."""
+
+    def __init__(self, model: nn.Module, temperature: float) -> None:
+        super().__init__()
+        self.model, self.temperature = model, temperature
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x) / self.temperature
+
+
 class CountingModel(nn.Module):
     """Counts the images pushed through ``model``, split by whether autograd records them."""
 
@@ -142,6 +153,8 @@ def run(method: str, label: str, options: dict, model: nn.Module, images: Tensor
     counting = CountingModel(model)
     start = time.perf_counter()
     saliency, stats = explain(method, counting, images, targets, options)
+    if images.is_cuda:
+        torch.cuda.synchronize(images.device)
     seconds = time.perf_counter() - start
     n = images.shape[0]
     cc = causal_curves(model, images, saliency, targets, steps=metric_steps)
@@ -200,6 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metric-steps", type=int, default=28)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--per-image", action="store_true", help="print the per-image table of each run")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--autocast", default="none", choices=("none", "bf16", "fp16"),
+                        help="igos/igos++ forwards under autocast (autocast_dtype); the metrics stay float32")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="divide the logits by this (below 1: a sharper, more confident model)")
+    parser.add_argument("--photos", default=",".join(PHOTOS), help="comma-separated scikit-image photo names")
     parser.add_argument("--out", type=Path, default=None, help="folder for results.json and the overlay grids")
     parser.add_argument("--save-probe", type=Path, default=None,
                         help="write the photos and their top-1 classes as a probe file for `lightning-igos check`")
@@ -207,13 +226,16 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
 
-    model = load_efficientnet_lite0()
-    images = load_photos()
+    model = load_efficientnet_lite0().to(args.device)
+    if args.temperature != 1.0:
+        model = Sharpened(model, args.temperature).eval()
+    photos = tuple(args.photos.split(","))
+    images = load_photos(photos).to(args.device)
     with torch.no_grad():
         probs = model(images).softmax(1)
     targets = probs.argmax(1)
     print("photos: " + ", ".join(f"{n} (class {int(t)}, p {float(p.max()):.3f})"
-                                 for n, t, p in zip(PHOTOS, targets, probs)))
+                                 for n, t, p in zip(photos, targets, probs)))
 
     if args.save_probe is not None:
         from lightning_igos.probe import save_probe
@@ -228,13 +250,20 @@ def main(argv: list[str] | None = None) -> None:
         for part in filter(None, (p.strip() for p in args.configs.split(";"))):
             pairs = [] if part == "defaults" else [item.partition("=") for item in part.split(",")]
             configs.append((part.replace(" ", ""), {k.strip(): parse_value(v.strip()) for k, _, v in pairs}))
+    if args.autocast != "none":
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.autocast]
+        configs = [(f"{label},autocast={args.autocast}", {**options, "autocast_dtype": dtype})
+                   for label, options in configs]
+    if images.is_cuda:  # first-call costs (kernels, cuDNN plans) stay out of the timings
+        igos(model, images[:1], targets[:1], iterations=1, ig_steps=2,
+             autocast_dtype=configs[0][1].get("autocast_dtype"))
     results = []
     for method in args.methods.split(","):
         runs = configs if method in ("igos", "igos++") else [("defaults", {})]
         for label, kwargs in runs:
             result = run(method, label, kwargs, model, images, targets, args.metric_steps)
             results.append(result)
-            print_result(result, PHOTOS, args.per_image)
+            print_result(result, photos, args.per_image)
             print(summary_row(result), flush=True)
 
     print("\n| method | config | deletion AUC | insertion AUC | del / p | ins / p | mask mean | mask min"
@@ -252,10 +281,10 @@ def main(argv: list[str] | None = None) -> None:
             s = s - s.flatten(1).amin(1).view(-1, 1, 1, 1)
             s = s / s.flatten(1).amax(1).clamp_min(1e-12).view(-1, 1, 1, 1)
             name = f"{result['method']}_{result['config']}".replace("=", "").replace(",", "_").replace("+", "p")
-            save_png(overlay_grid(display, s, nrow=len(PHOTOS)), args.out / f"{name}.png")
+            save_png(overlay_grid(display, s, nrow=len(photos)), args.out / f"{name}.png")
         (args.out / "results.json").write_text(json.dumps(
-            {"photos": list(PHOTOS), "targets": targets.tolist(), "metric_steps": args.metric_steps,
-             "results": results}, indent=1))
+            {"photos": list(photos), "temperature": args.temperature, "targets": targets.tolist(),
+             "metric_steps": args.metric_steps, "results": results}, indent=1))
         print(f"\nwrote {args.out}/results.json and one overlay grid per run")
 
 

@@ -108,8 +108,8 @@ class _IGOSCallbackLogic:
         target: ``"label"`` explains the probe's labels, ``"pred"`` the class the model predicts
             on each probe image at that epoch.
         method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,
-            tolerance, patience, autocast_dtype, normalize_score, initial_step, substrate,
-            metric_steps, max_batch_size, seed, score_fn: the solver and metric options of
+            tolerance, patience, autocast_dtype, normalize_score, objective, quadrature,
+            initial_step, substrate, metric_steps, max_batch_size, seed, score_fn: the solver and metric options of
             :class:`lightning_igos.core.config.IGOSConfig`, which holds their defaults and checks
             (the same as :func:`lightning_igos.igos` and ``lightning-igos check``); the callback
             keeps them as ``callback.config``.
@@ -198,6 +198,8 @@ class _IGOSCallbackLogic:
         patience: int | None = DEFAULTS.patience,
         autocast_dtype: torch.dtype | None = DEFAULTS.autocast_dtype,
         normalize_score: bool = DEFAULTS.normalize_score,
+        objective: str = DEFAULTS.objective,
+        quadrature: str = DEFAULTS.quadrature,
         initial_step: float = DEFAULTS.initial_step,
         substrate: BaselineLike = DEFAULTS.substrate,
         metric_steps: int = DEFAULTS.metric_steps,
@@ -222,7 +224,7 @@ class _IGOSCallbackLogic:
             tv_power=tv_power, noise_std=noise_std, baseline=baseline, tolerance=tolerance, patience=patience,
             autocast_dtype=autocast_dtype, normalize_score=normalize_score, initial_step=initial_step,
             substrate=substrate, metric_steps=metric_steps, max_batch_size=max_batch_size, seed=seed,
-            score_fn=score_fn,
+            score_fn=score_fn, objective=objective, quadrature=quadrature,
         )
         self.prefix = check_prefix(prefix)
         self.scalar_names = tuple(f"{prefix}/{name}" for name in SCALARS)

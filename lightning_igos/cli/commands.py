@@ -35,7 +35,7 @@ from lightning_igos.cli.check import CheckSettings, run_check
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.report import PROG, format_table
 from lightning_igos.core.baselines import BASELINE_KINDS
-from lightning_igos.core.config import DEFAULTS, METHODS, IGOSConfig
+from lightning_igos.core.config import DEFAULTS, METHODS, OBJECTIVES, QUADRATURES, IGOSConfig
 from lightning_igos.probe import MAX_PROBE_ELEMENTS
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -182,6 +182,11 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     solver.add_argument("--normalize-score", action=argparse.BooleanOptionalAction, default=d.normalize_score,
                         help="divide the objective's score by the clean score, so --l1/--tv mean the same at any "
                              "confidence (default: on)")
+    solver.add_argument("--objective", choices=OBJECTIVES, default=d.objective,
+                        help="what the mask removes: the target's probability, or -log(1 - p), whose gradient "
+                             "does not vanish on confident images (default: %(default)s)")
+    solver.add_argument("--quadrature", choices=QUADRATURES, default=d.quadrature,
+                        help="points and weights of the integrated gradient (default: %(default)s)")
     solver.add_argument("--noise-std", type=_non_negative, default=d.noise_std,
                         help="integration noise std in input units (default: %(default)s)")
     solver.add_argument("--baseline", choices=BASELINE_KINDS, default=d.baseline,
@@ -207,6 +212,7 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
 CONFIG_OPTIONS = (
     "method", "iterations", "ig_steps", "mask_size", "l1", "tv", "tv_power", "normalize_score", "noise_std",
     "baseline", "initial_step", "tolerance", "patience", "substrate", "metric_steps", "max_batch_size", "seed",
+    "objective", "quadrature",
 )
 
 

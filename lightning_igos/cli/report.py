@@ -29,7 +29,7 @@ REPORT_VERSION = 1
 #: The IGOSConfig fields listed in the report's settings (the metric ones come after mask_size_used).
 REPORTED_OPTIONS = (
     "method", "mask_size", "iterations", "ig_steps", "l1", "tv", "tv_power", "normalize_score", "noise_std",
-    "baseline", "tolerance", "patience", "max_batch_size",
+    "baseline", "tolerance", "patience", "max_batch_size", "objective", "quadrature",
 )
 
 

@@ -36,6 +36,8 @@ from lightning_igos.core.validation import (
 )
 
 METHODS = ("igos", "igos++")
+OBJECTIVES = ("probability", "log_complement")
+QUADRATURES = ("riemann", "gauss-legendre")
 #: Largest ``seed`` (torch generators take 64-bit seeds; reports store it as a JSON integer).
 MAX_SEED = 2**63 - 1
 
@@ -49,6 +51,7 @@ def _check_finite(value: object, name: str) -> None:
 SOLVER_FIELDS = (
     "method", "mask_size", "iterations", "ig_steps", "l1", "tv", "tv_power", "noise_std", "baseline",
     "max_batch_size", "initial_step", "tolerance", "patience", "score_fn", "autocast_dtype", "normalize_score",
+    "objective", "quadrature",
 )
 
 
@@ -75,6 +78,9 @@ class IGOSConfig:
             None runs every iteration on every image.
         normalize_score: divide the objective's score term by the clean score, so ``l1``
             and ``tv`` mean the same at any confidence.
+        objective: the score term, ``"probability"`` or ``"log_complement"`` (``-log(1 - p)``,
+            whose gradient does not vanish on confident images).
+        quadrature: the integration points, ``"riemann"`` or ``"gauss-legendre"``.
         autocast_dtype: run the forward passes under autocast with this dtype; None
             runs them in the model's own dtype.
         score_fn: ``score_fn(logits, targets) -> (B,)`` for heads whose score is not the
@@ -98,6 +104,8 @@ class IGOSConfig:
     tolerance: float = 1e-5
     patience: int | None = 3
     normalize_score: bool = True
+    objective: str = "probability"
+    quadrature: str = "riemann"
     autocast_dtype: torch.dtype | None = None
     score_fn: ScoreFn | None = None
     max_batch_size: int | None = None
@@ -132,6 +140,9 @@ class IGOSConfig:
         if not isinstance(self.normalize_score, bool):
             raise TypeError(f"`normalize_score` must be True or False, got {self.normalize_score!r}.")
         check_autocast_dtype(self.autocast_dtype)
+        for name, choices in (("objective", OBJECTIVES), ("quadrature", QUADRATURES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"`{name}` must be one of {choices}, got {getattr(self, name)!r}.")
         if self.score_fn is not None and not callable(self.score_fn):
             raise TypeError(
                 f"`score_fn` must be None or a callable (logits, targets) -> scores, got {self.score_fn!r}."

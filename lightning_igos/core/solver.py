@@ -33,6 +33,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,7 +48,7 @@ from lightning_igos.core.runtime import (
     model_memory_format,
     usable,
 )
-from lightning_igos.core.scoring import ScoreFn, target_scores
+from lightning_igos.core.scoring import ScoreFn, log_complement, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
@@ -64,6 +65,8 @@ STEP_GROWTH = 2.0
 REFERENCE_CELLS = 28 * 28
 # Floor of the clean score the relative objective divides by.
 MIN_SCORE = 1e-3
+# The log-complement objective clamps the score this far below 1 (-log of it is about 13.8).
+MAX_SCORE_GAP = 1e-6
 # A mask none of whose cells moved this far from 1 is an empty explanation.
 MIN_MASK_MOVE = 1e-3
 #: Reasons of :attr:`Explanation.empty_reasons`.
@@ -277,6 +280,8 @@ class _Problem:
         bilateral: bool,
         mask_size: tuple[int, int],
         ig_steps: int,
+        quadrature: str,
+        objective: str,
         l1: float,
         tv: float,
         tv_power: float,
@@ -292,6 +297,8 @@ class _Problem:
         self.targets = targets
         self.size = images.shape[-2:]
         self.ig_steps = ig_steps
+        self.alphas, self.weights = path_points(ig_steps, quadrature, images.device)
+        self.log_complement = objective == "log_complement"
         # `tv` is the weight at the reference 28x28 mask. The mean squared difference of
         # a smooth mask grows as (28 / n)^2 at an n x n mask, so the weight is scaled by
         # the cell count to keep the same smoothness prior at every resolution.
@@ -313,16 +320,21 @@ class _Problem:
         # Per-image weight of the score terms (1 / clean score when the objective is relative).
         self.score_weight = torch.ones(images.shape[0], device=images.device)
 
-    def scores(self, inputs: Tensor, targets: Tensor) -> Tensor:
+    def scores(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """The target's score of each input, and what the objective's score term measures of it."""
         if inputs.shape[0] == 1 and self.cap >= 2 and not torch.is_grad_enabled():
             # Some backends compute a batch of one with other kernels than larger batches
             # (rounding differs by ~1e-7 on the CPU), and a ReLU network can amplify that;
             # a forward-only trial of one image runs as two, so an image's line search
             # does not depend on how many other images are still searching.
-            return self.scores(inputs.expand(2, *inputs.shape[1:]), targets.expand(2))[:1]
+            score, evidence = self.scores(inputs.expand(2, *inputs.shape[1:]), targets.expand(2))
+            return score[:1], evidence[:1]
         self.images_pushed += inputs.shape[0]
         logits = self.model(inputs.to(self.input_dtype, memory_format=self.memory_format))
-        return target_scores(logits, targets, self.score_fn)
+        score = target_scores(logits, targets, self.score_fn)
+        if not self.log_complement:
+            return score, score
+        return score, log_complement(logits, targets, score, self.score_fn, max_score=1 - MAX_SCORE_GAP)
 
     def upsample(self, masks: Tensor) -> Tensor:
         return _upsample(masks, self.size)
@@ -340,20 +352,22 @@ class _Problem:
                 reg = reg + self.tv * _total_variation(m, self.tv_power, edge_weights)
         return reg
 
-    def objective(self, masks: list[Tensor], index: Tensor) -> tuple[Tensor, Tensor]:
-        """Noise-free objective of the images ``index`` under ``masks``; also the deletion score."""
+    def objective(self, masks: list[Tensor], index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Noise-free objective of the images ``index`` under ``masks``; also the deletion score and term."""
         keep = _keep(masks)
         total = torch.zeros(index.shape[0], device=keep.device)
         deletion_score = torch.zeros_like(total)
+        deletion_term = torch.zeros_like(total)
         for sign, compose in self.terms:
             for start, stop in chunks(index.shape[0], self.cap):
                 rows = index[start:stop]
                 up = self.upsample(keep[start:stop])
-                s = self.scores(compose(self.images[rows], self.baselines[rows], up), self.targets[rows])
-                total[start:stop] += sign * s
+                s, evidence = self.scores(compose(self.images[rows], self.baselines[rows], up), self.targets[rows])
+                total[start:stop] += sign * evidence
                 if compose is _deletion:
                     deletion_score[start:stop] = s
-        return total * self.score_weight[index] + self.regulariser(masks, index), deletion_score
+                    deletion_term[start:stop] = evidence
+        return total * self.score_weight[index] + self.regulariser(masks, index), deletion_score, deletion_term
 
     def descent_direction(self, masks: list[Tensor], index: Tensor) -> list[Tensor]:
         """Integrated gradient of the score terms plus the regulariser's gradient, for images ``index``."""
@@ -373,15 +387,16 @@ class _Problem:
                 points = keep[first:last].unsqueeze(1).expand(n_img, n_step, *keep.shape[1:]).clone()
                 points.requires_grad_(True)
                 up = self.upsample(points.flatten(0, 1)).view(n_img, n_step, 1, *self.size)
-                alpha = torch.arange(k0 + 1, k1 + 1, device=up.device, dtype=up.dtype).view(1, -1, 1, 1, 1) / steps
+                alpha = self.alphas[k0:k1].to(up.dtype).view(1, -1, 1, 1, 1)
                 x = self.images[rows].unsqueeze(1)
                 b = self.baselines[rows].unsqueeze(1)
                 inputs = compose(x, b, alpha * up).flatten(0, 1)
                 if self.noise is not None:
                     inputs = self.noise.add_to(inputs, rows, term, torch.arange(k0, k1, device=up.device))
-                s = self.scores(inputs, self.targets[rows].repeat_interleave(n_step))
+                _, s = self.scores(inputs, self.targets[rows].repeat_interleave(n_step))
                 s = s * self.score_weight[rows].repeat_interleave(n_step)
-                (per_point,) = torch.autograd.grad(sign * s.sum() / steps, points)
+                s = s * self.weights[k0:k1].repeat(n_img)
+                (per_point,) = torch.autograd.grad(sign * s.sum(), points)
                 for k in range(n_step):
                     keep_grad[first:last] += per_point[:, k]
         # The chain rule from the keep-mask to the masks (iGOS++ keeps their product).
@@ -395,6 +410,27 @@ class _Problem:
         bad = torch.stack([~torch.isfinite(g).flatten(1).all(1) for g in grads]).any(0)
         self.nonfinite[index] |= bad
         return [torch.where(bad.view(-1, 1, 1, 1), torch.zeros_like(g), g) for g in grads]
+
+
+def path_points(steps: int, quadrature: str, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Positions ``alpha`` in (0, 1] along the baseline-to-image path and their weights (summing to 1).
+
+    ``"riemann"`` is the reference's right Riemann sum, ``alpha = k / steps``;
+    ``"gauss-legendre"`` places the points at the Legendre nodes, exact for polynomials of
+    degree ``2 * steps - 1``, so fewer points integrate a smooth path as well.
+
+    Example:
+        >>> alphas, weights = path_points(2, "gauss-legendre", torch.device("cpu"))
+        >>> [round(a, 4) for a in alphas.tolist()], weights.tolist()
+        ([0.2113, 0.7887], [0.5, 0.5])
+    """
+    if quadrature == "riemann":
+        alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps
+        weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+    else:
+        nodes, w = np.polynomial.legendre.leggauss(steps)
+        alphas, weights = torch.from_numpy((nodes + 1) / 2), torch.from_numpy(w / 2)
+    return alphas.float().to(device), weights.float().to(device)
 
 
 def _path_chunks(batch: int, steps: int, cap: int) -> list[tuple[int, int, int, int]]:
@@ -455,7 +491,7 @@ def _line_search(problem: _Problem, state: _Search, index: Tensor, grads: list[T
             break
         a = step[todo].view(-1, 1, 1, 1)
         trial = [(m[todo] - a * g[todo]).clamp(0, 1) for m, g in zip(masks, grads)]
-        value, score = problem.objective(trial, index[todo])
+        value, score, _ = problem.objective(trial, index[todo])
         ok = value <= current[todo] - ARMIJO_C * step[todo] * gnorm2[todo]
         done, rows = todo[ok], index[todo[ok]]
         for m, t in zip(state.masks, trial):
@@ -496,6 +532,8 @@ def igos(
     score_fn: ScoreFn | None = DEFAULTS.score_fn,
     autocast_dtype: torch.dtype | None = DEFAULTS.autocast_dtype,
     normalize_score: bool = DEFAULTS.normalize_score,
+    objective: str = DEFAULTS.objective,
+    quadrature: str = DEFAULTS.quadrature,
 ) -> Explanation:
     """Explain ``model``'s decision for ``targets`` on ``images`` with I-GOS or iGOS++.
 
@@ -542,6 +580,13 @@ def igos(
             the score a mask removes and mean the same for a model that is 15% or 99%
             sure. False uses the raw score, as the original I-GOS does (its weights, l1 1
             and tv 20, were set for models confident near 1).
+        objective: what the score term measures. ``"probability"``: the target's score ``p``
+            (I-GOS). ``"log_complement"``: ``-log(1 - p)``, which equals ``p`` for small ``p``
+            and grows like the log-odds as ``p`` nears 1, so its gradient does not vanish on
+            images the model is 97-99.9% sure of (the softmax's ``dp/dlogit = p(1 - p)`` does).
+            It needs scores in [0, 1]: probabilities, as the default score is.
+        quadrature: the points of the integrated gradient: ``"riemann"`` (``k / ig_steps``,
+            the reference) or ``"gauss-legendre"`` (Legendre nodes and weights on [0, 1]).
 
     The model's parameters, their ``.grad``, the train/eval flag of every submodule
     and the global RNG state are left exactly as they were.
@@ -563,7 +608,8 @@ def igos(
         method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
         tv_power=tv_power, noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
         initial_step=initial_step, tolerance=tolerance, patience=patience, score_fn=score_fn,
-        autocast_dtype=autocast_dtype, normalize_score=normalize_score,
+        autocast_dtype=autocast_dtype, normalize_score=normalize_score, objective=objective,
+        quadrature=quadrature,
     )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
@@ -584,16 +630,17 @@ def igos(
             check_logits(model(x[:1].to(input_dtype)), 1, targets_t, score_fn)
         problem = _Problem(
             model, x, b, targets_t, bilateral=method == "igos++", mask_size=size, ig_steps=ig_steps,
+            quadrature=quadrature, objective=objective,
             l1=l1, tv=tv, tv_power=tv_power, noise_std=noise_std, max_batch_size=cap,
             seed=seed, score_fn=score_fn, input_dtype=input_dtype,
         )
         masks = [torch.ones(batch, 1, *size, device=device) for _ in problem.terms]
         with torch.no_grad():
-            current, score = problem.objective(masks, torch.arange(batch, device=device))
+            current, score, clean_term = problem.objective(masks, torch.arange(batch, device=device))
             clean_score = score.clone()
             if normalize_score:
                 # The regulariser is 0 at the all-ones start, so the objective just scales.
-                problem.score_weight = 1 / clean_score.abs().clamp_min(MIN_SCORE)
+                problem.score_weight = 1 / clean_term.abs().clamp_min(MIN_SCORE)
                 current = current * problem.score_weight
         state = _Search(masks, current, score, first_trial=torch.full_like(current, float(initial_step)),
                         failures=torch.zeros(batch, dtype=torch.long, device=device))
