@@ -38,6 +38,7 @@ measurement.
     python bench/memory.py --device cuda        # on a GPU machine
     python bench/memory.py --skip-resnet50      # only the small models
     python bench/memory.py --models ''          # only ResNet-50
+    python bench/memory.py --quick              # dry run of the code path: small sizes, no resnet18
 """
 
 from __future__ import annotations
@@ -221,8 +222,8 @@ def largest_forward(cap: int, steps: int) -> int:
     return cap if cap < steps else cap // steps * steps
 
 
-def resnet50_table(device: torch.device, igos_budget_s: float) -> None:
-    print("\n### ResNet-50 at 224x224, fp32, random weights: one forward + backward to the input\n")
+def resnet50_table(device: torch.device, igos_budget_s: float, size: int = 224) -> None:
+    print(f"\n### ResNet-50 at {size}x{size}, fp32, random weights: one forward + backward to the input\n")
     torch.manual_seed(0)
     model = resnet50(num_classes=1000).eval()
     # Random weights with eval-mode batch norm give logits of +-100: the softmax then sits in
@@ -231,7 +232,7 @@ def resnet50_table(device: torch.device, igos_budget_s: float) -> None:
         model.fc.weight.mul_(0.01)
         model.fc.bias.zero_()
     model = model.to(device)
-    images = torch.randn(16, 3, 224, 224, device=device)
+    images = torch.randn(16, 3, size, size, device=device)
     input_gradient_pass(model, images[:1])()  # warm-up
     columns = ["batch", "tensors MB", "allocator MB", "MB per image", "seconds (not profiled)"]
     columns = table_header(columns, text_first=False)
@@ -274,7 +275,7 @@ def resnet50_table(device: torch.device, igos_budget_s: float) -> None:
               f"machine). EXTRAPOLATED from the single-pass fit: max_batch_size {cap} pushes at most {n} images "
               f"per forward + backward: {fixed + slope * n:.0f} MB.")
         if (4 + 4) * seconds_per_image <= igos_budget_s:
-            run_igos(1, 4, 4, "Reduced check of the solver's own overhead at 224x224")
+            run_igos(1, 4, 4, f"Reduced check of the solver's own overhead at {size}x{size}")
 
     print(f"\nLibrary defaults (largest forward with ig_steps {steps}), extrapolated from the fit above:\n")
     columns = ["device", "default max_batch_size", "largest forward", "predicted peak MB", "fits in 8 GiB"]
@@ -296,7 +297,12 @@ def main() -> None:
     parser.add_argument("--models", default="small-cnn,resnet18", help="models of the first two tables ('' skips)")
     parser.add_argument("--igos-budget-s", type=float, default=180.0,
                         help="run igos on ResNet-50 only if estimated faster than this; else extrapolate")
+    parser.add_argument("--resnet50-size", type=int, default=224, help="image side of the ResNet-50 table")
+    parser.add_argument("--quick", action="store_true",
+                        help="dry run: small-cnn only, ResNet-50 at 32x32, the reduced igos check")
     args = parser.parse_args()
+    if args.quick:
+        args.models, args.resnet50_size, args.igos_budget_s = "small-cnn", 32, min(args.igos_budget_s, 5.0)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     allocator = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "CPU allocator events (profiler)"
@@ -307,7 +313,7 @@ def main() -> None:
         tracker_check(device, models)
         solver_table(device, models)
     if not args.skip_resnet50:
-        resnet50_table(device, args.igos_budget_s)
+        resnet50_table(device, args.igos_budget_s, args.resnet50_size)
 
 
 if __name__ == "__main__":
