@@ -93,8 +93,8 @@ class IGOSConfig:
 
     method: str = "igos"
     mask_size: None | int | tuple[int, int] = None
-    iterations: int = 8
-    ig_steps: int = 5
+    iterations: int = 4
+    ig_steps: int = 10
     l1: float = 0.1
     tv: float = 2.0
     tv_power: float = 2.0
@@ -105,7 +105,7 @@ class IGOSConfig:
     patience: int | None = 3
     normalize_score: bool = True
     objective: str = "log_complement"
-    quadrature: str = "gauss-legendre"
+    quadrature: str = "riemann"
     autocast_dtype: torch.dtype | None = None
     score_fn: ScoreFn | None = None
     max_batch_size: int | None = None
