@@ -8,12 +8,21 @@ gradient* of the score over the path from the baseline to the masked image,
 which avoids the adversarial masks a plain gradient finds, and takes per-image
 Armijo steps on the noise-free objective. The saliency is ``1 - upsample(m)``.
 
-Two choices differ from the reference implementation, both measured on a real
+Three choices differ from the reference implementation, all measured on a real
 ImageNet classifier (EfficientNet-Lite0 on photos): the score term is divided by
 the image's clean score (``normalize_score``), because the reference weights were
 set for models confident near 1 and leave every mask at all ones on models that
-are 15-80% sure; and the mask has the image's resolution by default (the
-reference used 28x28 at 224), which improves both causal AUCs. iGOS++ (Khorram
+are 15-80% sure; the score term measures ``-log(1 - p)`` rather than ``p``
+(``objective``), because the softmax's gradient ``p(1 - p)`` vanishes on images the
+model is 97-99.9% sure of and leaves their masks unmoved; and the mask has the
+image's resolution by default (the reference used 28x28 at 224), which improves
+both causal AUCs.
+
+The integration noise belongs to each image (:class:`_PathNoise`): it is drawn from
+the seed and the image's own values, so an image's mask does not depend on the
+batch it is explained in, its position, the other images or ``max_batch_size``.
+An explanation whose gradient was ever NaN or infinite, or whose mask never moved,
+is flagged as empty (:attr:`Explanation.empty`). iGOS++ (Khorram
 et al., CHIL 2021) optimises a deletion and an insertion mask together, with an
 edge-aware smoothness term; their product is the result.
 
