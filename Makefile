@@ -1,11 +1,12 @@
-# Quick start:  make demo   (sets up .venv and runs the demo)
-#               make test   (sets up .venv and runs the tests)
+# Quick start:  make demo         (sets up .venv and runs the demo)
+#               make tensorboard  (shows the demo's explanation panels: http://localhost:6006)
+#               make test         (sets up .venv and runs the tests)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench bench-real clean
+.PHONY: setup demo tensorboard test lint bench bench-real clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,11 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python examples/train_with_igos.py
+
+# The demo's log folder; `make tensorboard LOGDIR=lightning_logs` shows another.
+LOGDIR ?= runs/demo
+tensorboard: $(STAMP)
+	$(BIN)/tensorboard --logdir $(LOGDIR)
 
 test: $(STAMP)
 	$(BIN)/ruff check lightning_igos tests examples bench

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
+import shutil
+import sys
 import time
 import warnings
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -28,10 +33,11 @@ from lightning_igos.callback import IGOSCallback
 from lightning_igos.synthetic import make_object_images
 from lightning_igos.toy_module import ObjectClassifier
 
-# The solver runs with its defaults (15 iterations, 20 integration steps): the demo shows what users get.
+# The solver runs with its defaults (at most 4 iterations of 10 integration steps): the demo shows what users get.
 DEMO_IGOS = dict(num_probe=8, metric_steps=50)
 # Noisier than the default, so that learning the task takes more than one epoch.
 DEMO_NOISE = 0.3
+DEFAULT_LOGDIR = "runs/demo"  # `make tensorboard` shows it
 
 # (header, key in trainer.callback_metrics)
 COLUMNS = (
@@ -75,11 +81,35 @@ class EpochTable(pl.Callback):
         print(" ".join(cells), flush=True)
 
 
+def tensorboard_command(logdir: str) -> str:
+    """A shell command that starts TensorBoard on ``logdir``, runnable from the current directory.
+
+    The ``tensorboard`` script of this Python's environment (``.venv/bin/tensorboard`` when run
+    from the project root, where ``make`` installs it), else one on ``PATH``, else
+    ``python -m tensorboard.main``.
+
+    Example:
+        >>> tensorboard_command("runs/demo").endswith("--logdir runs/demo")
+        True
+    """
+    beside = Path(sys.executable).parent / ("tensorboard.exe" if os.name == "nt" else "tensorboard")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        relative = os.path.relpath(beside)
+        shown = str(beside) if relative.startswith("..") else relative
+        program = shlex.quote(shown)
+    elif shutil.which("tensorboard"):
+        program = "tensorboard"
+    else:
+        program = f"{shlex.quote(sys.executable)} -m tensorboard.main"
+    return f"{program} --logdir {shlex.quote(str(logdir))}"
+
+
 def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop training after this many minutes")
-    parser.add_argument("--logdir", default="runs/demo", help="TensorBoard log directory (default runs/demo)")
+    parser.add_argument("--logdir", default=DEFAULT_LOGDIR,
+                        help=f"TensorBoard log directory (default {DEFAULT_LOGDIR})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and the model (default 0)")
     parser.add_argument("--train-size", type=int, default=1024, help="generated training images (default 1024)")
     parser.add_argument("--val-size", type=int, default=256, help="generated validation images (default 256)")
@@ -139,7 +169,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         )
     print(f"\nDone in {time.perf_counter() - started:.0f} s. Insertion AUC should rise and deletion AUC fall "
           "as the model learns.")
-    print(f"See the explanation panels with:\n  tensorboard --logdir {args.logdir}")
+    print(f"See the explanation panels (then open http://localhost:6006):\n  {tensorboard_command(args.logdir)}")
+    if os.environ.get("MAKELEVEL") and args.logdir == DEFAULT_LOGDIR:
+        print("or, from the project root: make tensorboard")
     return 0
 
 

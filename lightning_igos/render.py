@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from lightning_igos.core.causal import CausalCurves
 
 __all__ = [
-    "colormap", "curve_image", "display_stats", "explanation_panels", "grid_labels", "overlay", "overlay_grid",
-    "probe_panel", "save_png", "unnormalize",
+    "MIN_TILE", "colormap", "curve_image", "display_stats", "explanation_panels", "grid_labels", "overlay",
+    "overlay_grid", "probe_panel", "save_png", "unnormalize",
 ]
 
 ChannelStats = Union[float, Sequence[float], Tensor]
@@ -50,6 +50,9 @@ _DELETION_RGB = (213, 94, 0)
 _AXIS_RGB = (64, 64, 64)
 _GRID_RGB = (222, 222, 222)
 _SUPERSAMPLE = 3  # curves are drawn this many times larger, then box-downsampled (anti-aliasing)
+#: The smallest tile (in pixels) that panels and the overlay grid draw an image at: smaller
+#: images are enlarged by a whole factor (nearest), so a 32x32 probe is readable on screen.
+MIN_TILE = 160
 
 
 # ----------------------------------------------------------------------------- checks
@@ -284,23 +287,27 @@ def overlay_grid(
     nrow: int | None = None,
     alpha: float = 0.5,
     labels: Sequence[str] | None = None,
+    min_size: int = MIN_TILE,
 ) -> Tensor:
     """All overlays of a batch in one image grid (white 2-pixel gaps).
 
     Args:
         images, saliency, alpha: as in :func:`overlay`.
         nrow: images per row; default ``ceil(sqrt(B))``.
-        labels: one caption per image (e.g. ``"#0 3 (cat)"``), drawn in a strip above its
-            tile; tiles narrower than 96 pixels are then enlarged (nearest) so the text fits.
+        labels: one caption per image (e.g. ``"#0 3 (cat)"``), drawn in a strip above its tile.
+        min_size: images less than this high are enlarged by the smallest whole factor that
+            reaches it (nearest), so small probes are readable; 1 keeps their size.
 
     Returns:
         (3, H', W') float32 on the CPU.
 
     Example:
-        >>> overlay_grid(torch.rand(4, 3, 16, 16), torch.rand(4, 1, 4, 4)).shape
+        >>> overlay_grid(torch.rand(4, 3, 16, 16), torch.rand(4, 1, 4, 4)).shape  # 16 px tiles drawn at 160
+        torch.Size([3, 326, 326])
+        >>> overlay_grid(torch.rand(4, 3, 16, 16), torch.rand(4, 1, 4, 4), min_size=1).shape
         torch.Size([3, 38, 38])
         >>> overlay_grid(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 4, 4), labels=["#0: 1 (cat)", "#1: 2"]).shape
-        torch.Size([3, 116, 198])
+        torch.Size([3, 199, 326])
     """
     out = overlay(images, saliency, alpha)
     if out.dim() == 3:
@@ -309,13 +316,18 @@ def overlay_grid(
         nrow = math.ceil(math.sqrt(out.shape[0]))
     if isinstance(nrow, bool) or not isinstance(nrow, numbers.Integral) or nrow < 1:
         raise ValueError(f"`nrow` must be a positive int or None, got {nrow!r}.")
+    if isinstance(min_size, bool) or not isinstance(min_size, numbers.Integral) or min_size < 1:
+        raise ValueError(f"`min_size` must be an int >= 1, got {min_size!r}.")
+    if labels is not None and (isinstance(labels, str) or len(labels) != out.shape[0]
+                               or not all(isinstance(t, str) for t in labels)):
+        raise ValueError(f"`labels` must be {out.shape[0]} strings, one per image, got {labels!r}.")
+    scale = max(1, math.ceil(min_size / out.shape[-2]))
     if labels is not None:
-        if isinstance(labels, str) or len(labels) != out.shape[0] or not all(isinstance(t, str) for t in labels):
-            raise ValueError(f"`labels` must be {out.shape[0]} strings, one per image, got {labels!r}.")
-        scale = max(1, math.ceil(96 / out.shape[-1]))
-        if scale > 1:
-            out = F.interpolate(out, scale_factor=scale, mode="nearest")
-        height = max(16, round(out.shape[-1] * 0.16))
+        scale = max(scale, math.ceil(96 / out.shape[-1]))  # room for the caption
+    if scale > 1:
+        out = F.interpolate(out, scale_factor=scale, mode="nearest")
+    if labels is not None:
+        height = _header_height(min(out.shape[-2:]))
         out = torch.stack([torch.cat([_header(text, height, out.shape[-1]), tile], dim=1)
                            for text, tile in zip(labels, out)])
     return make_grid(out, nrow=int(nrow), padding=2, pad_value=1.0).float().clamp(0, 1)
@@ -379,13 +391,16 @@ def curve_image(
     fractions: Tensor | Sequence[float],
     insertion_auc: ScalarLike,
     deletion_auc: ScalarLike,
-    size: int | tuple[int, int] = (128, 128),
+    size: int | tuple[int, int] = (160, 160),
 ) -> Tensor:
     """Plot one image's insertion (blue) and deletion (vermillion) curves with their AUCs.
 
     The x axis is the fraction of pixels changed, the y axis the score, both
-    [0, 1]; values above 1 (e.g. curves normalised by the clean score) are
-    drawn at 1. The legend above the plot reads e.g. ``ins 0.82  del 0.12``.
+    [0, 1], with ticks labelled 0, 0.5 and 1 (unlabelled below 64 pixels); values above 1 (e.g. curves
+    normalised by the clean score) are drawn at 1. The legend above the plot
+    reads e.g. ``ins 0.82  del 0.12``. Lines are drawn supersampled (smooth),
+    text at the final size (sharp), an eighth of the tile high or more, so it stays
+    legible where the panel is shown scaled down (TensorBoard's image card).
 
     Args:
         insertion, deletion, fractions: 1-D, the same length (``steps + 1``).
@@ -398,7 +413,7 @@ def curve_image(
     Example:
         >>> f = torch.linspace(0, 1, 11)
         >>> curve_image(f, 1 - f, f, 0.5, 0.5).shape
-        torch.Size([3, 128, 128])
+        torch.Size([3, 160, 160])
     """
     ins, dele, frac = _curve(insertion, "insertion"), _curve(deletion, "deletion"), _curve(fractions, "fractions")
     for name, t in (("insertion", ins), ("deletion", dele)):
@@ -411,44 +426,85 @@ def curve_image(
         (f"del {_scalar(deletion_auc, 'deletion_auc'):.2f}", _DELETION_RGB),
     )
     height, width = _size(size, "size", minimum=32)
+    side = min(height, width)
 
+    # Text sizes first (they set the margins), measured at the final resolution.
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad = max(2, side // 40)
+    gap = max(4, round(side / 16))  # between the two legend entries
+    legend_text = "".join(label for label, _ in legend)
+    # Sized for where panels are shown: TensorBoard's image card fits a three-tile panel into about 330
+    # pixels, so text of an eighth of the tile stays about 12 pixels high on screen.
+    legend_px = _fitting_size(measure, legend_text, max(8, round(side * 0.14)), width - 2 * pad - gap, smallest=6)
+    tick_px = max(7, round(side * 0.12))
+    ticks = ((0.0, "0"), (0.5, "0.5"), (1.0, "1"))
+    tick_len = max(2, side // 50)
+    labelled = side >= 64  # below that, tick labels would cover the plot
+    label_w = max(_text_width(measure, text, tick_px) for _, text in ticks) if labelled else 0
+    _, tick_top, _, tick_bottom = measure.textbbox((0, 0), "0.51", font=_font(tick_px))
+    tick_h = tick_bottom - tick_top if labelled else 0
+    _, legend_top, _, legend_bottom = measure.textbbox((0, 0), legend_text, font=_font(legend_px))
+    legend_h = legend_bottom - legend_top
+
+    left = pad + label_w + tick_len + pad  # the y axis
+    right = width - pad - 1
+    top = pad + legend_h + pad  # the y = 1 line
+    bottom = height - (pad + tick_h + tick_len + pad)  # the x axis
+
+    def point(fx: float, fy: float, k: int = 1) -> tuple[float, float]:
+        # Supersampled, a k-wide line centred here covers whole pixels once reduced (crisp axes).
+        centre = (k - 1) / 2
+        return (left + fx * (right - left)) * k + centre, (bottom - fy * (bottom - top)) * k + centre
+
+    # Lines, supersampled k times and box-reduced (anti-aliasing).
     k = _SUPERSAMPLE
     canvas = Image.new("RGB", (width * k, height * k), "white")
     draw = ImageDraw.Draw(canvas)
-    pad = max(3, min(height, width) // 24)
-    gap = max(8, round(min(height, width) / 11))  # also the nominal font height
-    text = "".join(label for label, _ in legend)
-    font_px = _fitting_size(draw, text, gap * k, (width - 2 * pad - gap) * k, smallest=6 * k)
-    x = pad * k
-    for label, rgb in legend:
-        x += _draw_text(draw, (x, pad * k), label, font_px, rgb) + gap * k
-
-    left, right = 2 * pad * k, (width - pad) * k
-    top, bottom = 2 * pad * k + font_px, (height - 2 * pad) * k
-
-    def point(fx: float, fy: float) -> tuple[float, float]:
-        return left + fx * (right - left), bottom - fy * (bottom - top)
-
     for g in (0.25, 0.5, 0.75, 1.0):
-        draw.line([point(0, g), point(1, g)], fill=_GRID_RGB, width=k)
-        draw.line([point(g, 0), point(g, 1)], fill=_GRID_RGB, width=k)
-    draw.line([point(0, 1), point(0, 0), point(1, 0)], fill=_AXIS_RGB, width=k)
-    line_width = max(1, round(min(height, width) / 64)) * k
+        draw.line([point(0, g, k), point(1, g, k)], fill=_GRID_RGB, width=k)
+        draw.line([point(g, 0, k), point(g, 1, k)], fill=_GRID_RGB, width=k)
+    draw.line([point(0, 1, k), point(0, 0, k), point(1, 0, k)], fill=_AXIS_RGB, width=k)
+    for value, _ in ticks:
+        x, y = point(value, 0, k)
+        draw.line([(x, y), (x, y + tick_len * k)], fill=_AXIS_RGB, width=k)
+        x, y = point(0, value, k)
+        draw.line([(x - tick_len * k, y), (x, y)], fill=_AXIS_RGB, width=k)
+    line_width = max(1, round(side / 64)) * k
     for values, rgb in ((dele, _DELETION_RGB), (ins, _INSERTION_RGB)):
-        pts = [point(fx, fy) for fx, fy in zip(frac.clamp(0, 1).tolist(), values.clamp(0, 1).tolist())]
+        pts = [point(fx, fy, k) for fx, fy in zip(frac.clamp(0, 1).tolist(), values.clamp(0, 1).tolist())]
         draw.line(pts, fill=rgb, width=line_width, joint="curve")
-    return _from_pil(canvas.reduce(k))
+    canvas = canvas.reduce(k)
+
+    # Text at the final resolution: the legend, then the tick labels of both axes.
+    draw = ImageDraw.Draw(canvas)
+    x = pad
+    for label, rgb in legend:
+        x += _draw_text(draw, (x, pad), label, legend_px, rgb) + gap
+    # The end labels are aligned inwards (x: "0" from its tick, "1" up to it; y: "1" hangs from its tick,
+    # "0" stands on it), so the two zeros keep clear of each other and nothing leaves the tile.
+    for (value, text), align in zip(ticks if labelled else (), (0.0, 0.5, 1.0)):
+        text_w = _text_width(draw, text, tick_px)
+        tx, ty = point(value, 0)
+        _draw_text(draw, (tx - align * text_w, ty + tick_len + pad / 2), text, tick_px, _AXIS_RGB)
+        tx, ty = point(0, value)
+        _draw_text(draw, (tx - tick_len - pad / 2 - text_w, ty - (1 - align) * tick_h), text, tick_px, _AXIS_RGB)
+    return _from_pil(canvas)
 
 
 def _header(title: str, height: int, width: int) -> Tensor:
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
     pad = max(2, height // 6)
-    size = _fitting_size(draw, title, max(6, round(height * 0.7)), width - 2 * pad)
+    size = _fitting_size(draw, title, max(6, round(height * 0.68)), width - 2 * pad)
     title = _shortened(draw, title, size, width - 2 * pad)
     _, top, _, bottom = draw.textbbox((0, 0), title or " ", font=_font(size))
     _draw_text(draw, (pad, (height - (bottom - top)) / 2), title, size, (0, 0, 0))
     return _from_pil(canvas)
+
+
+def _header_height(tile: int) -> int:
+    """The title strip over a tile ``tile`` pixels high: its text is about 0.15 of the tile, 18 px or more."""
+    return max(28, round(tile * 0.22))
 
 
 def probe_panel(
@@ -460,14 +516,16 @@ def probe_panel(
     insertion_auc: ScalarLike,
     deletion_auc: ScalarLike,
     title: str,
-    min_size: int = 128,
+    min_size: int = MIN_TILE,
     alpha: float = 0.5,
 ) -> Tensor:
     """One probe image's panel: a title strip over ``image | overlay | curves``.
 
-    Images shorter than ``min_size`` are upscaled by the smallest integer
-    factor that reaches it, nearest-neighbour (pixels stay sharp and line up
-    with the saliency). The curve tile is square, as high as the image tiles.
+    Images shorter than ``min_size`` (160 by default) are upscaled by the smallest
+    integer factor that reaches it, nearest-neighbour (pixels stay sharp and line up
+    with the saliency), so the panel is readable where it is shown (TensorBoard's
+    image card, the HTML report). The curve tile is square, as high as the image
+    tiles; the title's letters are about 0.15 of the tile high.
 
     Args:
         image: (3, H, W) in [0, 1] (grey (1, H, W) also accepted).
@@ -484,7 +542,7 @@ def probe_panel(
     Example:
         >>> f = torch.linspace(0, 1, 5)
         >>> p = probe_panel(torch.rand(3, 64, 64), torch.rand(1, 8, 8), f, 1 - f, f, 0.5, 0.5, "target 2 p=0.93")
-        >>> p.shape[0], p.shape[1] > 128, p.shape[2] >= 3 * 128
+        >>> p.shape[0], p.shape[1] > 192, p.shape[2] >= 3 * 192  # 64 px enlarged 3 times, to reach 160
         (3, True, True)
     """
     if not isinstance(title, str):
@@ -506,7 +564,7 @@ def probe_panel(
     row[:, :, :tile_w] = tiles[0]
     row[:, :, tile_w + gap : 2 * tile_w + gap] = tiles[1]
     row[:, :, 2 * (tile_w + gap) :] = curves
-    header = _header(title, max(18, round(tile_h * 0.16)), row.shape[-1])
+    header = _header(title, _header_height(tile_h), row.shape[-1])
     return torch.cat([header, row], dim=1)
 
 

@@ -156,7 +156,10 @@ def test_csv_logger_gets_scalars_and_pngs_with_one_warning(tmp_path: Path, loade
     for name in SCALARS:
         assert len([r for r in rows if r.get(name)]) == 2, name
     assert str((Path(logger.log_dir) / "igos").resolve()) in str(png_warnings[0].message)
-    for epoch, step in ((0, 3), (1, 6)):
+    # The PNG folders carry the step the CSV (and every other logger) records for the same validation.
+    csv_steps = [(int(r["epoch"]), int(r["step"])) for r in rows if r.get("igos/insertion_auc")]
+    assert csv_steps == [(0, 2), (1, 5)]
+    for epoch, step in csv_steps:
         folder = Path(logger.log_dir) / "igos" / f"epoch_{epoch:03d}_step_{step:06d}"
         assert sorted(p.name for p in folder.glob("*.png")) == [
             "overlays.png", "probe_0.png", "probe_1.png", "probe_2.png", "probe_3.png"
@@ -347,6 +350,24 @@ def test_lightning_pytorch_trainer_accepts_the_callback(tmp_path: Path, loaders)
     )
     trainer.fit(Classifier(), *loaders)
     assert "igos/insertion_auc" in trainer.callback_metrics
+
+    # IGOSCallback runs in lightning's Trainer too (hooks are called by name), with its monitors, and a
+    # checkpoint it wrote resumes under LightningIGOSCallback (one state key for both classes).
+    checkpoint = lightning.callbacks.ModelCheckpoint(monitor="igos/insertion_auc", mode="max", dirpath=tmp_path)
+    stopper = lightning.callbacks.EarlyStopping(monitor="igos/insertion_auc", mode="max", patience=1)
+    plain = IGOSCallback(every_n_epochs=2, **FAST)
+    options = dict(accelerator="cpu", default_root_dir=tmp_path, enable_progress_bar=False, logger=False,
+                   enable_model_summary=False)
+    trainer = lightning.Trainer(max_epochs=2, callbacks=[plain, checkpoint, stopper], **options)
+    trainer.fit(Classifier(), *loaders)
+    assert "epoch=1" in Path(checkpoint.best_model_path).name  # the explained epoch, not the stand-in of epoch 0
+    assert stopper.wait_count == 0 and not trainer.should_stop  # the unexplained epoch counted for no patience
+    (results,) = trainer.validate(trainer.lightning_module, loaders[1], verbose=False)
+    assert "igos/insertion_auc" in results
+    resumed = LightningIGOSCallback(every_n_epochs=2, **FAST)
+    trainer = lightning.Trainer(max_epochs=3, callbacks=[resumed], enable_checkpointing=False, **options)
+    trainer.fit(Classifier(), *loaders, ckpt_path=checkpoint.best_model_path)
+    assert torch.equal(resumed.probe[0], plain.probe[0])
 
 
 # ----------------------------------------------------------------------------- failures
@@ -539,8 +560,12 @@ def test_pngs_of_several_validations_per_epoch_are_all_kept(tmp_path: Path, load
                        enable_checkpointing=False)
     with pytest.warns(IGOSWarning, match="PNG"):
         trainer.fit(_module(), *loaders)
-    # A validation after each of the 3 training batches: three folders in epoch 0.
-    assert _png_folders(Path(logger.log_dir)) == [f"epoch_000_step_{step:06d}" for step in (1, 2, 3)]
+    # A validation after each of the 3 training batches: three folders in epoch 0, named by the step the
+    # CSV records for each validation's scalars.
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("igos/insertion_auc")]
+    assert steps == [0, 1, 2]
+    assert _png_folders(Path(logger.log_dir)) == [f"epoch_000_step_{step:06d}" for step in steps]
 
 
 def test_repeated_validate_without_logger_keeps_every_panel_and_says_where(tmp_path: Path, loaders,

@@ -61,9 +61,12 @@ def panel(image: torch.Tensor, title: str = "target 2 p=0.93", **kwargs) -> torc
         (lambda: overlay(torch.rand(2, 3, 16, 12), torch.randn(2, 1, 4, 3) * 50), (2, 3, 16, 12)),
         (lambda: overlay(torch.rand(3, 16, 12), torch.randn(16, 12, requires_grad=True)), (3, 16, 12)),
         (lambda: overlay(torch.rand(2, 1, 16, 12), torch.randn(2, 16, 12)), (2, 3, 16, 12)),
-        (lambda: overlay_grid(torch.rand(5, 3, 16, 16), torch.rand(5, 1, 4, 4)), (3, 38, 56)),
-        (lambda: overlay_grid(torch.rand(5, 3, 16, 16), torch.rand(5, 1, 4, 4), nrow=5), (3, 20, 92)),
-        (lambda: curve_image(INSERTION * 2, DELETION - 1, STEPS, 0.8, 0.1), (3, 128, 128)),
+        # 16-pixel images are drawn 10 times larger (160-pixel tiles), unless min_size says otherwise.
+        (lambda: overlay_grid(torch.rand(5, 3, 16, 16), torch.rand(5, 1, 4, 4)), (3, 326, 488)),
+        (lambda: overlay_grid(torch.rand(5, 3, 16, 16), torch.rand(5, 1, 4, 4), nrow=5), (3, 164, 812)),
+        (lambda: overlay_grid(torch.rand(5, 3, 16, 16), torch.rand(5, 1, 4, 4), min_size=1), (3, 38, 56)),
+        (lambda: overlay_grid(torch.rand(2, 3, 200, 180), torch.rand(2, 1, 4, 4)), (3, 204, 366)),
+        (lambda: curve_image(INSERTION * 2, DELETION - 1, STEPS, 0.8, 0.1), (3, 160, 160)),
         (lambda: curve_image(INSERTION.tolist(), DELETION, STEPS, 0.8, 0.1, size=(40, 90)), (3, 40, 90)),
         (lambda: curve_image(INSERTION, DELETION, STEPS, 0.8, 0.1, size=64), (3, 64, 64)),
     ],
@@ -228,7 +231,7 @@ def test_overlay_alpha_ends_and_constant_saliency() -> None:
 
 def test_overlay_grid_matches_individual_overlays() -> None:
     images, saliency = torch.rand(3, 3, 10, 10), torch.rand(3, 1, 5, 5)
-    grid, single = overlay_grid(images, saliency, nrow=3), overlay(images, saliency)
+    grid, single = overlay_grid(images, saliency, nrow=3, min_size=1), overlay(images, saliency)
     for i in range(3):
         left = 2 + i * 12
         assert torch.allclose(grid[:, 2:12, left : left + 10], single[i])
@@ -257,12 +260,12 @@ def test_curve_image_clamps_values_above_one_and_shows_the_aucs() -> None:
 
 def test_probe_panel_upscales_small_images_with_nearest_neighbour() -> None:
     image = torch.rand(3, 64, 48)
-    out = panel(image)
-    gap = max(2, 128 // 40)
-    assert out.shape[0] == 3 and out.shape[2] == 2 * 96 + 128 + 2 * gap
-    header = out.shape[1] - 128
-    assert header > 0  # the title strip sits above the 128-pixel tiles
-    assert torch.allclose(out[:, header:, :96], image.repeat_interleave(2, 1).repeat_interleave(2, 2))
+    out = panel(image)  # 64 pixels high: three times larger, the first whole factor to reach 160
+    gap = max(2, 192 // 40)
+    assert out.shape[0] == 3 and out.shape[2] == 2 * 144 + 192 + 2 * gap
+    header = out.shape[1] - 192
+    assert header > 0  # the title strip sits above the 192-pixel tiles
+    assert torch.allclose(out[:, header:, :144], image.repeat_interleave(3, 1).repeat_interleave(3, 2))
     title = out[:, :header]
     assert title.min() < 0.3 and (title.mean() > 0.8)  # dark text on white
     assert not torch.equal(panel(image, "another title")[:, :header], title)
@@ -279,7 +282,7 @@ def test_probe_panel_fits_a_long_title() -> None:
     short = panel(torch.rand(3, 32, 32), title="#1 class 2", min_size=32)
     out = panel(torch.rand(3, 32, 32), title="target 999 p=0.123456 " * 10, min_size=32)
     assert out.shape == short.shape  # the title never widens the panel
-    strip = out[:, :18]  # the title strip of 32-pixel tiles
+    strip = out[:, :28]  # the title strip of 32-pixel tiles
     ink = (strip.amin(0) < 0.5).any(0).nonzero().flatten()
     assert ink.numel() > 0, "the title is drawn"
     # It stops short of the right edge: shrunk and cut with "...", not clipped by the border.
@@ -325,6 +328,7 @@ def test_save_png_accepts_a_string_path(tmp_path) -> None:
         (lambda: overlay(torch.rand(3, 8, 8), torch.rand(2, 8, 8)), "saliency"),
         (lambda: overlay(torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8), alpha=1.5), "alpha"),
         (lambda: overlay_grid(torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8), nrow=0), "nrow"),
+        (lambda: overlay_grid(torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8), min_size=0), "min_size"),
         (lambda: curve_image(INSERTION, DELETION[:-1], STEPS, 0.8, 0.1), "deletion"),
         (lambda: curve_image(INSERTION, DELETION, STEPS * 2, 0.8, 0.1), "fractions"),
         (lambda: curve_image(INSERTION[:1], DELETION[:1], STEPS[:1], 0.8, 0.1), "insertion"),
@@ -361,3 +365,48 @@ def test_other_channel_counts_are_displayed(tmp_path, channels: int, shown: list
     assert overlay_grid(images, torch.rand(2, 1, 4, 4)).shape[0] == 3
     save_png(images[0], tmp_path / "x.png")
     assert (tmp_path / "x.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ----------------------------------------------------------------------------- legible where it is shown
+
+
+def _ink_runs(ink: torch.Tensor, min_gap: int) -> list[tuple[int, int]]:
+    """The runs of True in a 1-D mask, merging runs less than ``min_gap`` apart (the glyphs of one label)."""
+    runs: list[list[int]] = []
+    for i in ink.nonzero().flatten().tolist():
+        if runs and i - runs[-1][1] <= min_gap:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return [(a, b) for a, b in runs]
+
+
+def test_a_32_pixel_probe_panel_is_drawn_at_a_readable_size() -> None:
+    """A 32x32 probe image gets 160-pixel tiles, and its header's letters are over 12 pixels high."""
+    f = torch.linspace(0, 1, 21)
+    out = probe_panel(torch.rand(3, 32, 32), torch.rand(1, 8, 8), f, 1 - f, f, 0.82, 0.12, "#0 class 1 p=0.95")
+    header = out.shape[1] - 160
+    assert header >= 28 and out.shape[2] == 3 * 160 + 2 * 4
+    rows = (out[:, :header].amin(0) < 0.5).any(1).nonzero().flatten()
+    assert int(rows.max() - rows.min()) + 1 >= 13  # "#0 class 1 p=0.95": cap height plus descender
+    grid = overlay_grid(torch.rand(9, 3, 32, 32), torch.rand(9, 1, 8, 8))
+    assert grid.shape == (3, 2 + 3 * 162, 2 + 3 * 162)  # 160-pixel tiles, not 104 pixels for all nine
+
+
+def test_curve_axes_have_ticks_labelled_0_half_and_1() -> None:
+    out = curve_image(INSERTION, DELETION, STEPS, 0.82, 0.12)
+    dark = out.amax(0) < 0.4  # the axes are dark grey
+    axis_col, axis_row = int(dark.sum(0).argmax()), int(dark.sum(1).argmax())
+    assert dark[:, axis_col].sum() > 60 and dark[axis_row].sum() > 60  # a y and an x axis (curves cover parts)
+    ink = out.amax(0) < 0.6
+    # Left of the y axis: three labels (1 at the top, 0.5, 0 at the bottom), one above the other.
+    y_labels = _ink_runs(ink[:, : axis_col - 3].any(1), min_gap=3)
+    assert len(y_labels) == 3
+    # "1" hangs from the y = 1 line and "0" stands on the x axis; "0.5" is centred half way between.
+    (one_top, _), (half_top, half_bottom), (_, zero_bottom) = y_labels
+    assert abs(zero_bottom - axis_row) <= 1
+    assert (half_top + half_bottom) / 2 == pytest.approx((one_top + zero_bottom) / 2, abs=2)
+    # Below the x axis: three labels side by side (0, 0.5, 1), none wider than "0.5".
+    x_labels = _ink_runs(ink[axis_row + 6 :, axis_col - 6 :].any(0), min_gap=4)
+    assert len(x_labels) == 3
+    assert all(b - a < 30 for a, b in x_labels)

@@ -6,7 +6,10 @@
   captured from validation batches, and its checkpoint state;
 * :mod:`~lightning_igos.callback.outputs`: logging the scalars and writing the panels;
 * :mod:`~lightning_igos.callback.monitors`: what ``ModelCheckpoint``/``EarlyStopping`` see on
-  epochs without fresh values.
+  epochs without fresh values;
+* :mod:`~lightning_igos.callback.status`: the progress shown while explaining, and the cost line;
+* :mod:`~lightning_igos.callback.lightning_namespace`: ``LightningIGOSCallback``, the class for
+  the ``lightning`` package (``lightning.pytorch.cli.LightningCLI``, YAML configs).
 """
 
 from __future__ import annotations
@@ -21,9 +24,16 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``LightningIGOSCallback``: the same callback for ``lightning.pytorch.Trainer``, made on first use."""
+    """``LightningIGOSCallback`` (a ``lightning.pytorch.Callback``), imported from
+    :mod:`~lightning_igos.callback.lightning_namespace` on first access, so ``lightning`` is
+    imported only when asked for."""
     if name == "LightningIGOSCallback":
-        from lightning_igos.callback import hooks
+        from lightning_igos.callback.lightning_namespace import LightningIGOSCallback
 
-        return hooks.lightning_callback_class()
+        globals()[name] = LightningIGOSCallback
+        return LightningIGOSCallback
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"LightningIGOSCallback"})

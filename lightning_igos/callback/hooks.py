@@ -9,9 +9,10 @@ finds the checkpointed state of a run with other options. The probe and checkpoi
 
 Two classes share one implementation, because ``pytorch_lightning`` and
 ``lightning.pytorch`` have distinct ``Callback`` base classes:
-:class:`IGOSCallback` for ``pytorch_lightning.Trainer`` and
-``LightningIGOSCallback`` (created on first access, so ``lightning`` is only
-imported when asked for) for ``lightning.pytorch.Trainer``.
+:class:`IGOSCallback` (a ``pytorch_lightning.Callback``) and ``LightningIGOSCallback``
+(a ``lightning.pytorch.Callback``, in :mod:`~.lightning_namespace`, imported on first
+access so ``lightning`` is only imported when asked for). Both have the same checkpoint
+state key, so their checkpoints are interchangeable.
 
 Distributed training: the probe is the same on every rank (rank 0's capture is
 broadcast); rank ``r`` of ``W`` explains the ``r``-th of ``W`` contiguous
@@ -66,7 +67,7 @@ from lightning_igos.core.scoring import ScoreFn
 from lightning_igos.core.validation import check_mask_size, check_positive_int
 from lightning_igos.probe import ProbeLike
 
-# and LightningIGOSCallback, made on first access
+# and LightningIGOSCallback (lightning_namespace.py), imported on first access
 __all__ = ["SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSCallback", "IGOSWarning"]
 
 TARGET_MODES = ("label", "pred")
@@ -173,9 +174,10 @@ class _IGOSCallbackLogic:
         >>> callback.every_n_epochs, callback.config.iterations
         (2, 10)
 
-    Use it as ``pytorch_lightning.Trainer(callbacks=[IGOSCallback()])``; with
-    ``lightning.pytorch.Trainer`` use ``lightning_igos.callback.LightningIGOSCallback`` (same
-    arguments).
+    Use it as ``pytorch_lightning.Trainer(callbacks=[IGOSCallback()])``; it runs in a
+    ``lightning.pytorch.Trainer`` too. Where the ``lightning`` package checks the base class
+    (``lightning.pytorch.cli.LightningCLI`` and its YAML configs) use
+    ``lightning_igos.callback.LightningIGOSCallback`` (same arguments).
     """
 
     def __init__(
@@ -280,11 +282,13 @@ class _IGOSCallbackLogic:
 
     @property
     def state_key(self) -> str:
-        """The key of this callback's checkpoint state: its class, prefix, method and target.
+        """The key of this callback's checkpoint state: ``IGOSCallback`` with its prefix, method and target.
 
-        Two callbacks of one Trainer (say ``igos`` and ``igos++``) keep separate states.
+        Two callbacks of one Trainer (say ``igos`` and ``igos++``) keep separate states. The key
+        names ``IGOSCallback`` for both classes (``LightningIGOSCallback`` too), so a checkpoint
+        written under one Lightning package resumes under the other.
         """
-        return self._generate_state_key(prefix=self.prefix, method=self.config.method, target=self.target)
+        return "IGOSCallback" + repr({"prefix": self.prefix, "method": self.config.method, "target": self.target})
 
     @property
     def _legacy_state_key(self) -> str:
@@ -476,11 +480,12 @@ class _IGOSCallbackLogic:
         targets = "pred" if self.target == "pred" else self.store.targets[indices]
         # evaluate() makes a fresh generator seeded with config.seed at every run, so every epoch sees
         # the same noise and epochs are comparable. The status counts the passes and shows the work
-        # on the progress bar.
-        with ExplainStatus(trainer, pl_module, len(indices)) as status:
-            evaluation = evaluate(pl_module, images, targets, self.config)
+        # on the progress bar (done/total passes and the time left).
+        with ExplainStatus(trainer, pl_module, len(indices), self.config) as status:
+            evaluation = evaluate(pl_module, images, targets, self.config, on_stage=status.on_stage)
         result = ShareResult.of(indices, evaluation)
         result.passes, result.seconds = status.passes, status.seconds
+        result.summary = status.summary(trainer.current_epoch)
         self.outputs.names = run_class_names(self.class_names, pl_module, status.num_classes, result)
         return result
 
@@ -498,18 +503,8 @@ class IGOSCallback(_IGOSCallbackLogic, pl.Callback):
     __doc__ = _IGOSCallbackLogic.__doc__
 
 
-_lightning_class: type | None = None
-
-
 def lightning_callback_class() -> type:
-    """The same callback for ``lightning.pytorch.Trainer``, made once, on first use."""
-    global _lightning_class
-    if _lightning_class is None:
-        from lightning.pytorch import Callback
+    """The same callback for ``lightning.pytorch.Trainer``: :class:`~.lightning_namespace.LightningIGOSCallback`."""
+    from lightning_igos.callback.lightning_namespace import LightningIGOSCallback
 
-        # The same qualified name keeps checkpoints interchangeable between the two packages.
-        _lightning_class = type(
-            "IGOSCallback", (_IGOSCallbackLogic, Callback),
-            {"__doc__": _IGOSCallbackLogic.__doc__, "__module__": "lightning_igos.callback"},
-        )
-    return _lightning_class
+    return LightningIGOSCallback

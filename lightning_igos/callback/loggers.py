@@ -114,35 +114,50 @@ def image_sinks(loggers: Iterable[Any]) -> list[ImageSink]:
 # ----------------------------------------------------------------------------- TensorBoard layout
 
 
-def custom_scalars_layout(prefix: str = "igos") -> dict[str, dict[str, list[Any]]]:
-    """TensorBoard's Custom Scalars layout of the igos/ scalars: one chart per family.
+def custom_scalars_layout(prefix: str | Sequence[str] = "igos") -> dict[str, dict[str, list[Any]]]:
+    """TensorBoard's Custom Scalars layout of the ``<prefix>/`` scalars: one category per prefix.
 
     Insertion and deletion share a chart (raw AUCs in one, normalised in another, so each
     chart keeps one scale), and so do the mask statistics. Tags are anchored regular
     expressions (``igos/insertion_auc`` alone would match its ``_normalized`` variant too).
+    TensorBoard keeps one layout per run, so several callbacks of one Trainer (``igos`` and
+    ``igospp``) share one layout with a category each: pass all their prefixes.
 
     Example:
         >>> custom_scalars_layout()["igos"]["insertion and deletion AUC"]
         ['Multiline', ['^igos/insertion_auc$', '^igos/deletion_auc$']]
+        >>> list(custom_scalars_layout(["igos", "igospp"]))
+        ['igos', 'igospp']
     """
-    def tags(*names: str) -> list[str]:
+    prefixes = [prefix] if isinstance(prefix, str) else list(dict.fromkeys(prefix))
+
+    def tags(prefix: str, *names: str) -> list[str]:
         return [f"^{re.escape(prefix)}/{name}$" for name in names]
 
     return {
-        prefix: {
-            "insertion and deletion AUC": ["Multiline", tags("insertion_auc", "deletion_auc")],
+        p: {
+            "insertion and deletion AUC": ["Multiline", tags(p, "insertion_auc", "deletion_auc")],
             "insertion and deletion AUC, normalized": [
-                "Multiline", tags("insertion_auc_normalized", "deletion_auc_normalized"),
+                "Multiline", tags(p, "insertion_auc_normalized", "deletion_auc_normalized"),
             ],
-            "mask": ["Multiline", tags("mask_mean", "mask_min", "mask_frac_below_half")],
+            "mask": ["Multiline", tags(p, "mask_mean", "mask_min", "mask_frac_below_half")],
         }
+        for p in prefixes
     }
 
 
-def write_custom_scalars(loggers: Iterable[Any], done: set[str], prefix: str = "igos") -> None:
-    """Write :func:`custom_scalars_layout` to every TensorBoard logger not in ``done`` (log dirs), once.
+# Set on a SummaryWriter once it holds the layout: every callback of the Trainer then leaves it alone.
+_LAYOUT_MARK = "_lightning_igos_custom_scalars"
 
-    ``done`` holds the log directories already given the layout; it is updated.
+
+def write_custom_scalars(loggers: Iterable[Any], done: set[str] | None = None,
+                         prefix: str | Sequence[str] = "igos") -> None:
+    """Write one :func:`custom_scalars_layout` of all ``prefix`` es to every TensorBoard logger, once per run.
+
+    TensorBoard shows one layout per run (a later one replaces, not extends, the first), so
+    the callbacks of one Trainer write a single layout with a category per prefix: the first
+    one to log writes it for all, and marks the writer. ``done`` (updated) holds the log
+    directories written to, for callers that keep their own record.
     """
     for logger in loggers:
         experiment = getattr(logger, "experiment", None)
@@ -150,10 +165,15 @@ def write_custom_scalars(loggers: Iterable[Any], done: set[str], prefix: str = "
         if not callable(add):
             continue
         key = str(getattr(experiment, "log_dir", None) or getattr(logger, "log_dir", None) or id(experiment))
-        if key in done:
+        if getattr(experiment, _LAYOUT_MARK, False) or (done is not None and key in done):
             continue
         add(custom_scalars_layout(prefix))
-        done.add(key)
+        try:
+            setattr(experiment, _LAYOUT_MARK, True)
+        except AttributeError:  # a writer that takes no attributes: ``done`` is the record
+            pass
+        if done is not None:
+            done.add(key)
 
 
 def log_panels(loggers: Iterable[Any], panels: Sequence[Panel], *, step: int, epoch: int,

@@ -32,7 +32,7 @@ from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric
 
 from lightning_igos.callback.loggers import log_panels, scalar_step, write_custom_scalars
 from lightning_igos.callback.monitors import MonitorStandIns
-from lightning_igos.callback.status import cost_line
+from lightning_igos.callback.status import cost_line, progress_bar, terminal_output
 from lightning_igos.class_names import ClassNames, module_class_names
 from lightning_igos.core.causal import CausalCurves
 from lightning_igos.core.evaluation import STATISTICS, Evaluation
@@ -40,7 +40,7 @@ from lightning_igos.metrics import DeletionAUC, InsertionAUC
 
 __all__ = [
     "SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSWarning", "Outputs", "RankReport", "ShareResult",
-    "empty_result", "error_text", "new_folder", "png_root", "tensorboard_writers",
+    "empty_result", "error_text", "new_folder", "png_root", "say", "tensorboard_writers",
 ]
 
 # Lightning's own logger hierarchy: the first-run cost line shows (and is silenced) like Lightning's info lines.
@@ -89,6 +89,7 @@ class ShareResult:
     panels: list[Tensor] = field(default_factory=list)
     passes: int = 0  # images through the model while explaining and scoring
     seconds: float = 0.0
+    summary: str = ""  # the run in one line, for a log (see status.ExplainStatus.summary)
 
     def __len__(self) -> int:
         return self.indices.numel()
@@ -332,7 +333,8 @@ class Outputs:
         if log_panels(trainer.loggers, items, step=step, epoch=trainer.current_epoch, prefix=self.prefix):
             return
         root, where = png_root(trainer, self.prefix)
-        folder = new_folder(root, f"epoch_{trainer.current_epoch:03d}_step_{trainer.global_step:06d}")
+        # The step of the scalars, as every logger records them (CSVLogger's "step" column, MLflow's folders).
+        folder = new_folder(root, f"epoch_{trainer.current_epoch:03d}_step_{step:06d}")
         for index, panel in zip(indices.tolist(), panels):
             render.save_png(panel, folder / f"probe_{index}.png")
         render.save_png(grid, folder / "overlays.png")
@@ -351,17 +353,40 @@ class Outputs:
     def after_scalars(
         self, trainer: Any, pl_module: Any, result: ShareResult | None, num_images: int, every_n_epochs: int
     ) -> None:
-        """The TensorBoard custom-scalars layout (once per log dir) and, after the first run, its cost."""
+        """The TensorBoard custom-scalars layout (one for all the Trainer's IGOSCallbacks, once per run); after
+        the first run its cost, and after later runs, when the progress bar writes into a log, the run's line."""
         try:
-            write_custom_scalars(trainer.loggers, self.layouts_written, self.prefix)
+            # One layout for every IGOSCallback of the Trainer (TensorBoard keeps one per run).
+            prefixes = [cb.outputs.prefix for cb in getattr(trainer, "callbacks", [])
+                        if isinstance(getattr(cb, "outputs", None), Outputs)]
+            write_custom_scalars(trainer.loggers, self.layouts_written, [*prefixes, self.prefix])
         except Exception as err:
             self.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="scalars",
                                  local=True)
-        if self.cost_reported or result is None or len(result) == 0:
+        if result is None or len(result) == 0:
             return
-        self.cost_reported = True
-        passes = round(result.passes / len(result) * num_images)  # under DDP: rank 0's share, scaled
-        _log.info(cost_line(num_images, passes, result.seconds, every_n_epochs, pl_module.device))
+        if not self.cost_reported:
+            self.cost_reported = True
+            passes = round(result.passes / len(result) * num_images)  # under DDP: rank 0's share, scaled
+            say(trainer, cost_line(num_images, passes, result.seconds, every_n_epochs, pl_module.device))
+            return
+        bar = progress_bar(trainer)
+        if bar is not None and result.summary and not terminal_output(bar):
+            # Into a log the bar is not redrawn while explaining: one line per explained epoch instead.
+            say(trainer, result.summary)
+
+
+def say(trainer: Any, line: str) -> None:
+    """Print ``line`` on its own line through the progress bar (``tqdm.write``, Rich's console), so it is
+    not glued to a bar; without a progress bar, as one of Lightning's info lines."""
+    bar = progress_bar(trainer)
+    if bar is not None and callable(getattr(bar, "print", None)):
+        try:
+            bar.print(line)
+            return
+        except Exception:  # a bar that cannot print: the log line below
+            pass
+    _log.info(line)
 
 
 # ----------------------------------------------------------------------------- panel helpers

@@ -1,11 +1,23 @@
-"""Say on Lightning's progress bar that explanations are being computed, and count the model passes.
+"""Show on Lightning's progress bar how far the explanations are, and count the model passes.
 
-:class:`ExplainStatus` is a context manager around one explanation run of the callback:
-it counts the images that go through the model (a forward hook on the module) and, when
-the trainer shows a progress bar (Lightning's ``TQDMProgressBar`` or ``RichProgressBar``),
-writes ``I-GOS: explaining 8 probe images, 1200 passes`` into the validation bar's
-description and puts the old description back afterwards. Without a progress bar it only
-counts.
+:class:`ExplainStatus` is a context manager around one explanation run of the callback. It
+counts the images that go through the model (a forward hook on the module) and, when the
+trainer shows a progress bar (Lightning's ``TQDMProgressBar`` or ``RichProgressBar``), writes
+
+    I-GOS: explaining 8 probe images, 640/1440 passes, 0:05 elapsed, ETA 0:12
+
+into the validation bar's description, and puts the old description back afterwards. The
+total is known before the first pass, from the configuration (:func:`planned_passes`): the
+integration-path passes of the solver (``iterations`` at most, times ``ig_steps``, twice for
+``igos++``, per image) and the curve passes of the metrics (``2 * metric_steps`` per image).
+When every image converges before ``iterations`` the count jumps to the end of the solver's
+share. The solver's forward-only line-search trials are not in the count but are in the
+time, so the ETA (the time per counted pass so far, times the passes left) includes them.
+
+Outside a terminal (a CI log, output sent to a file) the bar is not redrawn while explaining:
+a log would get a status line per redraw. The callback prints one line per explained epoch
+instead (:meth:`ExplainStatus.summary`, through the progress bar's own ``print``). Without a
+progress bar it only counts.
 
 Example:
     >>> from types import SimpleNamespace
@@ -18,41 +30,128 @@ Example:
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["ExplainStatus"]
+__all__ = ["ExplainStatus", "clock", "cost_line", "planned_passes", "progress_bar", "terminal_output"]
+
+
+def planned_passes(config: Any, num_images: int) -> tuple[int, int]:
+    """The counted passes of one run, from the configuration: ``(solver, metrics)``.
+
+    ``solver``: integration-path passes, at most ``iterations * ig_steps`` per image, twice that
+    for ``igos++`` (two masks); ``metrics``: ``2 * metric_steps`` per image (the two curves' inner
+    points, the clean image and the substrate).
+
+    Example:
+        >>> from lightning_igos.core.config import IGOSConfig
+        >>> planned_passes(IGOSConfig(iterations=4, ig_steps=20, metric_steps=50), 8)
+        (640, 800)
+        >>> planned_passes(IGOSConfig(method="igos++", iterations=4, ig_steps=20, metric_steps=50), 8)
+        (1280, 800)
+    """
+    terms = 2 if config.method == "igos++" else 1
+    return num_images * terms * config.iterations * config.ig_steps, num_images * 2 * config.metric_steps
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` (or ``h:mm:ss``), as progress bars show time.
+
+    Example:
+        >>> clock(5.2), clock(125), clock(3725)
+        ('0:05', '2:05', '1:02:05')
+    """
+    total = max(0, round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_bar(trainer: Any) -> Any:
+    """The trainer's progress bar callback when it shows anything (rank 0, enabled), else None."""
+    callback = getattr(trainer, "progress_bar_callback", None)
+    if callback is None or not getattr(callback, "is_enabled", False):
+        return None
+    return callback
+
+
+def terminal_output(callback: Any) -> bool:
+    """Whether the progress bar draws on a terminal (redrawn in place) rather than into a log."""
+    progress = getattr(callback, "progress", None)  # Rich
+    console = getattr(progress, "console", None)
+    if console is not None and hasattr(console, "is_terminal"):
+        return bool(console.is_terminal)
+    stream = None
+    try:
+        stream = getattr(callback.val_progress_bar, "fp", None)
+    except Exception:  # no validation bar (yet)
+        stream = None
+    stream = sys.stdout if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except Exception:
+        return False
 
 
 class ExplainStatus:
-    """Count the images passed through ``module`` and show the work on the trainer's progress bar.
+    """Count the images passed through ``module`` and show the run's progress on the trainer's progress bar.
 
     Attributes (after the ``with`` block): ``passes`` (images through the model, all
     forwards counted, with or without gradients), ``passes_per_image``, ``seconds``
-    (wall time of the block) and ``num_classes`` (the width of the logits, None if unseen).
+    (wall time of the block), ``num_classes`` (the width of the logits, None if unseen),
+    ``done`` and ``total`` (the counted passes, see the module's doc; ``total`` is None
+    without a ``config``).
     """
 
     INTERVAL_S = 0.25
 
-    def __init__(self, trainer: Any, module: nn.Module, num_images: int) -> None:
+    def __init__(self, trainer: Any, module: nn.Module, num_images: int, config: Any = None) -> None:
         self.trainer, self.module, self.num_images = trainer, module, num_images
         self.passes = 0
         self.seconds = 0.0
         self.num_classes: int | None = None  # the width of the model's logits, once seen
+        self.solver_budget, metric_budget = planned_passes(config, num_images) if config is not None else (0, 0)
+        self.total: int | None = self.solver_budget + metric_budget if config is not None else None
+        self.done = 0
+        self.stage = "explaining"
         self._started = self._drawn = 0.0
         self._handle: Any = None
         self._bar: Any = None
         self._restore: Any = None
+        self._live = False  # the bar is on a terminal: redraw it
 
     @property
     def passes_per_image(self) -> float:
         return self.passes / self.num_images if self.num_images else 0.0
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self._started if self._started else self.seconds
+
     def text(self) -> str:
-        return f"I-GOS: explaining {self.num_images} probe images, {self.passes} passes"
+        """The progress bar's text: passes done of the total, time so far and the time left."""
+        lead = f"I-GOS: explaining {self.num_images} probe images"
+        if self.total is None:
+            return f"{lead}, {self.passes} passes"
+        elapsed = self.elapsed()
+        eta = "--" if self.done == 0 else clock(elapsed / self.done * (self.total - self.done))
+        return f"{lead}, {self.done}/{self.total} passes, {clock(elapsed)} elapsed, ETA {eta}"
+
+    def summary(self, epoch: int) -> str:
+        """The one line of an explained epoch, for a log (no terminal)."""
+        counted = "" if self.total is None else f", {self.done}/{self.total} passes"
+        return (f"I-GOS epoch {epoch}: explained {self.num_images} probe images in {self.seconds:.1f} s"
+                f"{counted} ({self.passes} model passes in all)")
+
+    def on_stage(self, stage: str) -> None:
+        """``evaluate``'s stage callback: at ``"scoring"`` the solver's share is done, converged early or not."""
+        self.stage = stage
+        if stage == "scoring":
+            self.done = max(self.done, self.solver_budget)
+            self._draw(force=True)
 
     def __enter__(self) -> ExplainStatus:
         self._started = time.perf_counter()
@@ -65,6 +164,7 @@ class ExplainStatus:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._started
+        self._started = 0.0
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
@@ -78,12 +178,22 @@ class ExplainStatus:
     # ------------------------------------------------------------------ internals
 
     def _count(self, module: nn.Module, inputs: tuple, output: object) -> None:
+        n = 0
         if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
-            self.passes += int(inputs[0].shape[0])
+            n = int(inputs[0].shape[0])
+            self.passes += n
         if isinstance(output, torch.Tensor) and output.dim() == 2:
             self.num_classes = int(output.shape[1])
+        if self.total is not None and (self.stage == "scoring" or torch.is_grad_enabled()):
+            # Integration-path passes run with gradients; every pass of the scoring stage is a curve point.
+            self.done = min(self.done + n, self.total)
+        self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        if self._bar is None:
+            return
         now = time.perf_counter()
-        if self._bar is not None and now - self._drawn >= self.INTERVAL_S:
+        if force or now - self._drawn >= self.INTERVAL_S:
             self._drawn = now
             try:
                 self._bar(self.text())
@@ -91,10 +201,14 @@ class ExplainStatus:
                 self._bar = None
 
     def _show(self, text: str) -> None:
-        """Find the validation bar of the trainer's progress bar callback and write ``text`` into it."""
-        callback = getattr(self.trainer, "progress_bar_callback", None)
-        if callback is None or not getattr(callback, "is_enabled", False):
+        """Find the validation bar of the trainer's progress bar callback and write ``text`` into it.
+
+        On a terminal the bar is redrawn; into a log the text is only set (nothing is written).
+        """
+        callback = progress_bar(self.trainer)
+        if callback is None:
             return
+        live = self._live = terminal_output(callback)
         # Rich: a task of a rich.progress.Progress.
         progress, task_id = getattr(callback, "progress", None), getattr(callback, "val_progress_bar_id", None)
         if progress is not None and task_id is not None and callable(getattr(progress, "update", None)):
@@ -102,7 +216,8 @@ class ExplainStatus:
 
             def show_rich(value: str) -> None:
                 progress.update(task_id, description=value)
-                progress.refresh()
+                if live:
+                    progress.refresh()
 
             show_rich(text)
             self._bar, self._restore = show_rich, lambda: show_rich(old)
@@ -117,7 +232,7 @@ class ExplainStatus:
         old_desc = getattr(bar, "desc", "")
 
         def show_tqdm(value: str) -> None:
-            bar.set_description_str(value, refresh=True)
+            bar.set_description_str(value, refresh=live)
 
         show_tqdm(text)
         self._bar, self._restore = show_tqdm, lambda: show_tqdm(old_desc)
