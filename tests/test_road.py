@@ -1,0 +1,245 @@
+"""ROAD (remove and debias): the imputation, the curves' invariants and input errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import ForwardRecorder
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import lightning_igos
+from lightning_igos.core.road import (
+    _KERNEL,
+    RoadCurves,
+    check_fractions,
+    linear_imputation,
+    road_area,
+    road_curves,
+)
+
+
+class ConstantModel(nn.Module):
+    """Returns the same logits whatever the input."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("logits", logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], -1)
+
+
+def linear_model(seed: int = 0, size: int = 8, classes: int = 3) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * size * size, classes)).eval()
+
+
+def dense_imputation(image: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """Exact float64 solution for one channel ``(H, W)`` built pixel by pixel from the definition."""
+    h, w = image.shape
+    ids = removed.nonzero().tolist()
+    index = {tuple(p): n for n, p in enumerate(ids)}
+    a = torch.zeros(len(ids), len(ids), dtype=torch.float64)
+    b = torch.zeros(len(ids), dtype=torch.float64)
+    for n, (i, j) in enumerate(ids):
+        weights = {}
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                if (di or dj) and 0 <= i + di < h and 0 <= j + dj < w:
+                    weights[(i + di, j + dj)] = _KERNEL[di + 1][dj + 1]
+        total = sum(weights.values())
+        a[n, n] = 1.0
+        for (y, x), wt in weights.items():  # x_i = sum_j (w_ij / total) x_j
+            if removed[y, x]:
+                a[n, index[(y, x)]] -= wt / total
+            else:
+                b[n] += wt / total * float(image[y, x])
+    out = image.double().clone()
+    out[removed] = torch.linalg.solve(a, b)
+    return out
+
+
+@pytest.mark.parametrize("seed,fraction", [(0, 0.3), (1, 0.6), (2, 0.9)])
+def test_imputation_matches_exact_dense_solve(seed, fraction):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(2, 3, 8, 8, generator=g)
+    removed = torch.rand(2, 1, 8, 8, generator=g) < fraction
+    removed[0, 0, 0, 0] = removed[1, 0, 7, 3] = True  # a corner and an edge
+    filled, _ = linear_imputation(images, removed)
+    exact = torch.stack([torch.stack([dense_imputation(images[n, c], removed[n, 0]) for c in range(3)])
+                         for n in range(2)])
+    assert (filled.double() - exact).abs().max() < 1e-4
+    assert torch.equal(filled[~removed.expand_as(images)], images[~removed.expand_as(images)])
+
+
+def test_imputation_of_a_hole_in_a_constant_region_is_that_constant():
+    images = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    images[..., 3:10, 4:11] = torch.tensor([0.7, -1.2, 2.0]).view(1, 3, 1, 1)
+    removed = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    removed[..., 4:9, 5:10] = True  # the known ring around the hole is constant
+    filled, _ = linear_imputation(images, removed)
+    torch.testing.assert_close(filled[..., 4:9, 5:10], images[..., 4:9, 5:10], atol=1e-5, rtol=0)
+    # The same through road_curves with no noise: a constant image stays constant.
+    flat = torch.full((1, 3, 8, 8), 0.25)
+    seen = []
+    model = ForwardRecorder(lambda x: (seen.append(x.clone()), x.flatten(1)[:, :2])[1])
+    road_curves(model, flat, torch.rand(1, 1, 8, 8), 0, noise_std=0.0, score_fn=lambda z, t: z[:, 0])
+    torch.testing.assert_close(torch.cat(seen), torch.full((19, 3, 8, 8), 0.25), atol=1e-5, rtol=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    logits=st.lists(st.floats(-5, 5), min_size=2, max_size=4),
+    k=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+)
+def test_constant_model_has_areas_equal_to_its_score_and_zero_gap(logits, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    logits_t = torch.tensor(logits)
+    fractions = torch.sort(torch.rand(k, generator=g) * 0.98 + 0.01).values.unique()
+    rc = road_curves(ConstantModel(logits_t), torch.randn(2, 3, 6, 6, generator=g), torch.rand(2, 1, 6, 6), 1,
+                     fractions=fractions, generator=g)
+    p = torch.softmax(logits_t, 0)[1]
+    torch.testing.assert_close(rc.morf_area, p.expand(2))
+    torch.testing.assert_close(rc.lerf_area, p.expand(2))
+    assert rc.gap.abs().max() < 1e-6
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), noise=st.sampled_from([0.0, 0.01, 0.5]))
+def test_areas_lie_between_the_lowest_and_highest_score(seed, noise):
+    g = torch.Generator().manual_seed(seed)
+    images = 3 * torch.randn(3, 3, 8, 8, generator=g)
+    rc = road_curves(linear_model(seed % 7), images, torch.rand(3, 1, 8, 8, generator=g), [0, 1, 2],
+                     noise_std=noise, generator=g, fractions=(0.2, 0.5, 0.8))
+    points = torch.cat([rc.clean_score[:, None], rc.morf, rc.lerf], dim=1)
+    low, high = points.min(1).values - 1e-6, points.max(1).values + 1e-6
+    for area in (rc.morf_area, rc.lerf_area):
+        assert ((area >= low) & (area <= high)).all()
+        assert ((area >= 0) & (area <= 1)).all()
+    torch.testing.assert_close(rc.gap, rc.lerf_area - rc.morf_area)
+
+
+def test_shapes_fields_and_batching():
+    model = ForwardRecorder(linear_model())
+    model.train()
+    images = torch.randn(5, 3, 8, 8)
+    rc = road_curves(model, images, torch.rand(5, 4, 4), [0, 1, 2, 0, 1], fractions=[0.25, 0.5],
+                     max_batch_size=3)
+    assert isinstance(rc, RoadCurves)
+    assert rc.fractions.tolist() == [0.25, 0.5]
+    assert rc.morf.shape == rc.lerf.shape == (5, 2)
+    assert rc.clean_score.shape == rc.morf_area.shape == rc.lerf_area.shape == rc.gap.shape == (5,)
+    assert max(model.sizes) <= 3 and sum(model.sizes) == 5 + 2 * 5 * 2
+    assert all(not grad for _, grad, _ in model.calls)
+    assert model.training and model.model.training  # the mode is restored
+    expected = road_area(rc.morf, rc.clean_score, rc.fractions)
+    torch.testing.assert_close(rc.morf_area, expected)
+    # Trapezoid over (0, 0.25, 0.5), divided by 0.5.
+    manual = (0.25 * (rc.clean_score + rc.morf[:, 0]) / 2 + 0.25 * (rc.morf[:, 0] + rc.morf[:, 1]) / 2) / 0.5
+    torch.testing.assert_close(rc.morf_area, manual)
+
+
+def test_constant_saliency_removes_the_same_pixels_in_both_orders():
+    rc = road_curves(linear_model(), torch.randn(2, 3, 8, 8), torch.ones(2, 1, 8, 8), 0)
+    torch.testing.assert_close(rc.morf, rc.lerf)
+
+
+def test_orders_remove_most_and_least_relevant_pixels_first():
+    # The score is the mean of the left half; the saliency marks the left half as relevant.
+    def score_fn(logits, targets):
+        return logits[:, 0]
+
+    class LeftMean(nn.Module):
+        def forward(self, x):
+            return torch.stack([x[:, :, :, :4].mean((1, 2, 3)), x.mean((1, 2, 3))], 1)
+
+    images = torch.zeros(1, 3, 8, 8)
+    images[..., :4] = 1.0
+    saliency = torch.zeros(1, 1, 8, 8)
+    saliency[..., :4] = 1.0
+    rc = road_curves(LeftMean(), images, saliency, 0, fractions=(0.25, 0.5), noise_std=0.0, score_fn=score_fn)
+    assert rc.lerf[0].tolist() == pytest.approx([1.0, 1.0], abs=1e-5)  # only the right half goes
+    assert (rc.morf[0] < 0.9).all() and rc.morf[0, 1] < rc.morf[0, 0]
+    assert rc.gap.item() > 0.2
+
+
+def test_deterministic_given_the_generator_and_independent_of_batching():
+    model, images, saliency = linear_model(), 2 * torch.randn(3, 3, 8, 8), torch.rand(3, 1, 8, 8)
+    state = torch.get_rng_state()
+
+    def run(seed, cap=None):
+        return road_curves(model, images, saliency, 1, noise_std=0.3, max_batch_size=cap,
+                           generator=torch.Generator().manual_seed(seed))
+
+    a, b, c = run(0), run(0, cap=4), run(1)
+    assert torch.get_rng_state().equal(state)  # the global RNG is untouched
+    assert torch.equal(a.morf, run(0).morf) and torch.equal(a.lerf, run(0).lerf)
+    torch.testing.assert_close(a.morf, b.morf)
+    torch.testing.assert_close(a.lerf, b.lerf)
+    assert not torch.equal(a.morf, c.morf)
+    assert torch.equal(a.clean_score, c.clean_score)
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"fractions": (0.2, 0.1)}, ValueError, "`fractions` must be strictly increasing"),
+        ({"fractions": (0.0, 0.5)}, ValueError, "`fractions` must lie strictly between 0 and 1"),
+        ({"fractions": (0.5, 1.0)}, ValueError, "`fractions` must lie strictly between 0 and 1"),
+        ({"fractions": ()}, ValueError, "at least one fraction"),
+        ({"fractions": "0.5"}, TypeError, "`fractions`"),
+        ({"fractions": (True,)}, TypeError, "`fractions`"),
+        ({"noise_std": -0.1}, ValueError, "`noise_std`"),
+        ({"noise_std": "a"}, TypeError, "`noise_std`"),
+        ({"solver_iterations": 0}, ValueError, "`solver_iterations`"),
+        ({"solver_tolerance": float("nan")}, ValueError, "`solver_tolerance`"),
+        ({"max_batch_size": 0}, ValueError, "`max_batch_size`"),
+        ({"generator": 3}, TypeError, "`generator`"),
+    ],
+)
+def test_invalid_arguments_are_named(kwargs, error, match):
+    model = ForwardRecorder(linear_model())
+    with pytest.raises(error, match=match):
+        road_curves(model, torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8), 0, **kwargs)
+    assert model.calls == []  # checked before any forward
+
+
+def test_invalid_inputs_are_named():
+    model, images = linear_model(), torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="`saliency`"):
+        road_curves(model, images, torch.rand(3, 1, 8, 8), 0)
+    with pytest.raises(ValueError, match="`targets`"):
+        road_curves(model, images, torch.rand(2, 1, 8, 8), [0, 1, 2])
+    with pytest.raises(ValueError, match="`images`"):
+        road_curves(model, images[0], torch.rand(2, 1, 8, 8), 0)
+    with pytest.raises(ValueError, match="`targets` must be class indices below"):
+        road_curves(model, images, torch.rand(2, 1, 8, 8), 5)
+    assert check_fractions(torch.tensor([0.1, 0.9], dtype=torch.float64)).tolist() == [0.1, 0.9]
+
+
+def test_trained_cnn_igos_saliency_beats_random_and_edge_maps(trained_cnn, probe_data):
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    images, labels = probe_data.images[:8], probe_data.labels[:8]
+    fractions = (0.1, 0.3, 0.5, 0.7, 0.9)
+    igos = lightning_igos.igos(trained_cnn, images, labels, iterations=2, ig_steps=4).saliency
+    random = torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(1))
+    edges = (images - gaussian_blur(images, kernel_size=[5, 5], sigma=[1.0, 1.0])).abs().sum(1, keepdim=True)
+    gaps = {name: road_curves(trained_cnn, images, s, labels, fractions=fractions).gap.mean().item()
+            for name, s in {"igos": igos, "random": random, "edges": edges}.items()}
+    assert abs(gaps["random"]) < 0.1
+    assert gaps["igos"] > gaps["random"] + 0.3
+    assert gaps["igos"] > gaps["edges"] + 0.03
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    model, images, saliency = linear_model(), torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8)
+    cpu = road_curves(model, images, saliency, 1)
+    gpu = road_curves(model.cuda(), images.cuda(), saliency.cuda(), 1)
+    assert gpu.morf.device.type == "cuda"
+    torch.testing.assert_close(gpu.morf.cpu(), cpu.morf, atol=1e-4, rtol=0)
+    torch.testing.assert_close(gpu.gap.cpu(), cpu.gap, atol=1e-4, rtol=0)
