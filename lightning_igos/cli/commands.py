@@ -22,23 +22,125 @@ Example:
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import functools
+import importlib
+import importlib.util
 import math
+import operator
 import re
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning_igos
-from lightning_igos.cli.check import CheckSettings, run_check
 from lightning_igos.cli.errors import InputError
-from lightning_igos.cli.report import PROG, format_table
-from lightning_igos.core.baselines import BASELINE_KINDS
-from lightning_igos.core.config import DEFAULTS, METHODS, OBJECTIVES, QUADRATURES, IGOSConfig
-from lightning_igos.probe import MAX_PROBE_ELEMENTS
+
+if TYPE_CHECKING:
+    from lightning_igos.cli.check import CheckSettings
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+# --------------------------------------------------------------------------- facts read from the source
+#
+# ``--version`` and ``--help`` answer without importing torch. The option defaults and choices
+# live in modules that import torch (``IGOSConfig``, ``BASELINE_KINDS``, ``MAX_PROBE_ELEMENTS``),
+# so the parser reads them from those modules' source text, where each is a literal, and never
+# keeps a copy. A parsed ``check`` command gets its defaults from the imported modules
+# themselves (``_fill_defaults``), so what runs never depends on this reading; a value that is
+# not a literal in the source is taken from the imported module instead.
+
+_ARITHMETIC = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Pow: operator.pow}
+
+
+def _literal(node: ast.expr) -> Any:
+    """The value of a literal expression; also numbers combined with ``+ - * **`` (``64 * 3 * 512 * 512``)."""
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        left, right = _literal(node.left), _literal(node.right)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (left, right)):
+            raise ValueError("not a number")
+        return _ARITHMETIC[type(node.op)](left, right)
+    return ast.literal_eval(node)
+
+
+@functools.cache
+def _source_tree(module: str) -> ast.Module:
+    spec = importlib.util.find_spec(module)  # imports the parent packages only (they import no torch)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise LookupError(f"no source for {module}")
+    return ast.parse(Path(spec.origin).read_text(encoding="utf-8"), filename=spec.origin)
+
+
+def _assigned(body: list[ast.stmt], name: str) -> ast.expr:
+    """The expression last assigned to ``name`` at the top level of ``body`` (a dataclass ``field(default=...)``
+    counts as its default)."""
+    found = None
+    for statement in body:
+        if isinstance(statement, ast.Assign):
+            if any(isinstance(t, ast.Name) and t.id == name for t in statement.targets):
+                found = statement.value
+        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            if isinstance(statement.target, ast.Name) and statement.target.id == name:
+                found = statement.value
+    if isinstance(found, ast.Call):
+        default = [k.value for k in found.keywords if k.arg == "default"]
+        if default:
+            found = default[0]
+    if found is None:
+        raise LookupError(name)
+    return found
+
+
+def _imported_value(module: str, name: str, owner: str | None) -> Any:
+    imported = importlib.import_module(module)
+    if owner is None:
+        return getattr(imported, name)
+    cls = getattr(imported, owner)
+    if dataclasses.is_dataclass(cls):
+        return {f.name: f.default for f in dataclasses.fields(cls)}[name]
+    return getattr(cls, name)
+
+
+@functools.cache
+def source_value(module: str, name: str, owner: str | None = None) -> Any:
+    """The value of ``module.name`` (or of the class attribute ``module.owner.name``) read from its source.
+
+    Falls back on importing ``module`` when the value is not a literal there.
+
+    Example:
+        >>> source_value("lightning_igos.core.config", "method", "IGOSConfig")
+        'igos'
+        >>> source_value("lightning_igos.core.config", "METHODS")
+        ('igos', 'igos++')
+        >>> source_value("lightning_igos.probe", "MAX_PROBE_ELEMENTS")
+        50331648
+    """
+    try:
+        body = _source_tree(module).body
+        if owner is not None:
+            classes = [s for s in body if isinstance(s, ast.ClassDef) and s.name == owner]
+            if not classes:
+                raise LookupError(owner)
+            body = classes[-1].body
+        return _literal(_assigned(body, name))
+    except (LookupError, ValueError, TypeError, SyntaxError, OSError):
+        return _imported_value(module, name, owner)
+
+
+def _config_default(name: str) -> Any:
+    """The default of the ``IGOSConfig`` field ``name``, read without importing torch."""
+    return source_value("lightning_igos.core.config", name, "IGOSConfig")
+
+
+def _config_choices(name: str) -> tuple[str, ...]:
+    return tuple(source_value("lightning_igos.core.config", name))
+
+
+#: The program name in usage lines and messages (the report's, where the check's header uses it).
+PROG: str = source_value("lightning_igos.cli.report", "PROG")
 
 # --------------------------------------------------------------------------- arguments
 
@@ -103,20 +205,36 @@ def _seed(value: str) -> int:
     return int(value)
 
 
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser: a parsed ``check`` gets every option it was not given from the imported defaults."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if getattr(parsed, "command", None) == "check":
+            _fill_defaults(parsed)
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``lightning-igos`` (subcommands ``check`` and ``demo``)."""
-    parser = argparse.ArgumentParser(
+    """The argument parser of ``lightning-igos`` (subcommands ``check`` and ``demo``).
+
+    Building it and asking it for ``--version`` or ``--help`` imports no torch.
+    """
+    parser = _Parser(
         prog=PROG,
         description="I-GOS explanations and causal insertion/deletion AUCs for image classifiers.",
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {lightning_igos.__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
     _add_check_parser(commands)
     commands.add_parser("demo", help="run the demo (arguments are passed to it; see `lightning-igos demo --help`)")
     return parser
 
 
 def _add_check_parser(commands: argparse._SubParsersAction) -> None:
+    # Options whose default lives in a torch-importing module are given default=SUPPRESS here and
+    # filled in by _fill_defaults after parsing; their help shows the default read from the source.
+    unset = argparse.SUPPRESS
     check = commands.add_parser(
         "check",
         help="explain a probe batch with a trained checkpoint and gate on insertion/deletion AUC",
@@ -140,9 +258,10 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
                              "list or {index: name} object (default: the model's class_names/classes attribute)")
     inputs.add_argument("--device", type=_device_name, default="auto",
                         help="auto (cuda when available), cpu, cuda or cuda:N (default: auto)")
-    inputs.add_argument("--max-probe-elements", type=_positive_int, default=MAX_PROBE_ELEMENTS, metavar="N",
+    max_elements = source_value("lightning_igos.probe", "MAX_PROBE_ELEMENTS")
+    inputs.add_argument("--max-probe-elements", type=_positive_int, default=unset, metavar="N",
                         help="the most image elements (B*C*H*W) the probe may hold; a larger probe is an input error "
-                             "(default: %(default)s, 64 images of 3x512x512)")
+                             f"(default: {max_elements}, 64 images of 3x512x512)")
 
     gate = check.add_argument_group("thresholds")
     gate.add_argument("--min-insertion", type=_number, metavar="X",
@@ -165,47 +284,64 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     outputs.add_argument("--verbose", action="store_true", help="show tracebacks and library logs")
 
     # Every default comes from IGOSConfig; "dest" is the IGOSConfig field each option sets.
-    d = DEFAULTS
+    d = _config_default
+    baselines = tuple(source_value("lightning_igos.core.baselines", "BASELINE_KINDS"))
     solver = check.add_argument_group("solver and metric options (defaults as in igos and IGOSCallback)")
-    solver.add_argument("--method", choices=METHODS, default=d.method, help="default: %(default)s")
-    solver.add_argument("--iterations", type=_count, default=d.iterations,
-                        help="descent iterations, at most (default: %(default)s)")
-    solver.add_argument("--ig-steps", type=_positive_int, default=d.ig_steps,
-                        help="integrated-gradient steps (default: %(default)s)")
-    solver.add_argument("--mask-size", type=_mask_size, default=d.mask_size, metavar="N|HxW",
-                        help="mask resolution (default: the image's, one cell per pixel)")
-    solver.add_argument("--l1", type=_non_negative, default=d.l1, help="L1 weight (default: %(default)s)")
-    solver.add_argument("--tv", type=_non_negative, default=d.tv,
-                        help="total variation weight at a 28x28 mask (default: %(default)s)")
-    solver.add_argument("--tv-power", type=_non_negative, default=d.tv_power,
-                        help="total variation exponent (default: %(default)s)")
-    solver.add_argument("--normalize-score", action=argparse.BooleanOptionalAction, default=d.normalize_score,
+    solver.add_argument("--method", choices=_config_choices("METHODS"), default=unset,
+                        help=f"default: {d('method')}")
+    solver.add_argument("--iterations", type=_count, default=unset,
+                        help=f"descent iterations, at most (default: {d('iterations')})")
+    solver.add_argument("--ig-steps", type=_positive_int, default=unset,
+                        help=f"integrated-gradient steps (default: {d('ig_steps')})")
+    solver.add_argument("--mask-size", type=_mask_size, default=unset, metavar="N|HxW",
+                        help="mask resolution (default: " + (
+                            "the image's, one cell per pixel" if d("mask_size") is None else str(d("mask_size"))) + ")")
+    solver.add_argument("--l1", type=_non_negative, default=unset, help=f"L1 weight (default: {d('l1')})")
+    solver.add_argument("--tv", type=_non_negative, default=unset,
+                        help=f"total variation weight at a 28x28 mask (default: {d('tv')})")
+    solver.add_argument("--tv-power", type=_non_negative, default=unset,
+                        help=f"total variation exponent (default: {d('tv_power')})")
+    solver.add_argument("--normalize-score", action=argparse.BooleanOptionalAction, default=unset,
                         help="divide the objective's score by the clean score, so --l1/--tv mean the same at any "
-                             "confidence (default: on)")
-    solver.add_argument("--objective", choices=OBJECTIVES, default=d.objective,
+                             f"confidence (default: {'on' if d('normalize_score') else 'off'})")
+    solver.add_argument("--objective", choices=_config_choices("OBJECTIVES"), default=unset,
                         help="what the mask removes: the target's probability, or -log(1 - p), whose gradient "
-                             "does not vanish on confident images (default: %(default)s)")
-    solver.add_argument("--quadrature", choices=QUADRATURES, default=d.quadrature,
-                        help="points and weights of the integrated gradient (default: %(default)s)")
-    solver.add_argument("--noise-std", type=_non_negative, default=d.noise_std,
-                        help="integration noise std in input units (default: %(default)s)")
-    solver.add_argument("--baseline", choices=BASELINE_KINDS, default=d.baseline,
-                        help="solver baseline (default: %(default)s)")
-    solver.add_argument("--initial-step", type=_positive_number, default=d.initial_step,
-                        help="the first line-search trial moves the largest mask cell this much (default: %(default)s)")
-    solver.add_argument("--tolerance", type=_positive_number, default=d.tolerance,
-                        help="line searches give up below this change of a mask cell (default: %(default)g)")
-    solver.add_argument("--patience", type=_count, default=d.patience or 0,
+                             f"does not vanish on confident images (default: {d('objective')})")
+    solver.add_argument("--quadrature", choices=_config_choices("QUADRATURES"), default=unset,
+                        help=f"points and weights of the integrated gradient (default: {d('quadrature')})")
+    solver.add_argument("--noise-std", type=_non_negative, default=unset,
+                        help=f"integration noise std in input units (default: {d('noise_std')})")
+    solver.add_argument("--baseline", choices=baselines, default=unset,
+                        help=f"solver baseline (default: {d('baseline')})")
+    solver.add_argument("--initial-step", type=_positive_number, default=unset,
+                        help=f"the first line-search trial moves the largest mask cell this much "
+                             f"(default: {d('initial_step')})")
+    solver.add_argument("--tolerance", type=_positive_number, default=unset,
+                        help=f"line searches give up below this change of a mask cell (default: {d('tolerance'):g})")
+    solver.add_argument("--patience", type=_count, default=unset,
                         help="an image stops after this many failed line searches in a row "
-                             "(default: %(default)s; 0: never)")
-    solver.add_argument("--substrate", choices=BASELINE_KINDS, default=d.substrate,
-                        help="what the metrics insert into / delete to (default: %(default)s)")
-    solver.add_argument("--metric-steps", type=_positive_int, default=d.metric_steps,
-                        help="points on each insertion/deletion curve minus one (default: %(default)s)")
-    solver.add_argument("--max-batch-size", type=_positive_int, default=d.max_batch_size,
+                             f"(default: {d('patience') or 0}; 0: never)")
+    solver.add_argument("--substrate", choices=baselines, default=unset,
+                        help=f"what the metrics insert into / delete to (default: {d('substrate')})")
+    solver.add_argument("--metric-steps", type=_positive_int, default=unset,
+                        help=f"points on each insertion/deletion curve minus one (default: {d('metric_steps')})")
+    solver.add_argument("--max-batch-size", type=_positive_int, default=unset,
                         help="images per forward pass (default: 32 on CPU, 64 on CUDA)")
-    solver.add_argument("--seed", type=_seed, default=d.seed,
-                        help="seed of the integration noise, 0 to 2**63 - 1 (default: %(default)s)")
+    solver.add_argument("--seed", type=_seed, default=unset,
+                        help=f"seed of the integration noise, 0 to 2**63 - 1 (default: {d('seed')})")
+
+
+def _fill_defaults(args: argparse.Namespace) -> None:
+    """Set each ``check`` option that was not given to its default, from the imported modules (imports torch)."""
+    from lightning_igos import probe
+    from lightning_igos.core.config import DEFAULTS
+
+    defaults = {name: getattr(DEFAULTS, name) for name in CONFIG_OPTIONS}
+    defaults["patience"] = DEFAULTS.patience or 0  # 0 on the command line: never stop early
+    defaults["max_probe_elements"] = probe.MAX_PROBE_ELEMENTS
+    for name, value in defaults.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
 
 
 #: The IGOSConfig fields set on the command line (the parser's dest names).
@@ -218,6 +354,10 @@ CONFIG_OPTIONS = (
 
 def settings_from_args(args: argparse.Namespace) -> CheckSettings:
     """The typed settings of ``check`` from parsed arguments; a bad option value is an :class:`InputError`."""
+    from lightning_igos.cli.check import CheckSettings
+    from lightning_igos.core.config import IGOSConfig
+
+    _fill_defaults(args)  # a namespace made elsewhere than by build_parser().parse_args
     options = {name: getattr(args, name) for name in CONFIG_OPTIONS}
     options["patience"] = options["patience"] or None  # 0 on the command line: never stop early
     try:
@@ -261,6 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     """``check``: typed settings from the arguments, the run, the printed table; 0 pass, 1 fail."""
+    from lightning_igos.cli.check import run_check
+    from lightning_igos.cli.report import format_table
+
     result = run_check(settings_from_args(args))
     print(format_table(result.report))
     return EXIT_PASS if result.passed else EXIT_FAIL
