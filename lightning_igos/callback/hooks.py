@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_igos.callback.outputs import (
+    ROAD_SCALARS,
     SCALAR_NAMES,
     SCALARS,
     EmptyExplanationWarning,
@@ -110,8 +111,8 @@ class _IGOSCallbackLogic:
             on each probe image at that epoch.
         method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,
             tolerance, patience, autocast_dtype, normalize_score, objective, quadrature,
-            initial_step, substrate, metric_steps, max_batch_size, seed, score_fn: the solver and metric options of
-            :class:`lightning_igos.core.config.IGOSConfig`, which holds their defaults and checks
+            initial_step, substrate, metric_steps, max_batch_size, seed, score_fn, road: the solver and
+            metric options of :class:`lightning_igos.core.config.IGOSConfig`, which holds their defaults and checks
             (the same as :func:`lightning_igos.igos` and ``lightning-igos check``); the callback
             keeps them as ``callback.config``.
         log_images: log the per-image panels and the overlay grid (rank 0 only).
@@ -142,7 +143,10 @@ class _IGOSCallbackLogic:
     images whose explanation is empty: a mask that never moved, or gradients that were not
     finite; any such image also gives one warning per epoch, with how many and why),
     ``<prefix>/seconds`` (wall time of the run, the slowest rank's) and
-    ``<prefix>/passes_per_image`` (images through the model per probe image), prints one line
+    ``<prefix>/passes_per_image`` (images through the model per probe image); with ``road=True``
+    also ``<prefix>/road_morf`` (lower is better), ``<prefix>/road_lerf`` and ``<prefix>/road_gap``
+    (higher is better), the probe means of the ROAD areas (about 2.2x the insertion/deletion
+    curves' cost on the CPU). It prints one line
     with the cost after its first run, and writes the work into the validation progress bar
     while it runs. Panels go to every logger that shows images (TensorBoard, W&B's
     ``log_image``, MLflow artifacts); PNG files only when none does.
@@ -215,6 +219,7 @@ class _IGOSCallbackLogic:
         batch_to_probe: BatchToProbe | None = None,
         prefix: str = "igos",
         class_names: ClassNamesLike | None = None,
+        road: bool = DEFAULTS.road,
     ) -> None:
         super().__init__()
         self.num_probe = check_positive_int(num_probe, "num_probe")
@@ -226,10 +231,10 @@ class _IGOSCallbackLogic:
             tv_power=tv_power, noise_std=noise_std, baseline=baseline, tolerance=tolerance, patience=patience,
             autocast_dtype=autocast_dtype, normalize_score=normalize_score, initial_step=initial_step,
             substrate=substrate, metric_steps=metric_steps, max_batch_size=max_batch_size, seed=seed,
-            score_fn=score_fn, objective=objective, quadrature=quadrature,
+            score_fn=score_fn, objective=objective, quadrature=quadrature, road=road,
         )
         self.prefix = check_prefix(prefix)
-        self.scalar_names = tuple(f"{prefix}/{name}" for name in SCALARS)
+        self.scalar_names = tuple(f"{prefix}/{name}" for name in (*SCALARS, *(ROAD_SCALARS if road else ())))
         self.log_images = check_bool(log_images, "log_images")
         self.on_error = check_choice(on_error, "on_error", ERROR_MODES)
         mean, std = check_display_stats(mean, std)
@@ -252,7 +257,7 @@ class _IGOSCallbackLogic:
         # The probe and the checkpoint state; what is logged, and what the logging keeps between hooks.
         self.store = ProbeStore(images, targets, num_probe=self.num_probe, target=self.target,
                                 batch_to_probe=batch_to_probe, on_error=self.on_error)
-        self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std))
+        self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std), road=self.config.road)
 
     # --------------------------------------------------------------------- public helpers
 

@@ -114,22 +114,29 @@ def image_sinks(loggers: Iterable[Any]) -> list[ImageSink]:
 # ----------------------------------------------------------------------------- TensorBoard layout
 
 
-def custom_scalars_layout(prefix: str | Sequence[str] = "igos") -> dict[str, dict[str, list[Any]]]:
+def custom_scalars_layout(prefix: str | Sequence[str] = "igos",
+                          road: bool | Sequence[str] = False) -> dict[str, dict[str, list[Any]]]:
     """TensorBoard's Custom Scalars layout of the ``<prefix>/`` scalars: one category per prefix.
 
     Insertion and deletion share a chart (raw AUCs in one, normalised in another, so each
     chart keeps one scale), and so do the mask statistics. Tags are anchored regular
     expressions (``igos/insertion_auc`` alone would match its ``_normalized`` variant too).
     TensorBoard keeps one layout per run, so several callbacks of one Trainer (``igos`` and
-    ``igospp``) share one layout with a category each: pass all their prefixes.
+    ``igospp``) share one layout with a category each: pass all their prefixes. ``road``: the
+    prefixes that log the ROAD scalars (True: all of them), which get a ROAD chart too.
 
     Example:
         >>> custom_scalars_layout()["igos"]["insertion and deletion AUC"]
         ['Multiline', ['^igos/insertion_auc$', '^igos/deletion_auc$']]
         >>> list(custom_scalars_layout(["igos", "igospp"]))
         ['igos', 'igospp']
+        >>> custom_scalars_layout(road=True)["igos"]["ROAD"]
+        ['Multiline', ['^igos/road_morf$', '^igos/road_lerf$', '^igos/road_gap$']]
     """
+    from lightning_igos.core.evaluation import ROAD_STATISTICS
+
     prefixes = [prefix] if isinstance(prefix, str) else list(dict.fromkeys(prefix))
+    with_road = set(prefixes) if road is True else set() if road is False else set(road)
 
     def tags(prefix: str, *names: str) -> list[str]:
         return [f"^{re.escape(prefix)}/{name}$" for name in names]
@@ -141,6 +148,7 @@ def custom_scalars_layout(prefix: str | Sequence[str] = "igos") -> dict[str, dic
                 "Multiline", tags(p, "insertion_auc_normalized", "deletion_auc_normalized"),
             ],
             "mask": ["Multiline", tags(p, "mask_mean", "mask_min", "mask_frac_below_half")],
+            **({"ROAD": ["Multiline", tags(p, *ROAD_STATISTICS)]} if p in with_road else {}),
         }
         for p in prefixes
     }
@@ -151,13 +159,14 @@ _LAYOUT_MARK = "_lightning_igos_custom_scalars"
 
 
 def write_custom_scalars(loggers: Iterable[Any], done: set[str] | None = None,
-                         prefix: str | Sequence[str] = "igos") -> None:
+                         prefix: str | Sequence[str] = "igos", road: bool | Sequence[str] = False) -> None:
     """Write one :func:`custom_scalars_layout` of all ``prefix`` es to every TensorBoard logger, once per run.
 
     TensorBoard shows one layout per run (a later one replaces, not extends, the first), so
     the callbacks of one Trainer write a single layout with a category per prefix: the first
     one to log writes it for all, and marks the writer. ``done`` (updated) holds the log
-    directories written to, for callers that keep their own record.
+    directories written to, for callers that keep their own record. ``road``: as in
+    :func:`custom_scalars_layout`.
     """
     for logger in loggers:
         experiment = getattr(logger, "experiment", None)
@@ -167,7 +176,7 @@ def write_custom_scalars(loggers: Iterable[Any], done: set[str] | None = None,
         key = str(getattr(experiment, "log_dir", None) or getattr(logger, "log_dir", None) or id(experiment))
         if getattr(experiment, _LAYOUT_MARK, False) or (done is not None and key in done):
             continue
-        add(custom_scalars_layout(prefix))
+        add(custom_scalars_layout(prefix, road))
         try:
             setattr(experiment, _LAYOUT_MARK, True)
         except AttributeError:  # a writer that takes no attributes: ``done`` is the record

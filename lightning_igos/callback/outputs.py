@@ -6,7 +6,8 @@
   ``igos/mask_mean``, ``igos/mask_min``, ``igos/mask_frac_below_half`` and ``igos/target_prob``
   (mean probability of the explained class), ``igos/empty_fraction`` (the share of probe images
   whose explanation is empty: a mask that never moved, or a non-finite gradient), plus
-  ``igos/seconds`` and ``igos/passes_per_image``;
+  ``igos/seconds`` and ``igos/passes_per_image``; with ``road=True`` also ``igos/road_morf``,
+  ``igos/road_lerf`` and ``igos/road_gap`` (:data:`ROAD_SCALARS`, the probe means of the ROAD areas);
 * stand-ins: on an epoch without fresh scalars the monitors still find every key they monitor
   (:meth:`Outputs.log_stand_ins`, :mod:`~lightning_igos.callback.monitors`);
 * panels: one image per probe image (``igos/probe_0``, ...: input, heatmap overlay,
@@ -35,12 +36,12 @@ from lightning_igos.callback.monitors import MonitorStandIns
 from lightning_igos.callback.status import cost_line, progress_bar, terminal_output
 from lightning_igos.class_names import ClassNames, module_class_names
 from lightning_igos.core.causal import CausalCurves
-from lightning_igos.core.evaluation import STATISTICS, Evaluation
+from lightning_igos.core.evaluation import ROAD_HIGHER_IS_BETTER, ROAD_STATISTICS, STATISTICS, Evaluation
 from lightning_igos.metrics import DeletionAUC, InsertionAUC
 
 __all__ = [
-    "SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSWarning", "Outputs", "RankReport", "ShareResult",
-    "empty_result", "error_text", "new_folder", "png_root", "say", "tensorboard_writers",
+    "ROAD_SCALARS", "SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSWarning", "Outputs", "RankReport",
+    "ShareResult", "empty_result", "error_text", "new_folder", "png_root", "say", "tensorboard_writers",
 ]
 
 # Lightning's own logger hierarchy: the first-run cost line shows (and is silenced) like Lightning's info lines.
@@ -52,6 +53,20 @@ _log = logging.getLogger("pytorch_lightning.callbacks.igos")
 SCALARS = tuple(name for name in STATISTICS if name != "clean_score") + ("target_prob", "empty_fraction")
 #: Their names with the default prefix ``igos``.
 SCALAR_NAMES = tuple(f"igos/{name}" for name in SCALARS)
+#: The scalars logged after :data:`SCALARS` with ``road=True``: the probe means of the ROAD statistics.
+ROAD_SCALARS = ROAD_STATISTICS
+
+
+class HigherIsBetterMean(MeanMetric):
+    """A synced mean whose higher values are better (``higher_is_better`` is a class constant in torchmetrics)."""
+
+    higher_is_better = True
+
+
+class LowerIsBetterMean(MeanMetric):
+    """A synced mean whose lower values are better."""
+
+    higher_is_better = False
 
 
 class IGOSWarning(UserWarning):
@@ -90,6 +105,7 @@ class ShareResult:
     passes: int = 0  # images through the model while explaining and scoring
     seconds: float = 0.0
     summary: str = ""  # the run in one line, for a log (see status.ExplainStatus.summary)
+    road: dict[str, Tensor] = field(default_factory=dict)  # (n,) per ROAD statistic, when ROAD ran
 
     def __len__(self) -> int:
         return self.indices.numel()
@@ -103,6 +119,7 @@ class ShareResult:
             saliency=ev.saliency, mask_mean=stats["mask_mean"], mask_min=stats["mask_min"],
             mask_frac_below_half=stats["mask_frac_below_half"],
             empty=evaluation.empty.detach().to("cpu", torch.bool), empty_reasons=list(evaluation.empty_reasons),
+            road={name: stats[name] for name in ROAD_STATISTICS if name in stats},
         )
 
 
@@ -161,10 +178,12 @@ class Outputs:
     ``display`` (the ``(mean, std)`` of the last run) and ``names`` (its class names) are set per run.
     """
 
-    def __init__(self, prefix: str, on_error: str, class_names: ClassNames | None, display: tuple[Any, Any]) -> None:
+    def __init__(self, prefix: str, on_error: str, class_names: ClassNames | None, display: tuple[Any, Any],
+                 road: bool = False) -> None:
         self.prefix = prefix
         self.on_error = on_error
-        self.scalar_names = tuple(f"{prefix}/{name}" for name in SCALARS)
+        self.road = road  # the ROAD scalars are logged too
+        self.scalar_names = tuple(f"{prefix}/{name}" for name in (*SCALARS, *(ROAD_SCALARS if road else ())))
         # Every name log_scalars logs: the quality scalars and what the run cost.
         self.logged_names = (*self.scalar_names, f"{prefix}/seconds", f"{prefix}/passes_per_image")
         self.display = display
@@ -278,6 +297,9 @@ class Outputs:
             "passes_per_image": MeanMetric(),
             "empty_fraction": MeanMetric(),  # synced: the fraction over the whole probe under DDP
         }
+        if self.road:
+            for short in ROAD_SCALARS:
+                metrics[short] = HigherIsBetterMean() if ROAD_HIGHER_IS_BETTER[short] else LowerIsBetterMean()
         n = len(result)
         values = {
             "empty_fraction": result.empty.float(),
@@ -288,6 +310,8 @@ class Outputs:
             "seconds": torch.tensor([result.seconds]),
             "passes_per_image": torch.full((n,), result.passes / max(n, 1)),
         }
+        if self.road:  # an empty share (fewer probe images than ranks) adds nothing to the synced means
+            values.update({short: result.road.get(short, torch.empty(0)) for short in ROAD_SCALARS})
         for short, metric in metrics.items():
             name = f"{self.prefix}/{short}"
             metric.to(pl_module.device)
@@ -357,9 +381,11 @@ class Outputs:
         the first run its cost, and after later runs, when the progress bar writes into a log, the run's line."""
         try:
             # One layout for every IGOSCallback of the Trainer (TensorBoard keeps one per run).
-            prefixes = [cb.outputs.prefix for cb in getattr(trainer, "callbacks", [])
-                        if isinstance(getattr(cb, "outputs", None), Outputs)]
-            write_custom_scalars(trainer.loggers, self.layouts_written, [*prefixes, self.prefix])
+            outputs = [cb.outputs for cb in getattr(trainer, "callbacks", [])
+                       if isinstance(getattr(cb, "outputs", None), Outputs)]
+            road = [o.prefix for o in [*outputs, self] if o.road]
+            write_custom_scalars(trainer.loggers, self.layouts_written, [*(o.prefix for o in outputs), self.prefix],
+                                 road=road)
         except Exception as err:
             self.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="scalars",
                                  local=True)

@@ -45,7 +45,8 @@ def planned_passes(config: Any, num_images: int) -> tuple[int, int]:
 
     ``solver``: integration-path passes, at most ``iterations * ig_steps`` per image, twice that
     for ``igos++`` (two masks); ``metrics``: ``2 * metric_steps`` per image (the two curves' inner
-    points, the clean image and the substrate).
+    points, the clean image and the substrate), and with ``road`` one clean and two passes per
+    ROAD fraction more.
 
     Example:
         >>> from lightning_igos.core.config import IGOSConfig
@@ -55,7 +56,12 @@ def planned_passes(config: Any, num_images: int) -> tuple[int, int]:
         (1280, 800)
     """
     terms = 2 if config.method == "igos++" else 1
-    return num_images * terms * config.iterations * config.ig_steps, num_images * 2 * config.metric_steps
+    metrics = 2 * config.metric_steps
+    if getattr(config, "road", False):
+        from lightning_igos.core.road import DEFAULT_FRACTIONS
+
+        metrics += 1 + 2 * len(DEFAULT_FRACTIONS)
+    return num_images * terms * config.iterations * config.ig_steps, num_images * metrics
 
 
 def clock(seconds: float) -> str:

@@ -35,6 +35,7 @@ from lightning_igos.cli.outputs import check_outputs
 from lightning_igos.cli.report import ProgressLine, build_report, check_panels, write_images, write_report
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import Evaluation, evaluate
+from lightning_igos.core.road import DEFAULT_FRACTIONS
 from lightning_igos.core.runtime import default_max_batch_size, evaluation_mode, model_input_dtype
 from lightning_igos.core.validation import check_mask_size
 from lightning_igos.probe import MAX_PROBE_ELEMENTS, Probe, load_probe
@@ -323,10 +324,12 @@ def explain(model: nn.Module, probe: Probe, device: torch.device, config: IGOSCo
     """
     images, targets = probe.images.to(device), probe.targets.to(device)
     terms = 2 if config.method == "igos++" else 1
+    # ROAD, when asked for: the clean images and both orders at each fraction.
+    road_passes = len(probe) * (1 + 2 * len(DEFAULT_FRACTIONS)) if config.road else 0
     # The solver's gradient passes are the forwards run with gradients on; the metrics' all run without.
     totals = {
         "explaining": (len(probe) * config.ig_steps * config.iterations * terms, True),
-        "scoring": (2 * len(probe) * (config.metric_steps + 1), False),
+        "scoring": (2 * len(probe) * (config.metric_steps + 1) + road_passes, False),
     }
     stage = {"with_grad": True}
 

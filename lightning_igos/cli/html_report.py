@@ -40,6 +40,9 @@ _COLUMNS = (
     ("insertion_auc_normalized", "insertion (norm.)", "{:.4f}"),
     ("deletion_auc_normalized", "deletion (norm.)", "{:.4f}"),
     ("mask_mean", "mask mean", "{:.4f}"),
+    ("road_morf", "ROAD MoRF", "{:.4f}"),
+    ("road_lerf", "ROAD LeRF", "{:.4f}"),
+    ("road_gap", "ROAD gap", "{:.4f}"),
 )
 
 _STYLE = """
@@ -245,7 +248,9 @@ def render_html(
         parts.append(f'<tr class="mean"><td>mean</td><td></td>{cells}{"<td></td>" if flagged else ""}</tr>')
     parts.append("</table>")
     parts.append("<p>Insertion AUC: higher is better. Deletion AUC: lower is better. "
-                 "(norm.): each curve divided by the image's clean probability.</p>")
+                 "(norm.): each curve divided by the image's clean probability."
+                 + (" ROAD MoRF: lower is better; ROAD LeRF and gap (LeRF - MoRF): higher is better."
+                    if any(key == "road_gap" for key, _, _ in columns) else "") + "</p>")
 
     # Panels.
     parts.append('<h2>Explanations</h2><div id="panels">')

@@ -16,7 +16,7 @@ import lightning_igos
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.html_report import empty_text, verdict_text
 from lightning_igos.cli.outputs import write_bytes, write_with
-from lightning_igos.core.evaluation import Evaluation
+from lightning_igos.core.evaluation import ROAD_STATISTICS, Evaluation
 from lightning_igos.probe import Probe
 
 if TYPE_CHECKING:
@@ -108,7 +108,8 @@ def build_report(
     (``num_empty``, ``empty_by_reason``) and fails (``passed`` False) when there is one,
     unless ``settings.allow_empty``. With ``class_names`` each image row carries
     ``target_name`` (when its class is named) and the report the names as ``class_names``
-    (index -> name).
+    (index -> name). With ``road`` in the settings each image row and ``mean`` also carry
+    ``road_morf``, ``road_lerf`` and ``road_gap``.
     """
     per_image = {name: values.detach().cpu() for name, values in evaluation.per_image().items()}
     empty = [bool(flag) for flag in evaluation.empty.detach().cpu().tolist()]
@@ -127,6 +128,7 @@ def build_report(
         if name is not None:
             row["target_name"] = name
     mean = {name: _mean(per_image[name]) for name in ("clean_score", "insertion_auc", "deletion_auc", "mask_mean")}
+    mean.update({name: _mean(per_image[name]) for name in ROAD_STATISTICS if name in per_image})
     normalized_mean = {name: _mean(per_image[f"{name}_normalized"]) for name in ("insertion_auc", "deletion_auc")}
     thresholds = evaluate_thresholds(settings, mean, normalized_mean)
     num_empty = sum(empty)
@@ -155,6 +157,7 @@ def build_report(
             "metric_steps": config.metric_steps,
             "substrate": config.substrate,
             "seed": config.seed,
+            "road": config.road,
             "normalized_thresholds": settings.normalized,
             "allow_empty": settings.allow_empty,
             "max_probe_elements": settings.max_probe_elements,
@@ -196,24 +199,27 @@ def format_table(report: dict[str, Any]) -> str:
     targets = [f"{row['target']} ({row['target_name']})" if "target_name" in row else str(row["target"])
                for row in report["images"]]
     width = max([6, *map(len, targets)])
+    road = [name for name in ROAD_STATISTICS if name in report["mean"]]
+    road_headers = {"road_morf": "ROAD MoRF", "road_lerf": "ROAD LeRF", "road_gap": "ROAD gap"}
     lines = [
         f"{PROG} check: {s['num_images']} probe images from {s['probe']}, {s['model']} on {s['device']}",
         f"  {s['method']}, {s['iterations']} iterations, {s['ig_steps']} ig steps, mask {mask_h}x{mask_w}, "
         f"baseline {s['baseline']}, {s['metric_steps']} metric steps, substrate {s['substrate']}, seed {s['seed']}",
         "",
         f"{'image':>5}  {'target':>{width}}  {'clean prob':>10}  {'insertion AUC':>13}  {'deletion AUC':>12}  "
-        f"{'mask mean':>9}",
+        f"{'mask mean':>9}" + "".join(f"  {road_headers[name]:>9}" for name in road),
     ]
     for row, target in zip(report["images"], targets):
         marker = f"  EMPTY ({row.get('empty_reason')})" if row.get("empty") else ""
         lines.append(
             f"{row['index']:>5}  {target:>{width}}  {row['clean_score']:>10.4f}  {row['insertion_auc']:>13.4f}  "
-            f"{row['deletion_auc']:>12.4f}  {row['mask_mean']:>9.4f}{marker}"
+            f"{row['deletion_auc']:>12.4f}  {row['mask_mean']:>9.4f}"
+            + "".join(f"  {row[name]:>9.4f}" for name in road) + marker
         )
     m, n = report["mean"], report["normalized_mean"]
     lines.append(
         f"{'mean':>5}  {'':>{width}}  {m['clean_score']:>10.4f}  {m['insertion_auc']:>13.4f}  "
-        f"{m['deletion_auc']:>12.4f}  {m['mask_mean']:>9.4f}"
+        f"{m['deletion_auc']:>12.4f}  {m['mask_mean']:>9.4f}" + "".join(f"  {m[name]:>9.4f}" for name in road)
     )
     lines.append(
         f"{'normalized mean':>{19 + width}}  {n['insertion_auc']:>13.4f}  {n['deletion_auc']:>12.4f}  "

@@ -1,8 +1,9 @@
 """Explain, score and summarise a probe in one call: what the callback, the check and the benches run.
 
 :func:`evaluate` explains the images with :func:`~lightning_igos.igos`, scores the
-explanations with :func:`~lightning_igos.causal.causal_curves` and returns an
-:class:`Evaluation` holding both and the per-image statistics. Every shell (the
+explanations with :func:`~lightning_igos.causal.causal_curves` (and, with
+``config.road``, :func:`~lightning_igos.core.road.road_curves`) and returns an
+:class:`Evaluation` holding them and the per-image statistics. Every shell (the
 Lightning callback, ``lightning-igos check``, the benchmarks) calls it with an
 :class:`~lightning_igos.core.config.IGOSConfig`, so they report the same numbers for
 the same probe and settings.
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from lightning_igos.core.baselines import make_baseline
 from lightning_igos.core.causal import CausalCurves, causal_curves
 from lightning_igos.core.config import IGOSConfig
+from lightning_igos.core.road import RoadCurves, road_curves
 from lightning_igos.core.runtime import autocast_context, evaluation_mode, model_input_dtype, usable
 from lightning_igos.core.solver import Explanation, igos, mask_statistics
 from lightning_igos.core.validation import TargetsLike, check_images, check_model, check_same_device, check_targets
@@ -46,6 +48,11 @@ STATISTICS = (
     "mask_min",
     "mask_frac_below_half",
 )
+#: Per-image statistics :meth:`Evaluation.per_image` adds when ROAD ran (``IGOSConfig(road=True)``),
+#: in report order: the MoRF and LeRF areas and their gap.
+ROAD_STATISTICS = ("road_morf", "road_lerf", "road_gap")
+#: Whether a higher value is better, for each of :data:`ROAD_STATISTICS`.
+ROAD_HIGHER_IS_BETTER = {"road_morf": False, "road_lerf": True, "road_gap": True}
 
 
 @dataclass
@@ -57,12 +64,14 @@ class Evaluation:
         curves: the insertion/deletion :class:`~lightning_igos.core.causal.CausalCurves`.
         targets: ``(B,)`` the explained classes.
         predictions: ``(B,)`` the class the model predicts on each clean image.
+        road: the ROAD :class:`~lightning_igos.core.road.RoadCurves` when ``config.road``, else None.
     """
 
     explanation: Explanation
     curves: CausalCurves
     targets: Tensor
     predictions: Tensor
+    road: RoadCurves | None = None
 
     def __len__(self) -> int:
         return self.targets.numel()
@@ -82,8 +91,12 @@ class Evaluation:
         return self.explanation.empty_reasons
 
     def per_image(self) -> dict[str, Tensor]:
-        """``(B,)`` tensors by name (:data:`STATISTICS`): clean score, AUCs (raw and normalised), mask stats."""
+        """``(B,)`` tensors by name (:data:`STATISTICS`): clean score, AUCs (raw and normalised), mask stats;
+        then, when ROAD ran, :data:`ROAD_STATISTICS` (MoRF area, LeRF area, their gap)."""
         c = self.curves
+        road = {} if self.road is None else {
+            "road_morf": self.road.morf_area, "road_lerf": self.road.lerf_area, "road_gap": self.road.gap,
+        }
         return {
             "clean_score": c.clean_score,
             "insertion_auc": c.insertion_auc,
@@ -91,6 +104,7 @@ class Evaluation:
             "insertion_auc_normalized": c.insertion_auc_normalized,
             "deletion_auc_normalized": c.deletion_auc_normalized,
             **mask_statistics(self.explanation.mask),
+            **road,
         }
 
     def cpu(self) -> Evaluation:
@@ -102,6 +116,8 @@ class Evaluation:
             curves=CausalCurves(**{f.name: _cpu(getattr(self.curves, f.name)) for f in fields(self.curves)}),
             targets=_cpu(self.targets),
             predictions=_cpu(self.predictions),
+            road=None if self.road is None else RoadCurves(
+                **{f.name: _cpu(getattr(self.road, f.name)) for f in fields(self.road)}),
         )
 
 
@@ -146,6 +162,10 @@ def evaluate(
         on_stage: called with ``"explaining"`` before the solver and ``"scoring"`` before
             the metrics (e.g. to drive a progress line).
 
+    With ``config.road`` the explanations are also scored with
+    :func:`~lightning_igos.core.road.road_curves` (its noise drawn from a CPU generator
+    seeded with ``config.seed``), kept as :attr:`Evaluation.road`.
+
     The model's parameters, their ``.grad``, its train/eval flags and the global RNG are
     left as they were.
     """
@@ -181,4 +201,10 @@ def evaluate(
         model, images, explanation.saliency, targets_t, steps=config.metric_steps, substrate=substrate,
         score_fn=config.score_fn, max_batch_size=config.max_batch_size,
     )
-    return Evaluation(explanation=explanation, curves=curves, targets=targets_t, predictions=predictions)
+    road = None
+    if config.road:
+        road = road_curves(
+            model, images, explanation.saliency, targets_t, score_fn=config.score_fn,
+            max_batch_size=config.max_batch_size, generator=torch.Generator().manual_seed(config.seed),
+        )
+    return Evaluation(explanation=explanation, curves=curves, targets=targets_t, predictions=predictions, road=road)

@@ -1,0 +1,183 @@
+"""ROAD as an opt-in statistic: evaluate, the callback's scalars and layout, and the check's reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lightning_igos import IGOSCallback
+from lightning_igos.callback.loggers import custom_scalars_layout
+from lightning_igos.callback.outputs import ROAD_SCALARS, SCALARS, Outputs, ShareResult
+from lightning_igos.cli import main
+from lightning_igos.core.config import IGOSConfig
+from lightning_igos.core.evaluation import ROAD_HIGHER_IS_BETTER, ROAD_STATISTICS, STATISTICS, evaluate
+from lightning_igos.core.road import road_curves
+from lightning_igos.probe import save_probe
+from lightning_igos.synthetic import make_object_images
+from lightning_igos.toy_module import ObjectClassifier
+
+FAST = dict(iterations=1, ig_steps=2, metric_steps=4)
+MODEL = "lightning_igos.toy_module:ObjectClassifier"
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+
+
+def test_the_road_statistics_are_declared_once() -> None:
+    assert ROAD_STATISTICS == ("road_morf", "road_lerf", "road_gap")
+    assert ROAD_HIGHER_IS_BETTER == {"road_morf": False, "road_lerf": True, "road_gap": True}
+    assert ROAD_SCALARS == ROAD_STATISTICS
+    assert not set(ROAD_STATISTICS) & set(STATISTICS) and not set(ROAD_SCALARS) & set(SCALARS)
+    assert IGOSConfig().road is False
+    with pytest.raises(TypeError, match="`road`"):
+        IGOSConfig(road=1)
+
+
+def test_evaluate_with_road_matches_road_curves() -> None:
+    model, images, targets = _tiny(), torch.randn(3, 3, 8, 8), torch.tensor([0, 2, 1])
+    config = IGOSConfig(road=True, seed=5, **FAST)
+    result = evaluate(model, images, targets, config)
+    direct = road_curves(model, images, result.explanation.saliency, targets,
+                         generator=torch.Generator().manual_seed(5))
+    stats = result.per_image()
+    assert list(stats) == [*STATISTICS, *ROAD_STATISTICS]
+    torch.testing.assert_close(stats["road_morf"], direct.morf_area)
+    torch.testing.assert_close(stats["road_lerf"], direct.lerf_area)
+    torch.testing.assert_close(stats["road_gap"], direct.gap)
+    copy = result.cpu()
+    assert copy.road is not None and copy.road is not result.road
+    torch.testing.assert_close(copy.per_image()["road_gap"], direct.gap)
+    # Off by default: no ROAD work, no ROAD statistics, and the other numbers are the same.
+    plain = evaluate(model, images, targets, config.replace(road=False))
+    assert plain.road is None and plain.cpu().road is None and list(plain.per_image()) == list(STATISTICS)
+    for name in STATISTICS:
+        torch.testing.assert_close(plain.per_image()[name], stats[name])
+
+
+class _Module:
+    """What ``Outputs.log_scalars`` needs of a LightningModule: a device and ``log``."""
+
+    device = torch.device("cpu")
+
+    def __init__(self) -> None:
+        self.logged: dict[str, object] = {}
+
+    def log(self, name: str, metric: object, **_: object) -> None:
+        self.logged[name] = metric
+
+
+@pytest.mark.parametrize("road", [True, False])
+def test_outputs_log_the_road_means_with_their_direction(road: bool) -> None:
+    result = evaluate(_tiny(), torch.randn(2, 3, 8, 8), [0, 1], IGOSConfig(road=road, **FAST))
+    share = ShareResult.of(torch.arange(2), result)
+    module = _Module()
+    Outputs("val", "raise", None, display=(None, None), road=road).log_scalars(module, share)
+    road_names = {f"val/{name}" for name in ROAD_STATISTICS}
+    assert (road_names <= set(module.logged)) is road and (not road_names & set(module.logged)) is (not road)
+    if road:
+        for name in ROAD_STATISTICS:
+            metric = module.logged[f"val/{name}"]
+            assert metric.higher_is_better is ROAD_HIGHER_IS_BETTER[name]
+            torch.testing.assert_close(metric.compute(), result.per_image()[name].mean())
+
+
+def test_the_layout_has_a_road_chart_only_for_road_prefixes() -> None:
+    layout = custom_scalars_layout(["igos", "igospp"], road=["igospp"])
+    assert "ROAD" not in layout["igos"]
+    assert layout["igospp"]["ROAD"] == [
+        "Multiline", ["^igospp/road_morf$", "^igospp/road_lerf$", "^igospp/road_gap$"]]
+    assert "ROAD" not in custom_scalars_layout()["igos"]
+
+
+@pytest.fixture(scope="module")
+def loaders() -> tuple[DataLoader, DataLoader]:
+    train = make_object_images(8, image_size=16, seed=0)
+    val = make_object_images(2, image_size=16, seed=1)
+    return DataLoader(train.dataset(), batch_size=8), DataLoader(val.dataset(), batch_size=2)
+
+
+@pytest.mark.parametrize("road", [True, False])
+def test_the_callback_logs_the_road_scalars_only_when_asked(tmp_path: Path, loaders, road: bool) -> None:
+    torch.manual_seed(0)
+    logger, board = CSVLogger(tmp_path, name="csv"), TensorBoardLogger(tmp_path, name="tb")
+    callback = IGOSCallback(num_probe=2, log_images=False, road=road, **FAST)
+    assert callback.config.road is road
+    trainer = pl.Trainer(callbacks=[callback], accelerator="cpu", devices=1, max_epochs=1, logger=[logger, board],
+                         default_root_dir=tmp_path, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0)
+    trainer.fit(ObjectClassifier(num_classes=4, width=4), *loaders)
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged = {key for row in rows for key, value in row.items() if value}
+    road_names = {f"igos/{name}" for name in ROAD_STATISTICS}
+    assert "igos/insertion_auc" in logged
+    if road:
+        assert road_names <= logged
+        assert road_names <= set(callback.scalar_names)
+        row = next(r for r in rows if r.get("igos/road_gap"))
+        gap = float(row["igos/road_lerf"]) - float(row["igos/road_morf"])
+        assert float(row["igos/road_gap"]) == pytest.approx(gap, abs=1e-5)
+    else:
+        assert not road_names & logged and not road_names & set(callback.scalar_names)
+    board.experiment.flush()
+    events = EventAccumulator(board.log_dir, size_guidance={"tensors": 0})
+    events.Reload()
+    (layout,) = events.Tensors("custom_scalars__config__")
+    assert (b"igos/road_gap" in layout.tensor_proto.SerializeToString()) is road
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("road_check")
+    torch.manual_seed(0)
+    data = make_object_images(8, image_size=16, seed=0)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=root, accelerator="cpu")
+    trainer.fit(ObjectClassifier(num_classes=4, width=4), DataLoader(data.dataset(), batch_size=8))
+    trainer.save_checkpoint(root / "run.ckpt")
+    probe = make_object_images(2, image_size=16, seed=1)
+    save_probe(root / "probe.pt", probe.images, torch.tensor([0, 1]))
+    return root
+
+
+def _check(workspace: Path, tmp_path: Path, *extra: str) -> tuple[dict, str]:
+    report, page = tmp_path / "report.json", tmp_path / "report.html"
+    status = main(["check", "--model", MODEL, "--checkpoint", str(workspace / "run.ckpt"),
+                   "--probe", str(workspace / "probe.pt"), "--device", "cpu", "--iterations", "1", "--ig-steps",
+                   "2", "--metric-steps", "4", "--allow-empty", "--report", str(report), "--html", str(page),
+                   *extra])
+    assert status in (0, 1)
+    return json.loads(report.read_text()), page.read_text(encoding="utf-8")
+
+
+def test_the_check_reports_road_with_the_flag(workspace: Path, tmp_path: Path, capsys) -> None:
+    report, page = _check(workspace, tmp_path, "--road")
+    out = capsys.readouterr().out
+    assert report["settings"]["road"] is True
+    for row in report["images"]:
+        assert set(ROAD_STATISTICS) <= set(row)
+        assert row["road_gap"] == pytest.approx(row["road_lerf"] - row["road_morf"], abs=1e-6)
+    for name in ROAD_STATISTICS:
+        values = [row[name] for row in report["images"]]
+        assert report["mean"][name] == pytest.approx(sum(values) / len(values))
+    assert "ROAD MoRF" in out and "ROAD gap" in out
+    assert "ROAD MoRF" in page and "ROAD LeRF" in page
+
+
+def test_the_check_has_no_road_without_the_flag(workspace: Path, tmp_path: Path, capsys) -> None:
+    report, page = _check(workspace, tmp_path)
+    assert report["settings"]["road"] is False
+    assert not set(ROAD_STATISTICS) & set(report["mean"])
+    assert all(not set(ROAD_STATISTICS) & set(row) for row in report["images"])
+    assert "ROAD" not in capsys.readouterr().out and "ROAD MoRF" not in page
