@@ -126,6 +126,32 @@ def pixel_ranks(saliency: Tensor, size: tuple[int, int]) -> Tensor:
     return ranks
 
 
+def model_scorer(model: nn.Module, dtype: torch.dtype, score_fn: ScoreFn | None):
+    """``score(inputs, targets) -> (B,)``: the model's target scores, inputs in the model's dtype and layout."""
+    input_dtype = model_input_dtype(model, dtype)
+    memory_format = model_memory_format(model)
+
+    def score(inputs: Tensor, t: Tensor) -> Tensor:
+        logits = model(inputs.to(input_dtype, memory_format=memory_format))
+        return target_scores(logits, t, score_fn)
+
+    return score
+
+
+def checked_clean_scores(model: nn.Module, x: Tensor, targets: Tensor, score_fn: ScoreFn | None,
+                         cap: int) -> Tensor:
+    """The target scores of the unmodified images; the first forward also checks the model's output."""
+    input_dtype = model_input_dtype(model, x.dtype)
+    memory_format = model_memory_format(model)
+    clean = torch.empty(x.shape[0], device=x.device)
+    for start, stop in chunks(x.shape[0], cap):
+        logits = model(x[start:stop].to(input_dtype, memory_format=memory_format))
+        if start == 0:
+            check_logits(logits, stop - start, targets, score_fn)
+        clean[start:stop] = target_scores(logits, targets[start:stop], score_fn)
+    return clean
+
+
 def causal_curves(
     model: nn.Module,
     images: Tensor,
@@ -171,22 +197,10 @@ def causal_curves(
 
     with evaluation_mode(model), torch.no_grad():
         x = usable(images).float()
-        input_dtype = model_input_dtype(model, x.dtype)
-        memory_format = model_memory_format(model)
-
-        def score(inputs: Tensor, t: Tensor) -> Tensor:
-            logits = model(inputs.to(input_dtype, memory_format=memory_format))
-            return target_scores(logits, t, score_fn)
-
+        score = model_scorer(model, x.dtype, score_fn)
         # The curves' ends are the clean image (deletion at 0, insertion at 1) and the substrate
-        # (insertion at 0, deletion at 1): each is scored once. The first clean forward also
-        # checks the model's output before the rest of the work.
-        clean = torch.empty(batch, device=device)
-        for start, stop in chunks(batch, cap):
-            logits = model(x[start:stop].to(input_dtype, memory_format=memory_format))
-            if start == 0:
-                check_logits(logits, stop - start, targets_t, score_fn)
-            clean[start:stop] = target_scores(logits, targets_t[start:stop], score_fn)
+        # (insertion at 0, deletion at 1): each is scored once.
+        clean = checked_clean_scores(model, x, targets_t, score_fn, cap)
         sub = make_baseline(x, substrate, "substrate")
         substrate_score = torch.empty(batch, device=device)
         for start, stop in chunks(batch, cap):

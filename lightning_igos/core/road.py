@@ -56,13 +56,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_igos.core.causal import pixel_ranks
-from lightning_igos.core.runtime import chunks, evaluation_mode, model_input_dtype, model_memory_format, usable
-from lightning_igos.core.scoring import ScoreFn, target_scores
+from lightning_igos.core.causal import checked_clean_scores, model_scorer, pixel_ranks
+from lightning_igos.core.runtime import chunks, evaluation_mode, usable
+from lightning_igos.core.scoring import ScoreFn
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
-    check_logits,
     check_non_negative,
     check_positive_int,
     check_saliency,
@@ -291,20 +290,9 @@ def road_curves(
 
     with evaluation_mode(model), torch.no_grad():
         x = usable(images).float()
-        input_dtype = model_input_dtype(model, x.dtype)
-        memory_format = model_memory_format(model)
-
-        def score(inputs: Tensor, t: Tensor) -> Tensor:
-            logits = model(inputs.to(input_dtype, memory_format=memory_format))
-            return target_scores(logits, t, score_fn)
-
+        score = model_scorer(model, x.dtype, score_fn)
         # The clean forward also checks the model's output before the imputation work.
-        clean = torch.empty(batch, device=device)
-        for start, stop in chunks(batch, cap):
-            logits = model(x[start:stop].to(input_dtype, memory_format=memory_format))
-            if start == 0:
-                check_logits(logits, stop - start, targets_t, score_fn)
-            clean[start:stop] = target_scores(logits, targets_t[start:stop], score_fn)
+        clean = checked_clean_scores(model, x, targets_t, score_fn, cap)
 
         noise = None
         if noise_std > 0:
