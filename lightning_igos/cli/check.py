@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
@@ -63,6 +64,10 @@ class CheckSettings:
             mask that never moved); by default one empty explanation fails the check.
         max_probe_elements: the most image elements (``B * C * H * W``) the probe may hold
             (default :data:`~lightning_igos.probe.MAX_PROBE_ELEMENTS`); a larger one is an input error.
+        sanity: also run the model-randomisation sanity check
+            (:func:`~lightning_igos.core.sanity.sanity_check`) on the probe; it doubles the explaining cost.
+        max_sanity_correlation: with ``sanity``, fail when the mean Spearman correlation between the
+            explanations on the model and on its randomised copy is above this.
     """
 
     model: str
@@ -80,6 +85,8 @@ class CheckSettings:
     class_names: Path | None = None
     allow_empty: bool = False
     max_probe_elements: int = MAX_PROBE_ELEMENTS
+    sanity: bool = False
+    max_sanity_correlation: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("checkpoint", "probe", "report", "images", "html", "class_names"):
@@ -90,6 +97,11 @@ class CheckSettings:
             raise TypeError(f"`config` must be an IGOSConfig, got {type(self.config).__name__}.")
         if not isinstance(self.allow_empty, bool):
             raise TypeError(f"`allow_empty` must be True or False, got {self.allow_empty!r}.")
+        if not isinstance(self.sanity, bool):
+            raise TypeError(f"`sanity` must be True or False, got {self.sanity!r}.")
+        bound = self.max_sanity_correlation
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
+            raise TypeError(f"`max_sanity_correlation` must be a finite number, got {bound!r}.")
         limit = self.max_probe_elements
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"`max_probe_elements` must be a positive integer, got {limit!r}.")
@@ -144,7 +156,9 @@ def run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Check
     stream = sys.stderr if progress is None else progress
     bar = ProgressLine(stream, enabled=progress is not None or sys.stderr.isatty())
     evaluation = explain(model, probe, device, settings.config, bar)
-    report = build_report(settings, probe, device, evaluation, time.perf_counter() - started, class_names=names)
+    sanity = _sanity(model, probe, device, settings.config, evaluation) if settings.sanity else None
+    report = build_report(settings, probe, device, evaluation, time.perf_counter() - started, class_names=names,
+                          sanity=sanity)
     if settings.report is not None:
         write_report(report, settings.report)
     rendered = check_panels(probe, evaluation, *display, class_names=names) if drawn else None
@@ -155,6 +169,17 @@ def run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Check
         write_html(settings.html, report, list(zip(map(_caption, report["images"]), panels)), grid)
     _append_step_summary(report)
     return CheckResult(report=report, evaluation=evaluation, probe=probe)
+
+
+def _sanity(model: nn.Module, probe: Probe, device: torch.device, config: IGOSConfig,
+            evaluation: Evaluation) -> Tensor:
+    """``--sanity``: the per-image Spearman correlation between the evaluation's explanations and
+    I-GOS's on a randomised copy of the model (:func:`~lightning_igos.core.sanity.sanity_check`)."""
+    from lightning_igos.core.sanity import sanity_check
+
+    result = sanity_check(model, probe.images.to(device), evaluation.targets, config,
+                          saliency=evaluation.saliency)
+    return result.correlation.detach().cpu()
 
 
 def _caption(row: dict[str, Any]) -> str:

@@ -257,7 +257,7 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
                         help="class names to show next to the indices: one per line (line 1 is class 0), or a JSON "
                              "list or {index: name} object (default: the model's class_names/classes attribute)")
     inputs.add_argument("--device", type=_device_name, default="auto",
-                        help="auto (cuda when available), cpu, cuda or cuda:N (default: auto)")
+                        help="auto (cuda when available), cpu, cuda, cuda:N or mps (default: auto)")
     max_elements = source_value("lightning_igos.probe", "MAX_PROBE_ELEMENTS")
     inputs.add_argument("--max-probe-elements", type=_positive_int, default=unset, metavar="N",
                         help="the most image elements (B*C*H*W) the probe may hold; a larger probe is an input error "
@@ -273,6 +273,13 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     gate.add_argument("--allow-empty", action="store_true",
                       help="pass although some explanations are empty (a non-finite gradient, or a mask that never "
                            "moved); by default one empty explanation fails the check")
+    gate.add_argument("--sanity", action="store_true",
+                      help="also run the model-randomisation sanity check: explain the probe again with the head "
+                           "and last blocks re-initialised and fail when the mean Spearman correlation of the two "
+                           "explanations is above --max-sanity-correlation (doubles the explaining cost)")
+    max_sanity = source_value("lightning_igos.cli.check", "max_sanity_correlation", "CheckSettings")
+    gate.add_argument("--max-sanity-correlation", type=_number, default=unset, metavar="X",
+                      help=f"with --sanity, the highest mean Spearman correlation that passes (default: {max_sanity})")
 
     outputs = check.add_argument_group("outputs")
     outputs.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report here")
@@ -343,6 +350,8 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     defaults = {name: getattr(DEFAULTS, name) for name in CONFIG_OPTIONS}
     defaults["patience"] = DEFAULTS.patience or 0  # 0 on the command line: never stop early
     defaults["max_probe_elements"] = probe.MAX_PROBE_ELEMENTS
+    defaults["max_sanity_correlation"] = _imported_value("lightning_igos.cli.check", "max_sanity_correlation",
+                                                         "CheckSettings")
     for name, value in defaults.items():
         if not hasattr(args, name):
             setattr(args, name, value)
@@ -373,7 +382,8 @@ def settings_from_args(args: argparse.Namespace) -> CheckSettings:
         min_insertion=args.min_insertion, max_deletion=args.max_deletion, normalized=args.normalized,
         report=args.report, images=args.images, verbose=args.verbose, config=config,
         html=args.html, class_names=args.class_names, allow_empty=args.allow_empty,
-        max_probe_elements=args.max_probe_elements,
+        max_probe_elements=args.max_probe_elements, sanity=args.sanity,
+        max_sanity_correlation=args.max_sanity_correlation,
     )
 
 

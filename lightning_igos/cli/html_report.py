@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 from torchvision.transforms.functional import to_pil_image
 
-__all__ = ["append_step_summary", "empty_text", "png_base64", "render_html", "render_markdown", "verdict_text"]
+__all__ = ["append_step_summary", "empty_text", "png_base64", "render_html", "render_markdown", "sanity_text",
+           "verdict_text"]
 
 SUMMARY_VARIABLE = "GITHUB_STEP_SUMMARY"
 
@@ -102,6 +103,22 @@ def empty_text(report: Mapping[str, Any]) -> str:
     return f"{count} of {len(rows)} explanations {verb} empty ({listed})"
 
 
+def sanity_text(report: Mapping[str, Any]) -> str:
+    """The ``--sanity`` line, or ``""`` when the report has no ``sanity`` object.
+
+    Example:
+        >>> sanity_text({"sanity": {"mean_correlation": 0.2, "max_correlation": 0.5, "passed": True}})
+        'sanity (model randomisation): mean Spearman 0.2000 <= 0.5 pass'
+    """
+    sanity = report.get("sanity")
+    if not sanity:
+        return ""
+    mean = sanity.get("mean_correlation")
+    shown = "nan" if mean is None else f"{mean:.4f}"
+    verdict = "pass" if sanity.get("passed") else "FAIL"
+    return f"sanity (model randomisation): mean Spearman {shown} <= {sanity.get('max_correlation'):g} {verdict}"
+
+
 def verdict_text(report: Mapping[str, Any]) -> str:
     """``PASS``, ``FAIL: 1 of 2 thresholds failed``, ``PASS (no thresholds given)``, ``FAIL: 3 of 8 explanations ...``.
 
@@ -126,6 +143,9 @@ def verdict_text(report: Mapping[str, Any]) -> str:
         failures.append(f"{failed} of {len(thresholds)} thresholds failed")
     if empty and not allowed:
         failures.append(empty)
+    sanity = report.get("sanity")
+    if sanity and not sanity.get("passed"):
+        failures.append("the sanity check failed (the explanations barely change when the model is randomised)")
     return "FAIL: " + ("; ".join(failures) or "see the report")
 
 
@@ -203,6 +223,10 @@ def render_html(
     if summary:
         parts.append(f"<p>{e(', '.join(summary))}</p>")
     parts.append(f'<p id="verdict" class="verdict {"pass" if passed else "fail"}">{e(verdict)}</p>')
+    sanity_line = sanity_text(report)
+    if sanity_line:
+        parts.append(f'<p id="sanity">{e(sanity_line)}: the Spearman rank correlation between the explanations '
+                     'of the model and of a copy with its head and last blocks re-initialised.</p>')
     empty = empty_text(report)
     if empty:
         allowed = bool(settings.get("allow_empty", False))
@@ -334,6 +358,9 @@ def render_markdown(report: Mapping[str, Any], title: str = "lightning-igos chec
         lines.append("")
     else:
         lines += ["No thresholds given.", ""]
+    sanity_line = sanity_text(report)
+    if sanity_line:
+        lines += [f"{'' if report['sanity'].get('passed') else ':x: '}{_md(sanity_line)}", ""]
     empty = empty_text(report)
     if empty:
         allowed = bool(settings.get("allow_empty", False))

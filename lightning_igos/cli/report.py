@@ -14,7 +14,7 @@ from torch import Tensor
 
 import lightning_igos
 from lightning_igos.cli.errors import InputError
-from lightning_igos.cli.html_report import empty_text, verdict_text
+from lightning_igos.cli.html_report import empty_text, sanity_text, verdict_text
 from lightning_igos.cli.outputs import write_bytes, write_with
 from lightning_igos.core.evaluation import ROAD_STATISTICS, Evaluation
 from lightning_igos.probe import Probe
@@ -100,6 +100,7 @@ def build_report(
     evaluation: Evaluation,
     elapsed_s: float,
     class_names: ClassNames | None = None,
+    sanity: Tensor | None = None,
 ) -> dict[str, Any]:
     """The JSON report: per-image AUCs, means, thresholds with pass/fail, empty explanations, settings, versions.
 
@@ -109,7 +110,9 @@ def build_report(
     unless ``settings.allow_empty``. With ``class_names`` each image row carries
     ``target_name`` (when its class is named) and the report the names as ``class_names``
     (index -> name). With ``road`` in the settings each image row and ``mean`` also carry
-    ``road_morf``, ``road_lerf`` and ``road_gap``.
+    ``road_morf``, ``road_lerf`` and ``road_gap``. With ``sanity`` (the per-image Spearman
+    correlations of ``--sanity``) the report carries a ``sanity`` object (``mean_correlation``,
+    ``correlation``, ``max_correlation``, ``passed``), and fails when it did not pass.
     """
     per_image = {name: values.detach().cpu() for name, values in evaluation.per_image().items()}
     empty = [bool(flag) for flag in evaluation.empty.detach().cpu().tolist()]
@@ -135,10 +138,12 @@ def build_report(
     config = settings.config
     options = config.as_dict()
     solver = {name: options[name] for name in REPORTED_OPTIONS}
+    sanity_block = None if sanity is None else sanity_report(sanity, settings.max_sanity_correlation)
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
-        "passed": all(t["passed"] for t in thresholds) and (num_empty == 0 or settings.allow_empty),
+        "passed": all(t["passed"] for t in thresholds) and (num_empty == 0 or settings.allow_empty)
+        and (sanity_block is None or sanity_block["passed"]),
         "thresholds": thresholds,
         "num_empty": num_empty,
         "empty_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
@@ -167,9 +172,25 @@ def build_report(
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
+        **({} if sanity_block is None else {"sanity": sanity_block}),
         "elapsed_s": round(elapsed_s, 3),
         **({} if class_names is None else {"class_names": class_names.to_json()}),
     }
+
+
+def sanity_report(correlation: Tensor, max_correlation: float) -> dict[str, Any]:
+    """The report's ``sanity`` object: the mean and per-image Spearman correlations, the limit, pass/fail.
+
+    A NaN mean fails.
+
+    Example:
+        >>> sanity_report(torch.tensor([0.25, 0.5]), 0.5)
+        {'mean_correlation': 0.375, 'correlation': [0.25, 0.5], 'max_correlation': 0.5, 'passed': True}
+    """
+    values = [float(v) for v in correlation.detach().cpu().double().tolist()]
+    mean = _mean(correlation.detach().cpu())
+    return {"mean_correlation": mean, "correlation": values, "max_correlation": float(max_correlation),
+            "passed": bool(mean <= max_correlation)}
 
 
 def evaluate_thresholds(
@@ -235,6 +256,9 @@ def format_table(report: dict[str, Any]) -> str:
     if empty:
         allowed = s.get("allow_empty", False)
         lines.append(f"{empty}: {'allowed by --allow-empty' if allowed else 'FAIL (--allow-empty accepts them)'}")
+    line = sanity_text(report)
+    if line:
+        lines.append(line)
     lines.append(verdict_text(report))
     return "\n".join(lines)
 
