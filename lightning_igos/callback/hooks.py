@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
@@ -37,7 +38,6 @@ import torch
 from torch import Tensor, nn
 
 from lightning_igos.callback.outputs import (
-    ROAD_SCALARS,
     SCALAR_NAMES,
     SCALARS,
     EmptyExplanationWarning,
@@ -48,6 +48,7 @@ from lightning_igos.callback.outputs import (
     empty_result,
     error_text,
     run_class_names,
+    scalar_shorts,
 )
 from lightning_igos.callback.probe_state import (
     BatchToProbe,
@@ -63,7 +64,8 @@ from lightning_igos.callback.status import ExplainStatus
 from lightning_igos.class_names import ClassNames, ClassNamesLike
 from lightning_igos.core.baselines import BaselineLike
 from lightning_igos.core.config import DEFAULTS, IGOSConfig
-from lightning_igos.core.evaluation import evaluate
+from lightning_igos.core.evaluation import Evaluation, evaluate
+from lightning_igos.core.sanity import sanity_check, spearman
 from lightning_igos.core.scoring import ScoreFn
 from lightning_igos.core.validation import check_mask_size, check_positive_int
 from lightning_igos.probe import ProbeLike
@@ -138,6 +140,19 @@ class _IGOSCallbackLogic:
             attribute is used if it holds names that fit the model, else the indices. Checked
             here (``TypeError``/``ValueError``; a probe target without a name included) and against
             the model's number of classes at the first run.
+        stability: also log ``<prefix>/stability`` (higher is better), the probe mean of each image's
+            Spearman correlation between this explained epoch's saliency and the previous logged
+            explained epoch's (kept on the callback, on the CPU, for this rank's slice; not in the
+            checkpoint). The first explained epoch (also after a resume) has no previous map: the key
+            is not logged and monitors get the unexplained epoch's stand-in. No extra model passes.
+        sanity_every_n: None (off) or ``n >= 1``: on every n-th explained epoch of ``fit`` (epochs
+            ``n*every_n_epochs-1, 2n*every_n_epochs-1, ...``; ``trainer.validate()`` always) run
+            :func:`~lightning_igos.core.sanity.sanity_check` on the probe with the epoch's saliency and
+            log ``<prefix>/sanity_correlation`` (lower is better): the probe mean Spearman correlation
+            with the saliency on a randomised deep copy of the model (re-initialised from the callback's
+            own seed, the same every epoch). It doubles the solver's cost on those epochs (one more
+            explanation) and holds two more copies of the model while it runs; a failure there skips the epoch
+            like a failed explanation. Other epochs get the unexplained epoch's stand-in for this key.
 
     Besides the igos/ quality scalars it logs ``<prefix>/empty_fraction`` (the fraction of probe
     images whose explanation is empty: a mask that never moved, or gradients that were not
@@ -220,6 +235,8 @@ class _IGOSCallbackLogic:
         prefix: str = "igos",
         class_names: ClassNamesLike | None = None,
         road: bool = DEFAULTS.road,
+        stability: bool = False,
+        sanity_every_n: int | None = None,
     ) -> None:
         super().__init__()
         self.num_probe = check_positive_int(num_probe, "num_probe")
@@ -234,7 +251,12 @@ class _IGOSCallbackLogic:
             score_fn=score_fn, objective=objective, quadrature=quadrature, road=road,
         )
         self.prefix = check_prefix(prefix)
-        self.scalar_names = tuple(f"{prefix}/{name}" for name in (*SCALARS, *(ROAD_SCALARS if road else ())))
+        self.stability = check_bool(stability, "stability")
+        self.sanity_every_n = None if sanity_every_n is None else check_positive_int(sanity_every_n, "sanity_every_n")
+        self.scalar_names = tuple(f"{prefix}/{name}" for name in scalar_shorts(road, self.stability,
+                                                                                self.sanity_every_n is not None))
+        # This rank's slice of the saliency of the last logged explained epoch (stability=True), on the CPU.
+        self.previous_saliency: Tensor | None = None
         self.log_images = check_bool(log_images, "log_images")
         self.on_error = check_choice(on_error, "on_error", ERROR_MODES)
         mean, std = check_display_stats(mean, std)
@@ -257,7 +279,8 @@ class _IGOSCallbackLogic:
         # The probe and the checkpoint state; what is logged, and what the logging keeps between hooks.
         self.store = ProbeStore(images, targets, num_probe=self.num_probe, target=self.target,
                                 batch_to_probe=batch_to_probe, on_error=self.on_error)
-        self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std), road=self.config.road)
+        self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std), road=self.config.road,
+                               stability=self.stability, sanity=self.sanity_every_n is not None)
 
     # --------------------------------------------------------------------- public helpers
 
@@ -352,6 +375,7 @@ class _IGOSCallbackLogic:
         """Restore ``state`` (found under ``key``, None: its own) and warn once if its options differ."""
         if not self.store.load_state_dict(state):
             return
+        self.previous_saliency = None  # another probe, perhaps: stability starts afresh
         saved = saved_options(state)
         # max_batch_size changes how the work is batched, never the values.
         changed = [f"{name}: {saved[name]!r} -> {value!r}" for name, value in self.options.items()
@@ -460,6 +484,8 @@ class _IGOSCallbackLogic:
         out.handle_failures(trainer, panel_failures, own_error=panel_error, what="panels")
         if all(r.targets is not None for r in reports):
             self.store.last_targets = torch.cat([r.targets for r in reports])
+        if self.stability:  # the epoch is logged on every rank: the next one compares with it
+            self.previous_saliency = result.saliency.detach().cpu().clone()
         try:
             out.log_scalars(pl_module, result)
         except Exception as err:  # pl_module.log refused them (the loggers get them later, from Lightning)
@@ -479,8 +505,15 @@ class _IGOSCallbackLogic:
     def _explain_share(self, trainer: Any, pl_module: nn.Module) -> ShareResult:
         everyone = torch.arange(len(self.store.images))
         indices = everyone.tensor_split(trainer.world_size)[trainer.global_rank]
+        sanity = self._sanity_due(trainer)
         if indices.numel() == 0:
-            return empty_result(self.config.metric_steps)
+            result = empty_result(self.config.metric_steps)
+            # An empty share adds nothing to the synced means, but logs the same keys as the other ranks.
+            if self.stability and self.previous_saliency is not None:
+                result.stability = torch.empty(0)
+            if sanity:
+                result.sanity = torch.empty(0)
+            return result
         images = self.store.images[indices].to(pl_module.device)
         targets = "pred" if self.target == "pred" else self.store.targets[indices]
         # evaluate() makes a fresh generator seeded with config.seed at every run, so every epoch sees
@@ -492,7 +525,35 @@ class _IGOSCallbackLogic:
         result.passes, result.seconds = status.passes, status.seconds
         result.summary = status.summary(trainer.current_epoch)
         self.outputs.names = run_class_names(self.class_names, pl_module, status.num_classes, result)
+        if self.stability and self.previous_saliency is not None:
+            previous = self.previous_saliency
+            # The same slice of the same probe; another shape (another world size) compares nothing.
+            same = previous.shape == result.saliency.shape
+            result.stability = spearman(result.saliency, previous) if same else torch.empty(0)
+        if sanity:
+            start = time.perf_counter()
+            result.sanity = self._sanity_correlation(trainer, pl_module, images, evaluation).cpu()
+            result.seconds += time.perf_counter() - start
         return result
+
+    def _sanity_due(self, trainer: Any) -> bool:
+        """Whether this explained epoch runs the sanity check (the same answer on every rank, and after a resume)."""
+        if self.sanity_every_n is None:
+            return False
+        if trainer.state.fn == "validate":
+            return True
+        explained = (trainer.current_epoch + 1) // self.every_n_epochs  # the ordinal of this explained epoch
+        return explained % self.sanity_every_n == 0
+
+    def _sanity_correlation(self, trainer: Any, pl_module: nn.Module, images: Tensor, evaluation: Evaluation) -> Tensor:
+        """Per-image Spearman ``(n,)`` of the epoch's saliency with that of a randomised deep copy of the model."""
+        # sanity_check re-initialises a deep copy, never the user's module; the copy leaves the Trainer out
+        # (a LightningModule refers to it), and the re-initialisation draws from the callback's own seed.
+        detached = deepcopy(pl_module, {id(trainer): None})
+        generator = torch.Generator().manual_seed(self.config.seed)
+        result = sanity_check(detached, images, evaluation.targets.to(images.device), self.config,
+                              saliency=evaluation.saliency, generator=generator)
+        return result.correlation
 
     @staticmethod
     def _gather(trainer: Any, report: RankReport) -> list[RankReport]:

@@ -115,7 +115,8 @@ def image_sinks(loggers: Iterable[Any]) -> list[ImageSink]:
 
 
 def custom_scalars_layout(prefix: str | Sequence[str] = "igos",
-                          road: bool | Sequence[str] = False) -> dict[str, dict[str, list[Any]]]:
+                          road: bool | Sequence[str] = False, stability: bool | Sequence[str] = False,
+                          sanity: bool | Sequence[str] = False) -> dict[str, dict[str, list[Any]]]:
     """TensorBoard's Custom Scalars layout of the ``<prefix>/`` scalars: one category per prefix.
 
     Insertion and deletion share a chart (raw AUCs in one, normalised in another, so each
@@ -124,6 +125,8 @@ def custom_scalars_layout(prefix: str | Sequence[str] = "igos",
     TensorBoard keeps one layout per run, so several callbacks of one Trainer (``igos`` and
     ``igospp``) share one layout with a category each: pass all their prefixes. ``road``: the
     prefixes that log the ROAD scalars (True: all of them), which get a ROAD chart too.
+    ``stability`` and ``sanity``: likewise, the prefixes that log ``<prefix>/stability`` and
+    ``<prefix>/sanity_correlation``, which get a chart each.
 
     Example:
         >>> custom_scalars_layout()["igos"]["insertion and deletion AUC"]
@@ -132,11 +135,16 @@ def custom_scalars_layout(prefix: str | Sequence[str] = "igos",
         ['igos', 'igospp']
         >>> custom_scalars_layout(road=True)["igos"]["ROAD"]
         ['Multiline', ['^igos/road_morf$', '^igos/road_lerf$', '^igos/road_gap$']]
+        >>> custom_scalars_layout(stability=True)["igos"]["stability across epochs"]
+        ['Multiline', ['^igos/stability$']]
     """
     from lightning_igos.core.evaluation import ROAD_STATISTICS
 
     prefixes = [prefix] if isinstance(prefix, str) else list(dict.fromkeys(prefix))
-    with_road = set(prefixes) if road is True else set() if road is False else set(road)
+    def chosen(value: bool | Sequence[str]) -> set[str]:
+        return set(prefixes) if value is True else set() if value is False else set(value)
+
+    with_road, with_stability, with_sanity = chosen(road), chosen(stability), chosen(sanity)
 
     def tags(prefix: str, *names: str) -> list[str]:
         return [f"^{re.escape(prefix)}/{name}$" for name in names]
@@ -149,6 +157,8 @@ def custom_scalars_layout(prefix: str | Sequence[str] = "igos",
             ],
             "mask": ["Multiline", tags(p, "mask_mean", "mask_min", "mask_frac_below_half")],
             **({"ROAD": ["Multiline", tags(p, *ROAD_STATISTICS)]} if p in with_road else {}),
+            **({"stability across epochs": ["Multiline", tags(p, "stability")]} if p in with_stability else {}),
+            **({"sanity check": ["Multiline", tags(p, "sanity_correlation")]} if p in with_sanity else {}),
         }
         for p in prefixes
     }
@@ -159,14 +169,15 @@ _LAYOUT_MARK = "_lightning_igos_custom_scalars"
 
 
 def write_custom_scalars(loggers: Iterable[Any], done: set[str] | None = None,
-                         prefix: str | Sequence[str] = "igos", road: bool | Sequence[str] = False) -> None:
+                         prefix: str | Sequence[str] = "igos", road: bool | Sequence[str] = False,
+                         stability: bool | Sequence[str] = False, sanity: bool | Sequence[str] = False) -> None:
     """Write one :func:`custom_scalars_layout` of all ``prefix`` es to every TensorBoard logger, once per run.
 
     TensorBoard shows one layout per run (a later one replaces, not extends, the first), so
     the callbacks of one Trainer write a single layout with a category per prefix: the first
     one to log writes it for all, and marks the writer. ``done`` (updated) holds the log
-    directories written to, for callers that keep their own record. ``road``: as in
-    :func:`custom_scalars_layout`.
+    directories written to, for callers that keep their own record. ``road``, ``stability``,
+    ``sanity``: as in :func:`custom_scalars_layout`.
     """
     for logger in loggers:
         experiment = getattr(logger, "experiment", None)
@@ -176,7 +187,7 @@ def write_custom_scalars(loggers: Iterable[Any], done: set[str] | None = None,
         key = str(getattr(experiment, "log_dir", None) or getattr(logger, "log_dir", None) or id(experiment))
         if getattr(experiment, _LAYOUT_MARK, False) or (done is not None and key in done):
             continue
-        add(custom_scalars_layout(prefix, road))
+        add(custom_scalars_layout(prefix, road, stability, sanity))
         try:
             setattr(experiment, _LAYOUT_MARK, True)
         except AttributeError:  # a writer that takes no attributes: ``done`` is the record

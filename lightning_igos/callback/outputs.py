@@ -8,6 +8,10 @@
   whose explanation is empty: a mask that never moved, or a non-finite gradient), plus
   ``igos/seconds`` and ``igos/passes_per_image``; with ``road=True`` also ``igos/road_morf``,
   ``igos/road_lerf`` and ``igos/road_gap`` (:data:`ROAD_SCALARS`, the probe means of the ROAD areas);
+  with ``stability=True`` ``igos/stability`` (:data:`STABILITY_SCALAR`: the mean Spearman correlation of
+  each image's saliency with the previous explained epoch's, from the second explained epoch on) and
+  with ``sanity_every_n`` ``igos/sanity_correlation`` (:data:`SANITY_SCALAR`: the mean Spearman
+  correlation with the saliency of a randomised copy of the model, on the epochs the check runs);
 * stand-ins: on an epoch without fresh scalars the monitors still find every key they monitor
   (:meth:`Outputs.log_stand_ins`, :mod:`~lightning_igos.callback.monitors`);
 * panels: one image per probe image (``igos/probe_0``, ...: input, heatmap overlay,
@@ -40,7 +44,8 @@ from lightning_igos.core.evaluation import ROAD_HIGHER_IS_BETTER, ROAD_STATISTIC
 from lightning_igos.metrics import DeletionAUC, InsertionAUC
 
 __all__ = [
-    "ROAD_SCALARS", "SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSWarning", "Outputs", "RankReport",
+    "ROAD_SCALARS", "SANITY_SCALAR", "SCALARS", "STABILITY_SCALAR",
+    "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSWarning", "Outputs", "RankReport", "scalar_shorts",
     "ShareResult", "empty_result", "error_text", "new_folder", "png_root", "say", "tensorboard_writers",
 ]
 
@@ -55,6 +60,16 @@ SCALARS = tuple(name for name in STATISTICS if name != "clean_score") + ("target
 SCALAR_NAMES = tuple(f"igos/{name}" for name in SCALARS)
 #: The scalars logged after :data:`SCALARS` with ``road=True``: the probe means of the ROAD statistics.
 ROAD_SCALARS = ROAD_STATISTICS
+#: Logged with ``stability=True`` from the second explained epoch on (higher is better: the explanation changed less).
+STABILITY_SCALAR = "stability"
+#: Logged with ``sanity_every_n`` on the epochs the sanity check runs (lower is better).
+SANITY_SCALAR = "sanity_correlation"
+
+
+def scalar_shorts(road: bool = False, stability: bool = False, sanity: bool = False) -> tuple[str, ...]:
+    """The short names of the quality scalars a callback with these options logs, in order."""
+    return (*SCALARS, *(ROAD_SCALARS if road else ()), *((STABILITY_SCALAR,) if stability else ()),
+            *((SANITY_SCALAR,) if sanity else ()))
 
 
 class HigherIsBetterMean(MeanMetric):
@@ -106,6 +121,8 @@ class ShareResult:
     seconds: float = 0.0
     summary: str = ""  # the run in one line, for a log (see status.ExplainStatus.summary)
     road: dict[str, Tensor] = field(default_factory=dict)  # (n,) per ROAD statistic, when ROAD ran
+    stability: Tensor | None = None  # (n,) Spearman with the previous explained epoch's saliency, when there is one
+    sanity: Tensor | None = None  # (n,) Spearman with the randomised model's saliency, when the check ran
 
     def __len__(self) -> int:
         return self.indices.numel()
@@ -179,11 +196,13 @@ class Outputs:
     """
 
     def __init__(self, prefix: str, on_error: str, class_names: ClassNames | None, display: tuple[Any, Any],
-                 road: bool = False) -> None:
+                 road: bool = False, stability: bool = False, sanity: bool = False) -> None:
         self.prefix = prefix
         self.on_error = on_error
         self.road = road  # the ROAD scalars are logged too
-        self.scalar_names = tuple(f"{prefix}/{name}" for name in (*SCALARS, *(ROAD_SCALARS if road else ())))
+        self.stability = stability  # <prefix>/stability, on explained epochs with a previous saliency
+        self.sanity = sanity  # <prefix>/sanity_correlation, on the epochs the sanity check runs
+        self.scalar_names = tuple(f"{prefix}/{name}" for name in scalar_shorts(road, stability, sanity))
         # Every name log_scalars logs: the quality scalars and what the run cost.
         self.logged_names = (*self.scalar_names, f"{prefix}/seconds", f"{prefix}/passes_per_image")
         self.display = display
@@ -300,6 +319,12 @@ class Outputs:
         if self.road:
             for short in ROAD_SCALARS:
                 metrics[short] = HigherIsBetterMean() if ROAD_HIGHER_IS_BETTER[short] else LowerIsBetterMean()
+        # Decided alike on every rank (the same history and schedule), so the synced keys match; an empty
+        # share contributes an empty tensor.
+        if self.stability and result.stability is not None:
+            metrics[STABILITY_SCALAR] = HigherIsBetterMean()
+        if self.sanity and result.sanity is not None:
+            metrics[SANITY_SCALAR] = LowerIsBetterMean()
         n = len(result)
         values = {
             "empty_fraction": result.empty.float(),
@@ -312,6 +337,10 @@ class Outputs:
         }
         if self.road:  # an empty share (fewer probe images than ranks) adds nothing to the synced means
             values.update({short: result.road.get(short, torch.empty(0)) for short in ROAD_SCALARS})
+        if STABILITY_SCALAR in metrics:
+            values[STABILITY_SCALAR] = result.stability
+        if SANITY_SCALAR in metrics:
+            values[SANITY_SCALAR] = result.sanity
         for short, metric in metrics.items():
             name = f"{self.prefix}/{short}"
             metric.to(pl_module.device)
@@ -383,9 +412,12 @@ class Outputs:
             # One layout for every IGOSCallback of the Trainer (TensorBoard keeps one per run).
             outputs = [cb.outputs for cb in getattr(trainer, "callbacks", [])
                        if isinstance(getattr(cb, "outputs", None), Outputs)]
-            road = [o.prefix for o in [*outputs, self] if o.road]
+            every = [*outputs, self]
+            road = [o.prefix for o in every if o.road]
+            stability = [o.prefix for o in every if getattr(o, "stability", False)]
+            sanity = [o.prefix for o in every if getattr(o, "sanity", False)]
             write_custom_scalars(trainer.loggers, self.layouts_written, [*(o.prefix for o in outputs), self.prefix],
-                                 road=road)
+                                 road=road, stability=stability, sanity=sanity)
         except Exception as err:
             self.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="scalars",
                                  local=True)
