@@ -7,9 +7,29 @@ with the benches.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import pytorch_lightning as pl
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+
+from lightning_igos.probe import save_probe
+from lightning_igos.synthetic import make_object_images
+from lightning_igos.toy_module import ObjectClassifier
+
+
+def tiny_check_workspace(root: Path, num_probe: int) -> Path:
+    """``root/run.ckpt``: a tiny 4-class model after one training step; ``root/probe.pt``: 16x16 images."""
+    torch.manual_seed(0)
+    data = make_object_images(8, image_size=16, seed=0)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=root, accelerator="cpu")
+    trainer.fit(ObjectClassifier(num_classes=4, width=4), DataLoader(data.dataset(), batch_size=8))
+    trainer.save_checkpoint(root / "run.ckpt")
+    probe = make_object_images(num_probe, image_size=16, seed=1)
+    save_probe(root / "probe.pt", probe.images, torch.arange(num_probe))
+    return root
 
 
 class ForwardRecorder(nn.Module):

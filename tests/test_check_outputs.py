@@ -7,13 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
-import torch
-from torch.utils.data import DataLoader
+from helpers import tiny_check_workspace
 
 from lightning_igos.cli import main
-from lightning_igos.probe import save_probe
-from lightning_igos.synthetic import make_object_images
 from lightning_igos.toy_module import ObjectClassifier
 
 MODEL = "lightning_igos.toy_module:ObjectClassifier"
@@ -24,16 +20,7 @@ NAMES = ["stripes", "dots", "checks", "waves"]
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """A Lightning checkpoint of a tiny 4-class model (one training step) and a 3-image probe."""
-    root = tmp_path_factory.mktemp("check_outputs")
-    torch.manual_seed(0)
-    data = make_object_images(8, image_size=16, seed=0)
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=root, accelerator="cpu")
-    trainer.fit(ObjectClassifier(num_classes=4, width=4), DataLoader(data.dataset(), batch_size=8))
-    trainer.save_checkpoint(root / "run.ckpt")
-    probe = make_object_images(3, image_size=16, seed=1)
-    save_probe(root / "probe.pt", probe.images, torch.tensor([0, 1, 2]))
-    return root
+    return tiny_check_workspace(tmp_path_factory.mktemp("check_outputs"), num_probe=3)
 
 
 def _check(workspace: Path, *extra: str) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import tiny_check_workspace
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -21,7 +22,6 @@ from lightning_igos.cli import main
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import ROAD_HIGHER_IS_BETTER, ROAD_STATISTICS, STATISTICS, evaluate
 from lightning_igos.core.road import road_curves
-from lightning_igos.probe import save_probe
 from lightning_igos.synthetic import make_object_images
 from lightning_igos.toy_module import ObjectClassifier
 
@@ -139,16 +139,7 @@ def test_the_callback_logs_the_road_scalars_only_when_asked(tmp_path: Path, load
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("road_check")
-    torch.manual_seed(0)
-    data = make_object_images(8, image_size=16, seed=0)
-    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=root, accelerator="cpu")
-    trainer.fit(ObjectClassifier(num_classes=4, width=4), DataLoader(data.dataset(), batch_size=8))
-    trainer.save_checkpoint(root / "run.ckpt")
-    probe = make_object_images(2, image_size=16, seed=1)
-    save_probe(root / "probe.pt", probe.images, torch.tensor([0, 1]))
-    return root
+    return tiny_check_workspace(tmp_path_factory.mktemp("road_check"), num_probe=2)
 
 
 def _check(workspace: Path, tmp_path: Path, *extra: str) -> tuple[dict, str]:

@@ -74,8 +74,6 @@ STEP_GROWTH = 2.0
 REFERENCE_CELLS = 28 * 28
 # Floor of the clean score the relative objective divides by.
 MIN_SCORE = 1e-3
-# The log-complement objective clamps the score this far below 1 (-log of it is about 13.8).
-MAX_SCORE_GAP = 1e-6
 # A mask none of whose cells moved this far from 1 is an empty explanation.
 MIN_MASK_MOVE = 1e-3
 #: Reasons of :attr:`Explanation.empty_reasons`.
@@ -124,8 +122,13 @@ class Explanation:
     converged: Tensor
     deletion_mask: Tensor | None = None
     insertion_mask: Tensor | None = None
-    empty: Tensor | None = None
     empty_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> Tensor:
+        """``(B,)`` True where :attr:`empty_reasons` names a reason, on the masks' device."""
+        return torch.tensor([bool(reason) for reason in self.empty_reasons], dtype=torch.bool,
+                            device=self.mask.device)
 
     def mask_stats(self) -> dict[str, float]:
         """Minimum, mean and fraction below 0.5 of the masks of all images: an unmoved mask is a bug."""
@@ -343,7 +346,7 @@ class _Problem:
         score = target_scores(logits, targets, self.score_fn)
         if not self.log_complement:
             return score, score
-        return score, log_complement(logits, targets, score, self.score_fn, max_score=1 - MAX_SCORE_GAP)
+        return score, log_complement(logits, targets, score, self.score_fn)
 
     def upsample(self, masks: Tensor) -> Tensor:
         return _upsample(masks, self.size)
@@ -676,7 +679,6 @@ def igos(
         converged=~state.active(patience),
         deletion_mask=masks[0] if len(masks) == 2 else None,
         insertion_mask=masks[1] if len(masks) == 2 else None,
-        empty=problem.nonfinite | unmoved,
         empty_reasons=[
             NONFINITE_GRADIENT if bad else UNMOVED_MASK if still else ""
             for bad, still in zip(problem.nonfinite.tolist(), unmoved.tolist())
