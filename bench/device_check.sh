@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
-# The GPU checks in one script: the CUDA tests and the CUDA benchmark tables.
+# Runs the CUDA checks in one go: the CUDA tests, then the GPU benchmarks (a real model,
+# ResNet-50 speed, memory, cost per image by batch size, the solver's overhead).
 #
-#   bash bench/device_check.sh [OUTDIR]            # on a machine with CUDA (under 8 minutes)
+# Needs a machine where torch sees a CUDA GPU and the project's virtualenv (.venv with torch;
+# PYTHON names another interpreter); the real-model step also needs the `bench` extra and is
+# skipped without it. DEVICE=cpu QUICK=1 runs every step on a CPU as a dry run.
+#
+# Prints each step's output as it runs, between "=== <step>" lines, then the path of
+# OUTDIR/summary.md: the environment (commit, torch, CUDA, GPU), each step's status and seconds,
+# the CUDA test results and the benchmark tables.
+#
+#   bash bench/device_check.sh [OUTDIR]            # on a machine with CUDA (within the 450 s budget)
 #   DEVICE=cpu QUICK=1 bash bench/device_check.sh /tmp/devcheck   # dry run of every step on a CPU
 #
 # Steps (each under `timeout`; a failing step does not stop the others):
@@ -13,7 +22,8 @@
 #   5. batch_size   bench/batch_size.py (trained small models, then ResNet-50 at 224 in float32 and bf16)
 #   6. solver       bench/solver.py (overhead of the solver over raw model passes)
 # Each step's output goes to OUTDIR/NN_<step>.log, and OUTDIR/summary.md holds the environment,
-# each step's status and the tables. The exit status is 1 when any step failed or timed out.
+# each step's status and the tables. The exit status is 1 when any step failed or timed out, 2 when
+# the interpreter cannot import torch or (with DEVICE=cuda) sees no CUDA device.
 #
 # Environment:
 #   OUTDIR    the first argument, else $OUT, else bench/out

@@ -7,8 +7,7 @@ per explained image, the solver's seconds, the mean deletion AUC (lower is bette
 insertion AUC (higher is better), both divided by each image's clean score, the
 mask mean and the fraction of images whose saliency peak lies inside the object's
 box. Vanilla-gradient and random saliencies are reference rows, so the table shows
-where I-GOS sits between them. This is the curve the solver's defaults are chosen
-from (issue 5).
+where I-GOS sits between them. The solver's defaults are chosen from this curve.
 
 The models: ``small-cnn-test`` is exactly the behavioural test's model and probe
 (``tests/test_solver.py``: trained on ``make_object_images(1024, seed=0)`` for 3

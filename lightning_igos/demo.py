@@ -13,7 +13,6 @@ Run it with ``python examples/train_with_igos.py`` or
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shlex
 import shutil
@@ -30,6 +29,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from lightning_igos.callback import IGOSCallback
+from lightning_igos.core.statistics import statistics
+from lightning_igos.quiet_logs import lightning_info_hidden
 from lightning_igos.synthetic import make_object_images
 from lightning_igos.toy_module import ObjectClassifier
 
@@ -39,27 +40,31 @@ DEMO_IGOS = dict(num_probe=8, metric_steps=50)
 DEMO_NOISE = 0.3
 DEFAULT_LOGDIR = "runs/demo"  # `make tensorboard` shows it
 
-# (header, key in trainer.callback_metrics)
-COLUMNS = (
-    ("val_acc", "val_acc"),
-    ("ins_auc", "igos/insertion_auc"),
-    ("del_auc", "igos/deletion_auc"),
-    ("ins_norm", "igos/insertion_auc_normalized"),
-    ("del_norm", "igos/deletion_auc_normalized"),
-    ("mask_mean", "igos/mask_mean"),
-)
+
+
+def table_columns(callback: IGOSCallback) -> list[tuple[str, str]]:
+    """``(header, key in trainer.callback_metrics)``: the validation accuracy, then every statistic with a
+    table label that the callback logs (from the statistics registry)."""
+    labels = {s.scalar_name: s.label for s in statistics(callback.config, callback.store.boxes is not None)}
+    columns = [("val_acc", "val_acc")]
+    for name in callback.scalar_names:
+        label = labels.get(name.split("/", 1)[1], "")
+        if label:
+            columns.append((label, name))
+    return columns
 
 
 class EpochTable(pl.Callback):
     """Prints validation accuracy and the IGOS AUCs after each validation epoch.
 
     Example:
-        >>> table = EpochTable()
+        >>> table = EpochTable([("val_acc", "val_acc"), ("insertion AUC", "igos/insertion_auc")])
         >>> table.rows
         []
     """
 
-    def __init__(self) -> None:
+    def __init__(self, columns: Sequence[tuple[str, str]]) -> None:
+        self.columns = list(columns)
         self.rows: list[dict[str, float]] = []
         self._start = time.perf_counter()
 
@@ -71,12 +76,14 @@ class EpochTable(pl.Callback):
             return
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch, "seconds": time.perf_counter() - self._start}
-        row.update({header: float(metrics[key]) for header, key in COLUMNS if key in metrics})
+        row.update({header: float(metrics[key]) for header, key in self.columns if key in metrics})
+        widths = [max(9, len(h)) for h, _ in self.columns]
         if not self.rows:
-            print(" ".join(f"{h:>9}" for h in ("epoch", *(h for h, _ in COLUMNS), "seconds")), flush=True)
+            headers = [f"{'epoch':>9}", *(f"{h:>{w}}" for (h, _), w in zip(self.columns, widths)), f"{'seconds':>9}"]
+            print(" ".join(headers), flush=True)
         self.rows.append(row)
         cells = [f"{row['epoch']:>9d}"]
-        cells += [f"{row[h]:>9.3f}" if h in row else f"{'-':>9}" for h, _ in COLUMNS]
+        cells += [f"{row[h]:>{w}.3f}" if h in row else f"{'-':>{w}}" for (h, _), w in zip(self.columns, widths)]
         cells.append(f"{row['seconds']:>9.1f}")
         print(" ".join(cells), flush=True)
 
@@ -122,10 +129,8 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
     return args
 
 
-def _quiet_lightning() -> None:
-    """Keep the table readable: no Lightning info lines or dataloader-worker hints."""
-    for name in ("pytorch_lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+def _quiet_warnings() -> None:
+    """Keep the table readable: no dataloader-worker hints (Lightning's info lines are hidden separately)."""
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
@@ -140,19 +145,23 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """
     args = parse_args(argv, prog)
     started = time.perf_counter()
-    with warnings.catch_warnings():
-        _quiet_lightning()
+    with warnings.catch_warnings(), lightning_info_hidden():
+        _quiet_warnings()
         pl.seed_everything(args.seed, verbose=False)
         train = make_object_images(args.train_size, image_size=64, noise=DEMO_NOISE, seed=args.seed)
         val = make_object_images(args.val_size, image_size=64, noise=DEMO_NOISE, seed=args.seed + 1)
-        table = EpochTable()
+        # The generated task knows where each object is: the probe carries its boxes (the pointing game).
+        n = DEMO_IGOS["num_probe"]
+        callback = IGOSCallback(probe=(val.images[:n], val.labels[:n], val.boxes[:n]), seed=args.seed,
+                                **DEMO_IGOS)
+        table = EpochTable(table_columns(callback))
         logger = TensorBoardLogger(args.logdir, name="igos_demo")
         trainer = pl.Trainer(
             accelerator="auto",
             devices=1,
             max_epochs=args.epochs,
             max_time=None if args.max_minutes is None else timedelta(minutes=args.max_minutes),
-            callbacks=[IGOSCallback(seed=args.seed, **DEMO_IGOS), table],
+            callbacks=[callback, table],
             logger=logger,
             enable_progress_bar=False,
             enable_model_summary=False,

@@ -5,12 +5,21 @@ loads with ``torch.load(..., weights_only=True)`` and never runs pickled code::
 
     {
         "format": "lightning-igos-probe",
-        "version": 1,
+        "version": 1 or 2,             # 2 exactly when the file carries boxes
         "images": Tensor (B, C, H, W), floating point, as the model takes them,
         "targets": Tensor (B,), int64, the class to explain per image,
         "mean": [float] * C or None,   # display normalisation: image = x * std + mean
         "std": [float] * C or None,
+        "boxes": Tensor (B, 4), float32,   # only in version 2 files
     }
+
+``boxes`` (optional) holds one object box per image as ``(x0, y0, x1, y1)`` in the images'
+own pixel grid, end exclusive (the convention of :class:`lightning_igos.synthetic.ObjectImages`),
+for localisation metrics such as the pointing game. A probe without boxes is written exactly
+as before, as version 1 (:data:`VERSION_WITHOUT_BOXES`), so releases that predate boxes still
+read it; a probe with boxes is version 2 (:data:`VERSION`), which those releases refuse with a
+clear message instead of silently dropping the boxes. Every version 1 file loads, with
+``boxes`` None.
 
 Reading a probe (:func:`load_probe`, :func:`read_probe`) never lets a small file take a
 large amount of memory: before anything is decompressed the sizes listed in the file's zip
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import reprlib
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +55,10 @@ from lightning_igos.core.runtime import cpu_copy, load_failure_reason, load_weig
 from lightning_igos.core.validation import TargetsLike, check_channel_stats, check_images, check_targets
 
 FORMAT = "lightning-igos-probe"
-VERSION = 1
+#: The newest probe version this module reads; files with boxes are written with it.
+VERSION = 2
+#: The version of files without boxes, unchanged since the first release so every reader loads them.
+VERSION_WITHOUT_BOXES = 1
 
 #: The most image elements (``B * C * H * W``) a probe read from a file or given to the callback may
 #: hold: 64 images of 3x512x512, about 200 MB as float32. A probe is explained at every check (and
@@ -55,12 +68,15 @@ VERSION = 1
 MAX_PROBE_ELEMENTS = 64 * 3 * 512 * 512
 #: The dtypes probe images may have.
 PROBE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-#: Bytes a probe file may unpack to per allowed image element: float64 images (8) and int64
-#: targets (at most one per 2x2 image: 2), plus :data:`ARCHIVE_OVERHEAD_BYTES` for the rest.
-ARCHIVE_BYTES_PER_ELEMENT = 10
+#: Bytes a probe file may unpack to per allowed image element: float64 images (8), int64
+#: targets (at most one per 2x2 image: 2) and float32 boxes (16 bytes per 2x2 image: 4), plus
+#: :data:`ARCHIVE_OVERHEAD_BYTES` for the rest.
+ARCHIVE_BYTES_PER_ELEMENT = 14
 ARCHIVE_OVERHEAD_BYTES = 1 << 20
 
 PathLike = str | os.PathLike
+#: Object boxes as :func:`check_boxes` takes them: a ``(B, 4)`` tensor or nested sequence of numbers.
+BoxesLike = Union[Tensor, Sequence[Sequence[float]]]
 
 
 @dataclass(frozen=True)
@@ -72,20 +88,25 @@ class Probe:
         targets: ``(B,)`` int64 class indices.
         mean, std: per-channel display normalisation (``image = x * std + mean``), or None;
             a single number is used for every channel.
+        boxes: ``(B, 4)`` float32 object boxes ``(x0, y0, x1, y1)`` in pixels, end exclusive
+            (see :func:`check_boxes`), or None.
 
     Construction validates and copies the inputs (to the CPU, contiguous), so a probe
     never keeps a larger tensor alive through a view.
 
     Example:
         >>> probe = Probe(torch.zeros(2, 3, 4, 4), torch.tensor([1, 0]))
-        >>> len(probe), probe.targets.dtype
-        (2, torch.int64)
+        >>> len(probe), probe.targets.dtype, probe.boxes
+        (2, torch.int64, None)
+        >>> Probe(torch.zeros(1, 3, 4, 4), [0], boxes=[[0, 1, 2, 4]]).boxes
+        tensor([[0., 1., 2., 4.]])
     """
 
     images: Tensor
     targets: Tensor
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    boxes: Tensor | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.targets, numbers.Integral):
@@ -97,6 +118,9 @@ class Probe:
         object.__setattr__(self, "targets", targets.clone().contiguous())
         object.__setattr__(self, "mean", check_channel_stats(self.mean, "mean", channels))
         object.__setattr__(self, "std", check_channel_stats(self.std, "std", channels, positive=True))
+        if self.boxes is not None:
+            height, width = images.shape[-2:]
+            object.__setattr__(self, "boxes", check_boxes(self.boxes, images.shape[0], height, width))
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -108,6 +132,7 @@ def save_probe(
     targets: TargetsLike,
     mean: Sequence[float] | float | None = None,
     std: Sequence[float] | float | None = None,
+    boxes: BoxesLike | None = None,
 ) -> Path:
     """Write a probe file (format in the module docstring); returns its path.
 
@@ -117,27 +142,36 @@ def save_probe(
         targets: one class index per image (sequence or integer tensor ``(B,)``).
         mean, std: per-channel normalisation of ``images`` (one number serves every channel),
             used only to display them.
+        boxes: one object box per image, ``(B, 4)`` as ``(x0, y0, x1, y1)`` pixel coordinates
+            of ``images``, end exclusive (integers or floats; stored as float32), or None.
+            A file with boxes is format version 2, one without is version 1.
 
     Raises:
         TypeError, ValueError: for images that are not a finite float batch, targets of
-            the wrong length or dtype, or mean/std without one value per channel.
+            the wrong length or dtype, mean/std without one value per channel, or boxes
+            that :func:`check_boxes` refuses; nothing is written then.
 
     Example:
         >>> import tempfile, os
         >>> save_probe(os.path.join(tempfile.mkdtemp(), "p.pt"), torch.rand(1, 3, 8, 8), [2]).name
         'p.pt'
+        >>> path = os.path.join(tempfile.mkdtemp(), "b.pt")
+        >>> load_probe(save_probe(path, torch.rand(1, 3, 8, 8), [2], boxes=[[1, 2, 5, 8]])).boxes
+        tensor([[1., 2., 5., 8.]])
     """
-    probe = Probe(images, targets, _as_tuple(mean), _as_tuple(std))
+    probe = Probe(images, targets, _as_tuple(mean), _as_tuple(std), boxes)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    content = {
+    content: dict[str, Any] = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": VERSION_WITHOUT_BOXES if probe.boxes is None else VERSION,
         "images": probe.images,
         "targets": probe.targets,
         "mean": None if probe.mean is None else list(probe.mean),
         "std": None if probe.std is None else list(probe.std),
     }
+    if probe.boxes is not None:
+        content["boxes"] = probe.boxes
     torch.save(content, path)
     return path
 
@@ -148,6 +182,8 @@ def _as_tuple(values: object) -> object:
 
 def load_probe(path: PathLike, *, max_elements: int | None = None) -> Probe:
     """Read a probe file written by :func:`save_probe` (``weights_only``: no code runs).
+
+    Files of version 1 and 2 load; the probe's ``boxes`` are None unless the file has them.
 
     Args:
         path: the probe file.
@@ -160,8 +196,9 @@ def load_probe(path: PathLike, *, max_elements: int | None = None) -> Probe:
         IsADirectoryError: the path is a directory.
         ValueError: the path is not a regular file (a device, a pipe), or the file is not a
             probe (not a torch file, no format marker, a newer version, content of the wrong
-            shape or type), or it is larger than the cap, or its images are an expanded view
-            or of an unsupported dtype or layout; the message names the path.
+            shape or type, boxes that :func:`check_boxes` refuses), or it is larger than the cap,
+            or its images are an expanded view or of an unsupported dtype or layout; the message
+            names the path.
 
     Example:
         >>> import tempfile, os
@@ -190,16 +227,77 @@ def load_probe(path: PathLike, *, max_elements: int | None = None) -> Probe:
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= VERSION:
         raise ValueError(
             f"{str(path)!r} is a lightning-igos probe of version {version!r}; this lightning_igos reads "
-            f"version {VERSION}. Upgrade lightning-igos or save the probe again."
+            f"versions 1 to {VERSION}. Upgrade lightning-igos or save the probe again."
         )
     missing = [key for key in ("images", "targets") if key not in content]
     if missing:
         raise ValueError(f"{str(path)!r} is not a valid lightning-igos probe: missing {', '.join(missing)}.")
     try:
         check_probe_tensors(content["images"], content["targets"], max_elements=limit)
-        return Probe(content["images"], content["targets"], content.get("mean"), content.get("std"))
+        return Probe(content["images"], content["targets"], content.get("mean"), content.get("std"),
+                     content.get("boxes"))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{str(path)!r} is not a valid lightning-igos probe: {err}") from err
+
+
+def check_boxes(boxes: object, batch_size: int, height: int, width: int, name: str = "boxes") -> Tensor:
+    """One object box per image, checked: a ``(B, 4)`` float32 CPU copy of ``boxes``.
+
+    A box is ``(x0, y0, x1, y1)`` in the pixel grid of ``height`` x ``width`` images, end
+    exclusive: it covers columns ``x0 <= x < x1`` and rows ``y0 <= y < y1``, so it must have
+    ``0 <= x0 < x1 <= width`` and ``0 <= y0 < y1 <= height``. ``boxes`` is a real (integer or
+    floating point) tensor or a nested sequence of numbers. A tensor's shape is checked before
+    its elements are copied; the value checks run on the float32 copy that is returned (and stored).
+
+    Raises:
+        TypeError: not a tensor or sequence of numbers, or a bool, complex, sparse or meta tensor.
+        ValueError: a shape other than ``(batch_size, 4)``, NaN or infinite coordinates, an
+            empty box or one outside the image; the message names the first image at fault.
+
+    Example:
+        >>> check_boxes([[2, 0, 6, 4]], 1, 8, 8)
+        tensor([[2., 0., 6., 4.]])
+        >>> check_boxes([[2, 0, 9, 4]], 1, 8, 8)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `boxes` must lie inside the 8x8 images (...), got (2.0, 0.0, 9.0, 4.0) for image 0.
+    """
+    if isinstance(boxes, Tensor):
+        if boxes.layout != torch.strided or boxes.is_nested or boxes.is_quantized:
+            raise TypeError(f"`{name}` must be a dense (strided) tensor, got a {boxes.layout} tensor.")
+        if boxes.device.type == "meta":
+            raise TypeError(f"`{name}` must hold data, got a tensor on the meta device.")
+        values = boxes.detach()
+    elif isinstance(boxes, Sequence) and not isinstance(boxes, (str, bytes)):
+        try:
+            values = torch.as_tensor(boxes)
+        except (TypeError, ValueError, RuntimeError) as err:
+            shown = reprlib.repr(boxes)
+            raise TypeError(f"`{name}` must hold numbers, (x0, y0, x1, y1) per image, got {shown}.") from err
+    else:
+        raise TypeError(f"`{name}` must be a tensor or a sequence shaped (B, 4) of (x0, y0, x1, y1) pixel "
+                        f"coordinates, got {type(boxes).__name__}.")
+    if values.dtype == torch.bool or values.is_complex():
+        raise TypeError(f"`{name}` must hold real pixel coordinates, got dtype {values.dtype}.")
+    if tuple(values.shape) != (batch_size, 4):
+        raise ValueError(
+            f"`{name}` must be shaped (B, 4) with B = {batch_size}, one (x0, y0, x1, y1) box per image, "
+            f"got shape {tuple(values.shape)}."
+            + (" Add a batch dimension with boxes.unsqueeze(0)." if tuple(values.shape) == (4,) else "")
+        )
+    values = values.to(device="cpu", dtype=torch.float32, copy=True).contiguous()
+    x0, y0, x1, y1 = values.unbind(1)
+    for bad, problem in (
+        (~torch.isfinite(values).all(1), "must hold finite coordinates"),
+        ((x0 >= x1) | (y0 >= y1), "must have x0 < x1 and y0 < y1 (x1 and y1 are end exclusive)"),
+        ((x0 < 0) | (y0 < 0) | (x1 > width) | (y1 > height),
+         f"must lie inside the {height}x{width} images (0 <= x0 < x1 <= {width}, 0 <= y0 < y1 <= {height})"),
+    ):
+        if bad.any():
+            index = int(bad.nonzero()[0, 0])
+            box = tuple(values[index].tolist())
+            raise ValueError(f"`{name}` {problem}, got {box} for image {index}.")
+    return values
 
 
 def _element_cap(max_elements: object) -> int:
@@ -308,36 +406,54 @@ def _describe(content: object) -> str:
 ProbeLike = Union[Probe, tuple, list, str, os.PathLike, None]
 
 
-def read_probe(probe: ProbeLike, *, max_elements: int | None = None) -> tuple[Tensor, Tensor | None, Any, Any] | None:
-    """``(images, targets, mean, std)`` on the CPU from a pair, a :class:`Probe` or a probe file; None for None.
+def read_probe(probe: ProbeLike, *, max_elements: int | None = None) -> ProbeParts | None:
+    """The probe on the CPU from a pair ``(images, targets)``, a triple ``(images, targets, boxes)``, a
+    :class:`Probe` or a probe file; None for None.
 
-    Targets may be None (a pair ``(images, None)``); ``mean``/``std`` are the probe's display
-    normalisation (None for a pair). Copies are normal tensors even under inference mode.
-    Before anything is copied the tensors pass :func:`check_probe_tensors` (dense, at most
-    ``max_elements`` image elements; None: :data:`MAX_PROBE_ELEMENTS`).
+    Targets may be None (a pair ``(images, None)``: the callback's ``target="pred"``);
+    ``mean``/``std`` are the probe's display normalisation (None for a pair). Copies are
+    normal tensors even under inference mode. Before anything is copied the tensors pass
+    :func:`check_probe_tensors` (dense, at most ``max_elements`` image elements; None:
+    :data:`MAX_PROBE_ELEMENTS`); boxes pass :func:`check_boxes`.
 
     Example:
-        >>> images, targets, mean, std = read_probe((torch.zeros(2, 3, 4, 4), [1, 0]))
-        >>> targets.tolist(), mean
-        ([1, 0], None)
+        >>> probe = read_probe((torch.zeros(2, 3, 4, 4), [1, 0], [[0, 0, 2, 2], [1, 1, 4, 4]]))
+        >>> probe.targets.tolist(), probe.mean, probe.boxes.shape
+        ([1, 0], None, torch.Size([2, 4]))
     """
     if probe is None:
         return None
-    mean = std = None
+    mean = std = boxes = None
     if isinstance(probe, (str, os.PathLike)):
         probe = load_probe(probe, max_elements=max_elements)
     if hasattr(probe, "images") and hasattr(probe, "targets"):
         images, targets = probe.images, probe.targets
         mean, std = getattr(probe, "mean", None), getattr(probe, "std", None)
-    elif isinstance(probe, (tuple, list)) and len(probe) == 2:
-        images, targets = probe
+        boxes = getattr(probe, "boxes", None)
+    elif isinstance(probe, (tuple, list)) and len(probe) in (2, 3):
+        images, targets = probe[0], probe[1]
+        boxes = probe[2] if len(probe) == 3 else None
     else:
         raise TypeError(
-            "`probe` must be None (capture it from the validation data), an (images, targets) pair, "
-            f"a lightning_igos.probe.Probe or the path of a probe file, got {type(probe).__name__}."
+            "`probe` must be None (capture it from the validation data), an (images, targets) pair, an "
+            "(images, targets, boxes) triple, a lightning_igos.probe.Probe or the path of a probe file, "
+            f"got {type(probe).__name__}."
         )
     check_probe_tensors(images, targets, max_elements=max_elements)
     images = cpu_copy(check_images(images, "probe images"))
     if targets is not None:
         targets = cpu_copy(check_targets(targets, images.shape[0], torch.device("cpu"), "probe targets"))
-    return images, targets, mean, std
+    if boxes is not None:
+        boxes = cpu_copy(check_boxes(boxes, images.shape[0], *images.shape[-2:]))
+    return ProbeParts(images, targets, mean, std, boxes)
+
+
+@dataclass
+class ProbeParts:
+    """What :func:`read_probe` returns: a probe's parts, targets possibly None (not validated as a Probe)."""
+
+    images: Tensor
+    targets: Tensor | None
+    mean: Any = None
+    std: Any = None
+    boxes: Tensor | None = None

@@ -393,7 +393,7 @@ def _out_of_memory(*args, **kwargs):
 @pytest.mark.parametrize("failure", ["bad_output", "out_of_memory"])
 def test_on_error_warn_keeps_training(tmp_path: Path, loaders, monkeypatch, failure: str) -> None:
     if failure == "out_of_memory":
-        monkeypatch.setattr("lightning_igos.core.evaluation.igos", _out_of_memory)
+        monkeypatch.setattr("lightning_igos.core.solver.solve", _out_of_memory)
         module = _module()
     else:
         torch.manual_seed(0)
@@ -413,7 +413,7 @@ def test_on_error_warn_keeps_training(tmp_path: Path, loaders, monkeypatch, fail
 def test_on_error_raise_stops_the_run(tmp_path: Path, loaders) -> None:
     torch.manual_seed(0)
     trainer = _trainer(tmp_path, [IGOSCallback(on_error="raise", **FAST)], logger=False, enable_checkpointing=False)
-    with pytest.raises(ValueError, match="logits"):
+    with pytest.raises(TypeError, match="logits"):
         trainer.fit(_DictOutput(num_classes=4, width=4), *loaders)
     assert trainer.current_epoch == 0
 
@@ -426,7 +426,7 @@ def test_demo_prints_a_table(tmp_path: Path, capsys) -> None:
 
     assert main(["--epochs", "1", "--train-size", "64", "--val-size", "16", "--logdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "ins_auc" in out and "del_auc" in out and f"tensorboard --logdir {tmp_path}" in out
+    assert "insertion AUC" in out and "deletion AUC" in out and "pointing" in out and f"tensorboard --logdir {tmp_path}" in out
 
 
 def test_image_failure_still_logs_scalars(tmp_path: Path, loaders) -> None:
@@ -495,7 +495,7 @@ def test_monitoring_with_every_n_epochs_never_crashes_and_ranks_only_explained_e
 
 
 def _fails_after(calls: int):
-    from lightning_igos.core.evaluation import igos as real_igos
+    from lightning_igos.core.solver import solve as real_igos
 
     count = {"n": 0}
 
@@ -510,7 +510,7 @@ def _fails_after(calls: int):
 
 @pytest.mark.parametrize("good_epochs", [0, 1])
 def test_monitoring_survives_failed_explanations(tmp_path: Path, loaders, monkeypatch, good_epochs: int) -> None:
-    monkeypatch.setattr("lightning_igos.core.evaluation.igos", _fails_after(good_epochs))
+    monkeypatch.setattr("lightning_igos.core.solver.solve", _fails_after(good_epochs))
     checkpoint, stopping = _monitors(tmp_path)
     trainer = _trainer(tmp_path, [IGOSCallback(log_images=False, **FAST), checkpoint, stopping], logger=False,
                        max_epochs=3)

@@ -1,4 +1,4 @@
-"""IGOSCallback's outputs for issue 12: class names, panels in W&B/MLflow/TensorBoard, the
+"""IGOSCallback's outputs: class names, panels in W&B/MLflow/TensorBoard, the
 custom-scalars layout, the cost scalars and line, and the progress-bar status."""
 
 from __future__ import annotations

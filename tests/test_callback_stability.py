@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from lightning_igos import IGOSCallback
 from lightning_igos.callback.loggers import custom_scalars_layout
-from lightning_igos.callback.outputs import LowerIsBetterMean, Outputs, ShareResult
+from lightning_igos.callback.outputs import LowerIsBetterMean, Outputs, ShareResult, callback_scalars
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import evaluate
 from lightning_igos.synthetic import make_object_images
@@ -127,15 +127,17 @@ def test_the_metrics_have_their_direction_and_the_layout_its_charts() -> None:
     share = ShareResult.of(torch.arange(2), evaluate(model, torch.randn(2, 3, 8, 8), [0, 1], IGOSConfig(**FAST)))
     share.stability, share.sanity = torch.tensor([0.5, 1.0]), torch.tensor([0.0, 0.2])
     module = _Module()
-    Outputs("val", "raise", None, display=(None, None), stability=True, sanity=True).log_scalars(module, share)
+    scalars = callback_scalars(stability=True, sanity=True)
+    Outputs("val", "raise", None, display=(None, None), scalars=scalars).log_scalars(module, share)
     assert module.logged["val/stability"].higher_is_better is True
     assert isinstance(module.logged["val/sanity_correlation"], LowerIsBetterMean)
     torch.testing.assert_close(module.logged["val/stability"].compute(), torch.tensor(0.75))
     share.stability = share.sanity = None  # an epoch without a previous map, or without the check
     module = _Module()
-    Outputs("val", "raise", None, display=(None, None), stability=True, sanity=True).log_scalars(module, share)
+    Outputs("val", "raise", None, display=(None, None), scalars=scalars).log_scalars(module, share)
     assert "val/stability" not in module.logged and "val/sanity_correlation" not in module.logged
-    layout = custom_scalars_layout(["igos", "pp"], stability=["pp"], sanity=True)
+    layout = custom_scalars_layout({"igos": [(s.short, s.group) for s in callback_scalars(sanity=True)],
+                                    "pp": [(s.short, s.group) for s in scalars]})
     assert "stability across epochs" not in layout["igos"]
     assert layout["pp"]["stability across epochs"] == ["Multiline", ["^pp/stability$"]]
     assert layout["igos"]["sanity check"] == ["Multiline", ["^igos/sanity_correlation$"]]

@@ -133,12 +133,12 @@ DDP_SCRIPT = textwrap.dedent(
     from pytorch_lightning.loggers import TensorBoardLogger
     from torch.utils.data import DataLoader
 
-    import lightning_igos.core.evaluation as evaluation
+    import lightning_igos.core.solver as solver
     from lightning_igos.callback import IGOSCallback, IGOSWarning
     from lightning_igos.synthetic import make_object_images
     from lightning_igos.toy_module import ObjectClassifier
 
-    real_igos, calls = evaluation.igos, []
+    real_igos, calls = solver.solve, []
 
     def igos_failing_on_rank_one_at_epoch_one(*args, **kwargs):
         calls.append(1)
@@ -146,7 +146,7 @@ DDP_SCRIPT = textwrap.dedent(
             raise RuntimeError("CUDA out of memory on this rank")
         return real_igos(*args, **kwargs)
 
-    evaluation.igos = igos_failing_on_rank_one_at_epoch_one
+    solver.solve = igos_failing_on_rank_one_at_epoch_one
 
     def main(out_dir):
         torch.set_num_threads(1)
@@ -291,7 +291,7 @@ def test_prefix_must_be_one_safe_name() -> None:
     with pytest.raises(TypeError, match="`prefix` must be a str"):
         IGOSCallback(prefix=3)
     for good in ("igos", "igos_pp", "val-igos", "igospp", "igos.v2"):
-        assert IGOSCallback(prefix=good).scalar_names[0] == f"{good}/insertion_auc"
+        assert f"{good}/insertion_auc" in IGOSCallback(prefix=good).scalar_names
 
 
 def test_mask_size_larger_than_a_given_probe_fails_at_construction() -> None:

@@ -1,4 +1,4 @@
-"""`lightning-igos check` outputs for issue 12: --class-names, --html and the GitHub step summary."""
+"""`lightning-igos check` outputs: --class-names, --html and the GitHub step summary."""
 
 from __future__ import annotations
 

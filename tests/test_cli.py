@@ -159,7 +159,10 @@ def test_report_is_consistent_with_the_table(passing):
         mean = sum(row[name] for row in report["images"]) / 4
         assert report["mean"][name] == pytest.approx(mean, abs=1e-9)
     m = report["mean"]
-    expected = [m["clean_score"], m["insertion_auc"], m["deletion_auc"], m["mask_mean"]]
+    # The table's columns are the report's labelled statistics, in order.
+    expected = [m[s["name"]] for s in report["statistics"] if s["label"]]
+    assert [s["name"] for s in report["statistics"] if s["label"]][:4] == [
+        "clean_score", "insertion_auc", "deletion_auc", "insertion_auc_normalized"]
     assert printed_means(result.stdout) == pytest.approx(expected, abs=5e-5)
     for row in report["images"]:
         assert row["insertion_auc_normalized"] == pytest.approx(row["insertion_auc"] / row["clean_score"], rel=1e-5)
@@ -177,7 +180,10 @@ def test_report_is_the_evaluation_of_the_probe(workspace, passing):
     probe = torch.load(workspace / "probe.pt", weights_only=True)
     config = IGOSConfig(iterations=2, ig_steps=3, metric_steps=8)
     evaluation = evaluate(model, probe["images"], probe["targets"], config)
-    for name, values in evaluation.per_image().items():
+    stats = evaluation.per_image()
+    assert set(report["mean"]) == set(stats) - {"empty_fraction"}  # empty explanations are reported on their own
+    for name in report["mean"]:
+        values = stats[name]
         assert [row[name] for row in report["images"]] == pytest.approx(values.tolist(), abs=1e-6), name
 
 
@@ -291,7 +297,7 @@ def test_a_value_error_inside_the_solver_is_a_bug_not_an_input_error(workspace, 
     def broken(*args, **kwargs):
         raise ValueError("shape mismatch in the line search")
 
-    monkeypatch.setattr("lightning_igos.core.evaluation.igos", broken)
+    monkeypatch.setattr("lightning_igos.core.solver.solve", broken)
     result = run_main(workspace, monkeypatch, capsys, *check_args())
     assert result.returncode == 3, result.stderr
     assert "unexpected ValueError: shape mismatch in the line search" in result.stderr

@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader
 
 from lightning_igos.callback import IGOSCallback
 from lightning_igos.callback.hooks import _IGOSCallbackLogic
-from lightning_igos.callback.status import ExplainStatus, planned_passes
+from lightning_igos.callback.status import ExplainStatus
 from lightning_igos.core.config import IGOSConfig
+from lightning_igos.core.evaluation import planned_passes
 from lightning_igos.synthetic import SmallCNN, make_object_images
 from lightning_igos.toy_module import ObjectClassifier
 

@@ -17,11 +17,12 @@ from torch.utils.data import DataLoader
 
 from lightning_igos import IGOSCallback
 from lightning_igos.callback.loggers import custom_scalars_layout
-from lightning_igos.callback.outputs import ROAD_SCALARS, SCALARS, Outputs, ShareResult
+from lightning_igos.callback.outputs import Outputs, ShareResult, callback_scalars
 from lightning_igos.cli import main
 from lightning_igos.core.config import IGOSConfig
-from lightning_igos.core.evaluation import ROAD_HIGHER_IS_BETTER, ROAD_STATISTICS, STATISTICS, evaluate
+from lightning_igos.core.evaluation import evaluate
 from lightning_igos.core.road import road_curves
+from lightning_igos.core.statistics import get_statistic, statistics
 from lightning_igos.synthetic import make_object_images
 from lightning_igos.toy_module import ObjectClassifier
 
@@ -34,11 +35,17 @@ def _tiny() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
 
 
+ROAD_STATISTICS = ("road_morf", "road_lerf", "road_gap")
+ROAD_HIGHER_IS_BETTER = {"road_morf": False, "road_lerf": True, "road_gap": True}
+STATISTICS = tuple(s.name for s in statistics(IGOSConfig()))  # what a default evaluation reports
+
+
 def test_the_road_statistics_are_declared_once() -> None:
-    assert ROAD_STATISTICS == ("road_morf", "road_lerf", "road_gap")
-    assert ROAD_HIGHER_IS_BETTER == {"road_morf": False, "road_lerf": True, "road_gap": True}
-    assert ROAD_SCALARS == ROAD_STATISTICS
-    assert not set(ROAD_STATISTICS) & set(STATISTICS) and not set(ROAD_SCALARS) & set(SCALARS)
+    assert {name: get_statistic(name).higher_is_better for name in ROAD_STATISTICS} == ROAD_HIGHER_IS_BETTER
+    with_road = [s.name for s in statistics(IGOSConfig(road=True))]
+    assert [name for name in with_road if name not in STATISTICS] == list(ROAD_STATISTICS)
+    shorts = [s.short for s in callback_scalars(IGOSConfig(road=True))]
+    assert set(ROAD_STATISTICS) <= set(shorts) and not set(ROAD_STATISTICS) & {s.short for s in callback_scalars()}
     assert IGOSConfig().road is False
     with pytest.raises(TypeError, match="`road`"):
         IGOSConfig(road=1)
@@ -51,7 +58,7 @@ def test_evaluate_with_road_matches_road_curves() -> None:
     direct = road_curves(model, images, result.explanation.saliency, targets,
                          generator=torch.Generator().manual_seed(5))
     stats = result.per_image()
-    assert list(stats) == [*STATISTICS, *ROAD_STATISTICS]
+    assert set(stats) == {*STATISTICS, *ROAD_STATISTICS}
     torch.testing.assert_close(stats["road_morf"], direct.morf_area)
     torch.testing.assert_close(stats["road_lerf"], direct.lerf_area)
     torch.testing.assert_close(stats["road_gap"], direct.gap)
@@ -82,7 +89,8 @@ def test_outputs_log_the_road_means_with_their_direction(road: bool) -> None:
     result = evaluate(_tiny(), torch.randn(2, 3, 8, 8), [0, 1], IGOSConfig(road=road, **FAST))
     share = ShareResult.of(torch.arange(2), result)
     module = _Module()
-    Outputs("val", "raise", None, display=(None, None), road=road).log_scalars(module, share)
+    Outputs("val", "raise", None, display=(None, None),
+            scalars=callback_scalars(IGOSConfig(road=road))).log_scalars(module, share)
     road_names = {f"val/{name}" for name in ROAD_STATISTICS}
     assert (road_names <= set(module.logged)) is road and (not road_names & set(module.logged)) is (not road)
     if road:
@@ -93,7 +101,9 @@ def test_outputs_log_the_road_means_with_their_direction(road: bool) -> None:
 
 
 def test_the_layout_has_a_road_chart_only_for_road_prefixes() -> None:
-    layout = custom_scalars_layout(["igos", "igospp"], road=["igospp"])
+    charts = {prefix: [(s.short, s.group) for s in callback_scalars(IGOSConfig(road=prefix == "igospp"))]
+              for prefix in ("igos", "igospp")}
+    layout = custom_scalars_layout(charts)
     assert "ROAD" not in layout["igos"]
     assert layout["igospp"]["ROAD"] == [
         "Multiline", ["^igospp/road_morf$", "^igospp/road_lerf$", "^igospp/road_gap$"]]

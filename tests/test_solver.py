@@ -120,7 +120,7 @@ def test_max_batch_size_caps_every_forward(tiny_model):
     model = ForwardRecorder(tiny_model)
     ex = igos(model, torch.randn(5, 3, 16, 16), 1, iterations=2, ig_steps=4, max_batch_size=3)
     assert max(model.sizes) == 3
-    assert sum(model.sizes) == ex.passes_per_image * 5 + 1  # + the one validation forward
+    assert sum(model.sizes) == ex.passes_per_image * 5 + 5  # + the clean forward of the five images
 
 
 def test_all_path_points_are_batched_together(tiny_model):
@@ -241,7 +241,7 @@ def test_unusable_model_fails_before_the_expensive_work():
 
     with pytest.raises(ValueError, match="num_classes"):
         igos(SingleLogit(), torch.randn(8, 3, 16, 16), 0)
-    assert calls == [1]
+    assert calls == [8]  # the one clean forward, which every later stage reuses
 
 
 def _average_ranks(values: torch.Tensor) -> torch.Tensor:

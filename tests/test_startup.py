@@ -55,7 +55,7 @@ def test_check_help_imports_no_torch_and_shows_the_defaults(tmp_path: Path) -> N
     assert f"descent iterations, at most (default: {DEFAULTS.iterations})" in text
     assert f"integrated-gradient steps (default: {DEFAULTS.ig_steps})" in text
     assert f"(default: {DEFAULTS.tolerance:g})" in text
-    assert "--method {igos,igos++}" in text
+    assert "--method NAME" in text and "igos, igos++, gradient, integrated_gradients, edge_map, random" in text
 
 
 def test_top_level_help_and_no_command_import_no_torch(tmp_path: Path) -> None:
@@ -142,8 +142,11 @@ def test_the_facts_read_from_the_source_are_the_imported_ones() -> None:
 
     for field in dataclasses.fields(config.IGOSConfig):
         assert source_value("lightning_igos.core.config", field.name, "IGOSConfig") == field.default, field.name
-    for name in ("METHODS", "OBJECTIVES", "QUADRATURES"):
+    for name in ("OBJECTIVES", "QUADRATURES"):
         assert source_value("lightning_igos.core.config", name) == getattr(config, name)
+    from lightning_igos.core import explainers
+
+    assert source_value("lightning_igos.core.explainers", "BUILTIN_EXPLAINERS") == explainers.explainer_names()
     assert source_value("lightning_igos.core.baselines", "BASELINE_KINDS") == baselines.BASELINE_KINDS
     assert source_value("lightning_igos.probe", "MAX_PROBE_ELEMENTS") == probe.MAX_PROBE_ELEMENTS
     assert source_value("lightning_igos.cli.report", "PROG") == report.PROG
@@ -157,7 +160,7 @@ def test_the_parser_choices_and_defaults_are_the_configs() -> None:
 
     check = build_parser()._subparsers._group_actions[0].choices["check"]
     choices = {a.dest: a.choices for a in check._actions if a.choices}
-    assert choices == {"method": config.METHODS, "objective": config.OBJECTIVES, "quadrature": config.QUADRATURES,
+    assert choices == {"objective": config.OBJECTIVES, "quadrature": config.QUADRATURES,
                        "baseline": baselines.BASELINE_KINDS, "substrate": baselines.BASELINE_KINDS}
     args = build_parser().parse_args(["check", "--model", "m:M", "--checkpoint", "c", "--probe", "p"])
     for name in CONFIG_OPTIONS:

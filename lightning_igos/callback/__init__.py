@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_igos.callback.hooks import SCALAR_NAMES, SCALARS, EmptyExplanationWarning, IGOSCallback, IGOSWarning
+from lightning_igos.callback.hooks import EmptyExplanationWarning, IGOSCallback, IGOSWarning
 
 __all__ = [
     "SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSCallback", "IGOSWarning", "LightningIGOSCallback",
@@ -27,6 +27,10 @@ def __getattr__(name: str) -> Any:
     """``LightningIGOSCallback`` (a ``lightning.pytorch.Callback``), imported from
     :mod:`~lightning_igos.callback.lightning_namespace` on first access, so ``lightning`` is
     imported only when asked for."""
+    if name in ("SCALARS", "SCALAR_NAMES"):  # the default callback's scalars, from the statistics registry
+        from lightning_igos.callback import outputs
+
+        return getattr(outputs, name)
     if name == "LightningIGOSCallback":
         from lightning_igos.callback.lightning_namespace import LightningIGOSCallback
 
@@ -36,4 +40,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"LightningIGOSCallback"})
+    return sorted(set(globals()) | {"LightningIGOSCallback", "SCALARS", "SCALAR_NAMES"})

@@ -37,24 +37,18 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
+from lightning_igos.callback.messages import EmptyExplanationWarning, IGOSWarning, error_text
 from lightning_igos.callback.outputs import (
-    SCALAR_NAMES,
-    SCALARS,
-    EmptyExplanationWarning,
-    IGOSWarning,
     Outputs,
     RankReport,
     ShareResult,
+    callback_scalars,
     empty_result,
-    error_text,
     run_class_names,
-    scalar_shorts,
 )
 from lightning_igos.callback.probe_state import (
     BatchToProbe,
     ProbeStore,
-    check_bool,
-    check_choice,
     check_display_stats,
     given_probe,
     is_probe_state,
@@ -67,11 +61,11 @@ from lightning_igos.core.config import DEFAULTS, IGOSConfig
 from lightning_igos.core.evaluation import Evaluation, evaluate
 from lightning_igos.core.sanity import sanity_check, spearman
 from lightning_igos.core.scoring import ScoreFn
-from lightning_igos.core.validation import check_mask_size, check_positive_int
+from lightning_igos.core.validation import check_bool, check_choice, check_mask_size, check_positive_int
 from lightning_igos.probe import ProbeLike
 
 # and LightningIGOSCallback (lightning_namespace.py), imported on first access
-__all__ = ["SCALARS", "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSCallback", "IGOSWarning"]
+__all__ = ["EmptyExplanationWarning", "IGOSCallback", "IGOSWarning"]
 
 TARGET_MODES = ("label", "pred")
 ERROR_MODES = ("warn", "raise")
@@ -92,13 +86,29 @@ def check_prefix(prefix: object) -> str:
     return prefix
 
 
+def _config(config: IGOSConfig | None, options: dict[str, Any]) -> IGOSConfig:
+    """``config`` when given (the keyword options left at their defaults), else one built from ``options``."""
+    if config is None:
+        return IGOSConfig(**options)
+    if not isinstance(config, IGOSConfig):
+        raise TypeError(f"`config` must be an IGOSConfig or None, got {type(config).__name__}.")
+    changed = [name for name, value in options.items() if value is not getattr(DEFAULTS, name)
+               and value != getattr(DEFAULTS, name)]
+    if changed:
+        raise ValueError(f"pass the options either in `config` or as keywords, not both: {', '.join(changed)} "
+                         "given beside `config` (set them in the IGOSConfig, e.g. config.replace(iterations=8)).")
+    return config
+
+
 class _IGOSCallbackLogic:
     """Explain a fixed probe batch with I-GOS every few validation epochs and log how faithful
     the explanations are.
 
     Args:
         probe: the images to explain: an ``(images, targets)`` pair (images as the model takes
-            them), a :class:`lightning_igos.probe.Probe`, the path of a probe file, or None to
+            them), an ``(images, targets, boxes)`` triple (``boxes`` ``(B, 4)`` the objects'
+            ``(x0, y0, x1, y1)`` in pixels, end exclusive: adds the pointing game,
+            ``<prefix>/pointing``), a :class:`lightning_igos.probe.Probe`, the path of a probe file, or None to
             take the first ``num_probe`` samples of the first validation dataloader at the first
             validation epoch (not the sanity check; under DDP the first samples rank 0 sees, which
             with Lightning's DistributedSampler are every ``world_size``-th sample). The probe is
@@ -116,7 +126,11 @@ class _IGOSCallbackLogic:
             initial_step, substrate, metric_steps, max_batch_size, seed, score_fn, road: the solver and
             metric options of :class:`lightning_igos.core.config.IGOSConfig`, which holds their defaults and checks
             (the same as :func:`lightning_igos.igos` and ``lightning-igos check``); the callback
-            keeps them as ``callback.config``.
+            keeps them as ``callback.config``. ``method`` is any registered explainer
+            (:mod:`lightning_igos.core.explainers`: ``"igos"``, ``"igos++"``, ``"gradient"``,
+            ``"integrated_gradients"``, ``"edge_map"``, ``"random"`` and your own).
+        config: an :class:`~lightning_igos.core.config.IGOSConfig` holding those options at once
+            (the solver and metric keyword options must then be left at their defaults).
         log_images: log the per-image panels and the overlay grid (rank 0 only).
         on_error: ``"warn"``: an exception inside the callback (capturing the probe, explaining
             it, logging the scalars, drawing or writing the panels) gives one warning per epoch and
@@ -237,24 +251,24 @@ class _IGOSCallbackLogic:
         road: bool = DEFAULTS.road,
         stability: bool = False,
         sanity_every_n: int | None = None,
+        config: IGOSConfig | None = None,
     ) -> None:
         super().__init__()
         self.num_probe = check_positive_int(num_probe, "num_probe")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.target = check_choice(target, "target", TARGET_MODES)
         # The solver and metric options: defaults and validation are IGOSConfig's.
-        self.config = IGOSConfig(
+        options = dict(
             method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
             tv_power=tv_power, noise_std=noise_std, baseline=baseline, tolerance=tolerance, patience=patience,
             autocast_dtype=autocast_dtype, normalize_score=normalize_score, initial_step=initial_step,
             substrate=substrate, metric_steps=metric_steps, max_batch_size=max_batch_size, seed=seed,
             score_fn=score_fn, objective=objective, quadrature=quadrature, road=road,
         )
+        self.config = _config(config, options)
         self.prefix = check_prefix(prefix)
         self.stability = check_bool(stability, "stability")
         self.sanity_every_n = None if sanity_every_n is None else check_positive_int(sanity_every_n, "sanity_every_n")
-        self.scalar_names = tuple(f"{prefix}/{name}" for name in scalar_shorts(road, self.stability,
-                                                                                self.sanity_every_n is not None))
         # This rank's slice of the saliency of the last logged explained epoch (stability=True), on the CPU.
         self.previous_saliency: Tensor | None = None
         self.log_images = check_bool(log_images, "log_images")
@@ -265,7 +279,7 @@ class _IGOSCallbackLogic:
                             f"got {batch_to_probe!r}.")
         self.batch_to_probe = batch_to_probe
         self.class_names = None if class_names is None else ClassNames.from_value(class_names)
-        images, targets, mean, std = given_probe(probe, target, mean, std, self.class_names)
+        images, targets, mean, std, boxes = given_probe(probe, target, mean, std, self.class_names)
         if images is not None and self.config.mask_size is not None:
             size = tuple(images.shape[-2:])
             try:
@@ -278,9 +292,18 @@ class _IGOSCallbackLogic:
         self.mean, self.std = mean, std
         # The probe and the checkpoint state; what is logged, and what the logging keeps between hooks.
         self.store = ProbeStore(images, targets, num_probe=self.num_probe, target=self.target,
-                                batch_to_probe=batch_to_probe, on_error=self.on_error)
-        self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std), road=self.config.road,
-                               stability=self.stability, sanity=self.sanity_every_n is not None)
+                                batch_to_probe=batch_to_probe, on_error=self.on_error, boxes=boxes)
+        self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std),
+                               scalars=self._scalars())
+
+    def _scalars(self) -> tuple:
+        return callback_scalars(self.config, self.store.boxes is not None, self.stability,
+                                self.sanity_every_n is not None)
+
+    @property
+    def scalar_names(self) -> tuple[str, ...]:
+        """The ``<prefix>/`` quality scalars this callback logs (those of the registered statistics that apply)."""
+        return self.outputs.scalar_names
 
     # --------------------------------------------------------------------- public helpers
 
@@ -376,6 +399,7 @@ class _IGOSCallbackLogic:
         if not self.store.load_state_dict(state):
             return
         self.previous_saliency = None  # another probe, perhaps: stability starts afresh
+        self.outputs.declare_scalars(self._scalars())  # the restored probe may have boxes, or none
         saved = saved_options(state)
         # max_batch_size changes how the work is batched, never the values.
         changed = [f"{name}: {saved[name]!r} -> {value!r}" for name, value in self.options.items()
@@ -395,7 +419,7 @@ class _IGOSCallbackLogic:
     # --------------------------------------------------------------------- Lightning hooks
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        self.outputs.png_warned = False
+        self.outputs.begin_run()
         clash = [cb for cb in getattr(trainer, "callbacks", []) if cb is not self
                  and isinstance(cb, _IGOSCallbackLogic) and cb.prefix == self.prefix]
         if clash:
@@ -413,7 +437,7 @@ class _IGOSCallbackLogic:
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking:
             return
-        self.outputs.logged = set()
+        self.outputs.begin_epoch()
         self._validation_epoch_end(trainer, pl_module)
         # An epoch without fresh values gives each monitor a stand-in that never ranks or counts as explained.
         self.outputs.log_stand_ins(trainer)
@@ -423,8 +447,8 @@ class _IGOSCallbackLogic:
             error = self.store.settle(trainer)
             if error is not None:
                 # Every rank holds the same (broadcast) error: all raise, or rank 0 warns.
-                own_error = self.store.capture_error or ValueError(f"IGOSCallback could not capture a probe: {error}")
-                self.store.capture_error = None
+                own_error = self.store.take_capture_error() or ValueError(
+                    f"IGOSCallback could not capture a probe: {error}")
                 failure = RankReport(0, error)
                 self.outputs.handle_failures(trainer, [failure],
                                              own_error=own_error if trainer.is_global_zero else None)
@@ -450,9 +474,9 @@ class _IGOSCallbackLogic:
         from lightning_igos.render import display_stats
 
         try:
-            out.display = display_stats(self.mean, self.std, pl_module, probe_images.shape[1])
+            out.use_display(display_stats(self.mean, self.std, pl_module, probe_images.shape[1]))
         except (TypeError, ValueError) as err:  # bad display statistics cost the panels only
-            out.display = (self.mean, self.std)
+            out.use_display((self.mean, self.std))
             panel_error = err if self.log_images else None
         try:
             result = self._explain_share(trainer, pl_module)
@@ -483,7 +507,7 @@ class _IGOSCallbackLogic:
         panel_failures = [r for r in reports if r.error is not None]
         out.handle_failures(trainer, panel_failures, own_error=panel_error, what="panels")
         if all(r.targets is not None for r in reports):
-            self.store.last_targets = torch.cat([r.targets for r in reports])
+            self.store.remember_targets(torch.cat([r.targets for r in reports]))
         if self.stability:  # the epoch is logged on every rank: the next one compares with it
             self.previous_saliency = result.saliency.detach().cpu().clone()
         try:
@@ -507,7 +531,7 @@ class _IGOSCallbackLogic:
         indices = everyone.tensor_split(trainer.world_size)[trainer.global_rank]
         sanity = self._sanity_due(trainer)
         if indices.numel() == 0:
-            result = empty_result(self.config.metric_steps)
+            result = empty_result(self.config.metric_steps, self.outputs.scalars)
             # An empty share adds nothing to the synced means, but logs the same keys as the other ranks.
             if self.stability and self.previous_saliency is not None:
                 result.stability = torch.empty(0)
@@ -519,12 +543,14 @@ class _IGOSCallbackLogic:
         # evaluate() makes a fresh generator seeded with config.seed at every run, so every epoch sees
         # the same noise and epochs are comparable. The status counts the passes and shows the work
         # on the progress bar (done/total passes and the time left).
-        with ExplainStatus(trainer, pl_module, len(indices), self.config) as status:
-            evaluation = evaluate(pl_module, images, targets, self.config, on_stage=status.on_stage)
+        boxes = None if self.store.boxes is None else self.store.boxes[indices].to(pl_module.device)
+        with ExplainStatus(trainer, len(indices), self.config) as status:
+            evaluation = evaluate(pl_module, images, targets, self.config, on_stage=status.on_stage,
+                                  on_forward=status.count, boxes=boxes)
         result = ShareResult.of(indices, evaluation)
         result.passes, result.seconds = status.passes, status.seconds
         result.summary = status.summary(trainer.current_epoch)
-        self.outputs.names = run_class_names(self.class_names, pl_module, status.num_classes, result)
+        self.outputs.use_class_names(run_class_names(self.class_names, pl_module, evaluation.num_classes, result))
         if self.stability and self.previous_saliency is not None:
             previous = self.previous_saliency
             # The same slice of the same probe; another shape (another world size) compares nothing.

@@ -22,6 +22,7 @@ Example:
     >>> sinks = image_sinks([SimpleNamespace(experiment=Writer())])
     >>> [s.kind for s in sinks]
     ['tensorboard']
+    >>> import torch
     >>> sinks[0].log([("igos/probe_0", torch.rand(3, 4, 4), "#0")], step=7, epoch=0)
     igos/probe_0 (3, 4, 4) 7
 """
@@ -30,24 +31,19 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from PIL import Image
 from torch import Tensor
-from torchvision.transforms.functional import to_pil_image
+
+from lightning_igos.render import to_pil_image
 
 __all__ = ["ImageSink", "artifact_folder", "custom_scalars_layout", "image_sinks", "write_custom_scalars"]
 
 # (tag, image (3, H, W) in [0, 1], caption)
 Panel = tuple[str, Tensor, str]
-
-
-def _pil(image: Tensor) -> Image.Image:
-    return to_pil_image(image.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8))
 
 
 def artifact_folder(epoch: int, step: int, prefix: str = "igos") -> str:
@@ -79,11 +75,11 @@ class ImageSink:
                 self.target.add_image(tag, image.detach().float().cpu().clamp(0, 1), global_step=step)
         elif self.kind == "log_image":
             for tag, image, caption in panels:
-                self.target.log_image(key=tag, images=[_pil(image)], step=step, caption=[caption])
+                self.target.log_image(key=tag, images=[to_pil_image(image)], step=step, caption=[caption])
         elif self.kind == "mlflow":
             with tempfile.TemporaryDirectory(prefix="igos_panels_") as folder:
                 for tag, image, _ in panels:
-                    _pil(image).save(Path(folder) / f"{tag.rsplit('/', 1)[-1]}.png", format="PNG")
+                    to_pil_image(image).save(Path(folder) / f"{tag.rsplit('/', 1)[-1]}.png", format="PNG")
                 where = artifact_folder(epoch, step, prefix)
                 self.target.log_artifacts(self.logger.run_id, folder, artifact_path=where)
         else:  # pragma: no cover - kinds are fixed above
@@ -114,54 +110,43 @@ def image_sinks(loggers: Iterable[Any]) -> list[ImageSink]:
 # ----------------------------------------------------------------------------- TensorBoard layout
 
 
-def custom_scalars_layout(prefix: str | Sequence[str] = "igos",
-                          road: bool | Sequence[str] = False, stability: bool | Sequence[str] = False,
-                          sanity: bool | Sequence[str] = False) -> dict[str, dict[str, list[Any]]]:
+#: ``{prefix: [(scalar, chart), ...]}``: each callback's quality scalars and the chart each is drawn in.
+Charts = Mapping[str, Sequence[tuple[str, str]]]
+
+
+def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict[str, dict[str, list[Any]]]:
     """TensorBoard's Custom Scalars layout of the ``<prefix>/`` scalars: one category per prefix.
 
-    Insertion and deletion share a chart (raw AUCs in one, normalised in another, so each
-    chart keeps one scale), and so do the mask statistics. Tags are anchored regular
-    expressions (``igos/insertion_auc`` alone would match its ``_normalized`` variant too).
-    TensorBoard keeps one layout per run, so several callbacks of one Trainer (``igos`` and
-    ``igospp``) share one layout with a category each: pass all their prefixes. ``road``: the
-    prefixes that log the ROAD scalars (True: all of them), which get a ROAD chart too.
-    ``stability`` and ``sanity``: likewise, the prefixes that log ``<prefix>/stability`` and
-    ``<prefix>/sanity_correlation``, which get a chart each.
+    ``charts`` maps each prefix to its scalars and their chart groups (what
+    :func:`~lightning_igos.callback.outputs.callback_scalars` declares, from the statistics
+    registry); a prefix or a list of prefixes stands for the default callback's scalars.
+    Scalars of one group share a chart (raw AUCs in one, normalised in another, so each chart
+    keeps one scale; the mask statistics in one). Tags are anchored regular expressions
+    (``igos/insertion_auc`` alone would match its ``_normalized`` variant too). TensorBoard
+    keeps one layout per run, so several callbacks of one Trainer (``igos`` and ``igos_pp``)
+    share one layout with a category each: pass all their prefixes.
 
     Example:
         >>> custom_scalars_layout()["igos"]["insertion and deletion AUC"]
         ['Multiline', ['^igos/insertion_auc$', '^igos/deletion_auc$']]
-        >>> list(custom_scalars_layout(["igos", "igospp"]))
-        ['igos', 'igospp']
-        >>> custom_scalars_layout(road=True)["igos"]["ROAD"]
-        ['Multiline', ['^igos/road_morf$', '^igos/road_lerf$', '^igos/road_gap$']]
-        >>> custom_scalars_layout(stability=True)["igos"]["stability across epochs"]
-        ['Multiline', ['^igos/stability$']]
+        >>> list(custom_scalars_layout(["igos", "igos_pp"]))
+        ['igos', 'igos_pp']
+        >>> custom_scalars_layout({"igos": [("road_morf", "ROAD"), ("road_lerf", "ROAD")]})
+        {'igos': {'ROAD': ['Multiline', ['^igos/road_morf$', '^igos/road_lerf$']]}}
     """
-    from lightning_igos.core.evaluation import ROAD_STATISTICS
+    if isinstance(charts, str) or not isinstance(charts, Mapping):
+        from lightning_igos.callback.outputs import callback_scalars
 
-    prefixes = [prefix] if isinstance(prefix, str) else list(dict.fromkeys(prefix))
-    def chosen(value: bool | Sequence[str]) -> set[str]:
-        return set(prefixes) if value is True else set() if value is False else set(value)
-
-    with_road, with_stability, with_sanity = chosen(road), chosen(stability), chosen(sanity)
-
-    def tags(prefix: str, *names: str) -> list[str]:
-        return [f"^{re.escape(prefix)}/{name}$" for name in names]
-
-    return {
-        p: {
-            "insertion and deletion AUC": ["Multiline", tags(p, "insertion_auc", "deletion_auc")],
-            "insertion and deletion AUC, normalized": [
-                "Multiline", tags(p, "insertion_auc_normalized", "deletion_auc_normalized"),
-            ],
-            "mask": ["Multiline", tags(p, "mask_mean", "mask_min", "mask_frac_below_half")],
-            **({"ROAD": ["Multiline", tags(p, *ROAD_STATISTICS)]} if p in with_road else {}),
-            **({"stability across epochs": ["Multiline", tags(p, "stability")]} if p in with_stability else {}),
-            **({"sanity check": ["Multiline", tags(p, "sanity_correlation")]} if p in with_sanity else {}),
-        }
-        for p in prefixes
-    }
+        prefixes = [charts] if isinstance(charts, str) else list(dict.fromkeys(charts))
+        default = [(s.short, s.group) for s in callback_scalars()]
+        charts = {p: default for p in prefixes}
+    layout: dict[str, dict[str, list[Any]]] = {}
+    for prefix, scalars in charts.items():
+        groups: dict[str, list[str]] = {}
+        for short, group in scalars:
+            groups.setdefault(group or short, []).append(f"^{re.escape(prefix)}/{re.escape(short)}$")
+        layout[prefix] = {group: ["Multiline", tags] for group, tags in groups.items()}
+    return layout
 
 
 # Set on a SummaryWriter once it holds the layout: every callback of the Trainer then leaves it alone.
@@ -169,15 +154,13 @@ _LAYOUT_MARK = "_lightning_igos_custom_scalars"
 
 
 def write_custom_scalars(loggers: Iterable[Any], done: set[str] | None = None,
-                         prefix: str | Sequence[str] = "igos", road: bool | Sequence[str] = False,
-                         stability: bool | Sequence[str] = False, sanity: bool | Sequence[str] = False) -> None:
-    """Write one :func:`custom_scalars_layout` of all ``prefix`` es to every TensorBoard logger, once per run.
+                         charts: str | Sequence[str] | Charts = "igos") -> None:
+    """Write one :func:`custom_scalars_layout` of all the ``charts`` to every TensorBoard logger, once per run.
 
     TensorBoard shows one layout per run (a later one replaces, not extends, the first), so
     the callbacks of one Trainer write a single layout with a category per prefix: the first
     one to log writes it for all, and marks the writer. ``done`` (updated) holds the log
-    directories written to, for callers that keep their own record. ``road``, ``stability``,
-    ``sanity``: as in :func:`custom_scalars_layout`.
+    directories written to, for callers that keep their own record.
     """
     for logger in loggers:
         experiment = getattr(logger, "experiment", None)
@@ -187,7 +170,7 @@ def write_custom_scalars(loggers: Iterable[Any], done: set[str] | None = None,
         key = str(getattr(experiment, "log_dir", None) or getattr(logger, "log_dir", None) or id(experiment))
         if getattr(experiment, _LAYOUT_MARK, False) or (done is not None and key in done):
             continue
-        add(custom_scalars_layout(prefix, road, stability, sanity))
+        add(custom_scalars_layout(charts))
         try:
             setattr(experiment, _LAYOUT_MARK, True)
         except AttributeError:  # a writer that takes no attributes: ``done`` is the record

@@ -1,13 +1,15 @@
 """What :class:`~lightning_igos.callback.IGOSCallback` logs: scalars, panels and PNG files.
 
-* scalars: fresh torchmetrics objects given to ``pl_module.log``, so every logger,
-  ``ModelCheckpoint``/``EarlyStopping`` and DDP sync see them: ``igos/insertion_auc``,
-  ``igos/deletion_auc``, their ``_normalized`` variants (curves divided by the clean score),
-  ``igos/mask_mean``, ``igos/mask_min``, ``igos/mask_frac_below_half`` and ``igos/target_prob``
-  (mean probability of the explained class), ``igos/empty_fraction`` (the share of probe images
-  whose explanation is empty: a mask that never moved, or a non-finite gradient), plus
-  ``igos/seconds`` and ``igos/passes_per_image``; with ``road=True`` also ``igos/road_morf``,
-  ``igos/road_lerf`` and ``igos/road_gap`` (:data:`ROAD_SCALARS`, the probe means of the ROAD areas);
+* scalars: the callback's torchmetrics objects (kept, and reset each explained epoch) given to
+  ``pl_module.log``, so every logger, ``ModelCheckpoint``/``EarlyStopping`` and DDP sync see them:
+  one ``<prefix>/<name>`` per registered per-image statistic that applies to the callback's
+  options (:func:`callback_scalars`, from :mod:`lightning_igos.core.statistics`):
+  ``igos/insertion_auc``, ``igos/deletion_auc``, their ``_normalized`` variants (curves divided
+  by the clean score), ``igos/target_prob`` (mean probability of the explained class), the
+  mask statistics ``igos/mask_mean``, ``igos/mask_min``, ``igos/mask_frac_below_half`` (for
+  explainers with a mask), ``igos/empty_fraction`` (the share of probe images whose explanation
+  is empty), with ``road=True`` ``igos/road_morf``, ``igos/road_lerf`` and ``igos/road_gap``, with
+  a probe that has boxes ``igos/pointing``; plus ``igos/seconds`` and ``igos/passes_per_image``;
   with ``stability=True`` ``igos/stability`` (:data:`STABILITY_SCALAR`: the mean Spearman correlation of
   each image's saliency with the previous explained epoch's, from the second explained epoch on) and
   with ``sanity_every_n`` ``igos/sanity_correlation`` (:data:`SANITY_SCALAR`: the mean Spearman
@@ -36,40 +38,75 @@ from torchmetrics import Metric
 from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric
 
 from lightning_igos.callback.loggers import log_panels, scalar_step, write_custom_scalars
+from lightning_igos.callback.messages import EmptyExplanationWarning, IGOSWarning, error_text
 from lightning_igos.callback.monitors import MonitorStandIns
 from lightning_igos.callback.status import cost_line, progress_bar, terminal_output
 from lightning_igos.class_names import ClassNames, module_class_names
 from lightning_igos.core.causal import CausalCurves
-from lightning_igos.core.evaluation import ROAD_HIGHER_IS_BETTER, ROAD_STATISTICS, STATISTICS, Evaluation
-from lightning_igos.metrics import DeletionAUC, InsertionAUC
+from lightning_igos.core.config import DEFAULTS, IGOSConfig
+from lightning_igos.core.evaluation import Evaluation
+from lightning_igos.core.statistics import statistics
 
 __all__ = [
-    "ROAD_SCALARS", "SANITY_SCALAR", "SCALARS", "STABILITY_SCALAR",
-    "SCALAR_NAMES", "EmptyExplanationWarning", "IGOSWarning", "Outputs", "RankReport", "scalar_shorts",
-    "ShareResult", "empty_result", "error_text", "new_folder", "png_root", "say", "tensorboard_writers",
+    "SANITY_SCALAR", "STABILITY_SCALAR", "EmptyExplanationWarning", "IGOSWarning", "Outputs", "RankReport",
+    "Scalar", "ShareResult", "callback_scalars", "empty_result", "error_text", "new_folder", "png_root", "say",
+    "scalar_shorts",
 ]
 
 # Lightning's own logger hierarchy: the first-run cost line shows (and is silenced) like Lightning's info lines.
 _log = logging.getLogger("pytorch_lightning.callbacks.igos")
 
-#: The scalars logged each explained epoch, as ``<prefix>/<name>``: the probe means of the
-#: per-image statistics, with the clean score logged as ``target_prob``, and the fraction of
-#: probe images whose explanation is empty (``empty_fraction``).
-SCALARS = tuple(name for name in STATISTICS if name != "clean_score") + ("target_prob", "empty_fraction")
-#: Their names with the default prefix ``igos``.
-SCALAR_NAMES = tuple(f"igos/{name}" for name in SCALARS)
-#: The scalars logged after :data:`SCALARS` with ``road=True``: the probe means of the ROAD statistics.
-ROAD_SCALARS = ROAD_STATISTICS
 #: Logged with ``stability=True`` from the second explained epoch on (higher is better: the explanation changed less).
 STABILITY_SCALAR = "stability"
 #: Logged with ``sanity_every_n`` on the epochs the sanity check runs (lower is better).
 SANITY_SCALAR = "sanity_correlation"
 
 
-def scalar_shorts(road: bool = False, stability: bool = False, sanity: bool = False) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class Scalar:
+    """One quality scalar of the callback, ``<prefix>/<short>``: a statistic's probe reduction, or an extra.
+
+    ``statistic`` names the per-image statistic it reduces (None for the callback's own
+    ``stability`` and ``sanity_correlation``).
+    """
+
+    short: str
+    group: str
+    higher_is_better: bool | None
+    reduction: str = "mean"
+    statistic: str | None = None
+
+
+def callback_scalars(config: IGOSConfig = DEFAULTS, has_boxes: bool = False, stability: bool = False,
+                     sanity: bool = False) -> tuple[Scalar, ...]:
+    """The quality scalars a callback with these options logs, in order (the registered statistics that apply).
+
+    Example:
+        >>> [s.short for s in callback_scalars()][:3]
+        ['target_prob', 'insertion_auc', 'deletion_auc']
+    """
+    out = [Scalar(s.scalar_name, s.group or s.scalar_name, s.higher_is_better, s.reduction, s.name)
+           for s in statistics(config, has_boxes)]
+    if stability:
+        out.append(Scalar(STABILITY_SCALAR, "stability across epochs", True))
+    if sanity:
+        out.append(Scalar(SANITY_SCALAR, "sanity check", False))
+    return tuple(out)
+
+
+def scalar_shorts(config: IGOSConfig = DEFAULTS, has_boxes: bool = False, stability: bool = False,
+                  sanity: bool = False) -> tuple[str, ...]:
     """The short names of the quality scalars a callback with these options logs, in order."""
-    return (*SCALARS, *(ROAD_SCALARS if road else ()), *((STABILITY_SCALAR,) if stability else ()),
-            *((SANITY_SCALAR,) if sanity else ()))
+    return tuple(s.short for s in callback_scalars(config, has_boxes, stability, sanity))
+
+
+def __getattr__(name: str) -> Any:
+    # The default callback's scalars, read from the statistics registry when asked for.
+    if name == "SCALARS":
+        return scalar_shorts()
+    if name == "SCALAR_NAMES":
+        return tuple(f"igos/{short}" for short in scalar_shorts())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class HigherIsBetterMean(MeanMetric):
@@ -84,19 +121,13 @@ class LowerIsBetterMean(MeanMetric):
     higher_is_better = False
 
 
-class IGOSWarning(UserWarning):
-    """Warnings of :class:`IGOSCallback` (skipped epochs, PNG fallback)."""
-
-
-class EmptyExplanationWarning(IGOSWarning):
-    """Some probe images of an explained epoch have an empty explanation (a mask that never moved,
-    or gradients that were not finite): one per epoch, with how many and why."""
-
-
-def error_text(err: BaseException) -> str:
-    """``Type: message`` without a trailing period, to be followed by one."""
-    message = " ".join(str(err).split()).rstrip(". ")
-    return f"{type(err).__name__}: {message}" if message else type(err).__name__
+def _metric(scalar: Scalar) -> Metric:
+    """The synced Metric of a scalar: its reduction, and which way is better."""
+    if scalar.reduction == "min":
+        return MinMetric()
+    if scalar.reduction == "max":
+        return MaxMetric()
+    return {True: HigherIsBetterMean, False: LowerIsBetterMean}.get(scalar.higher_is_better, MeanMetric)()
 
 
 # ----------------------------------------------------------------------------- results
@@ -111,16 +142,13 @@ class ShareResult:
     predictions: Tensor
     curves: CausalCurves
     saliency: Tensor
-    mask_mean: Tensor
-    mask_min: Tensor
-    mask_frac_below_half: Tensor
+    stats: dict[str, Tensor]  # (n,) per registered statistic that applies (Evaluation.per_image)
     empty: Tensor  # (n,) bool: the mask never moved, or the gradients were not finite
     empty_reasons: list[str]  # per image: "" when the explanation is fine, else why it is empty
     panels: list[Tensor] = field(default_factory=list)
     passes: int = 0  # images through the model while explaining and scoring
     seconds: float = 0.0
     summary: str = ""  # the run in one line, for a log (see status.ExplainStatus.summary)
-    road: dict[str, Tensor] = field(default_factory=dict)  # (n,) per ROAD statistic, when ROAD ran
     stability: Tensor | None = None  # (n,) Spearman with the previous explained epoch's saliency, when there is one
     sanity: Tensor | None = None  # (n,) Spearman with the randomised model's saliency, when the check ran
 
@@ -130,13 +158,10 @@ class ShareResult:
     @classmethod
     def of(cls, indices: Tensor, evaluation: Evaluation) -> ShareResult:
         ev = evaluation.cpu()
-        stats = ev.per_image()
         return cls(
             indices=indices, targets=ev.targets, predictions=ev.predictions, curves=ev.curves,
-            saliency=ev.saliency, mask_mean=stats["mask_mean"], mask_min=stats["mask_min"],
-            mask_frac_below_half=stats["mask_frac_below_half"],
+            saliency=ev.saliency, stats=ev.per_image(),
             empty=evaluation.empty.detach().to("cpu", torch.bool), empty_reasons=list(evaluation.empty_reasons),
-            road={name: stats[name] for name in ROAD_STATISTICS if name in stats},
         )
 
 
@@ -155,7 +180,8 @@ class RankReport:
     empty_reasons: list[str] = field(default_factory=list)
 
 
-def empty_result(metric_steps: int) -> ShareResult:
+def empty_result(metric_steps: int, scalars: tuple[Scalar, ...] = ()) -> ShareResult:
+    """The result of a rank with no probe image: every statistic of ``scalars`` as an empty tensor."""
     empty = torch.empty(0)
     curve = torch.empty(0, metric_steps + 1)
     curves = CausalCurves(
@@ -163,7 +189,8 @@ def empty_result(metric_steps: int) -> ShareResult:
         insertion_auc=empty, deletion_auc=empty, clean_score=empty, substrate_score=empty,
     )
     long = torch.empty(0, dtype=torch.long)
-    return ShareResult(long, long, long, curves, torch.empty(0, 1, 1, 1), empty, empty, empty,
+    stats = {s.statistic: empty for s in scalars if s.statistic is not None}
+    return ShareResult(long, long, long, curves, torch.empty(0, 1, 1, 1), stats,
                        empty=torch.empty(0, dtype=torch.bool), empty_reasons=[])
 
 
@@ -196,15 +223,10 @@ class Outputs:
     """
 
     def __init__(self, prefix: str, on_error: str, class_names: ClassNames | None, display: tuple[Any, Any],
-                 road: bool = False, stability: bool = False, sanity: bool = False) -> None:
+                 scalars: tuple[Scalar, ...] | None = None) -> None:
         self.prefix = prefix
         self.on_error = on_error
-        self.road = road  # the ROAD scalars are logged too
-        self.stability = stability  # <prefix>/stability, on explained epochs with a previous saliency
-        self.sanity = sanity  # <prefix>/sanity_correlation, on the epochs the sanity check runs
-        self.scalar_names = tuple(f"{prefix}/{name}" for name in scalar_shorts(road, stability, sanity))
-        # Every name log_scalars logs: the quality scalars and what the run cost.
-        self.logged_names = (*self.scalar_names, f"{prefix}/seconds", f"{prefix}/passes_per_image")
+        self.declare_scalars(callback_scalars() if scalars is None else scalars)
         self.display = display
         self.names = class_names  # those of the current run (or the module's)
         self.png_warned = False
@@ -213,6 +235,30 @@ class Outputs:
         self.stand_ins = MonitorStandIns()
         self.layouts_written: set[str] = set()  # TensorBoard log dirs given the custom-scalars layout
         self.cost_reported = False
+
+    def declare_scalars(self, scalars: tuple[Scalar, ...]) -> None:
+        """What :meth:`log_scalars` logs (and the monitors' stand-ins cover); its Metrics are made anew."""
+        self.scalars = scalars
+        self.scalar_names = tuple(f"{self.prefix}/{s.short}" for s in scalars)
+        # Every name log_scalars logs: the quality scalars and what the run cost.
+        self.logged_names = (*self.scalar_names, f"{self.prefix}/seconds", f"{self.prefix}/passes_per_image")
+        self.metrics: dict[str, Metric] | None = None  # made at the first log, on the module's device
+
+    def begin_run(self) -> None:
+        """A new fit or validate: the PNG fallback may warn again."""
+        self.png_warned = False
+
+    def begin_epoch(self) -> None:
+        """A new validation epoch: nothing logged yet (see :meth:`log_stand_ins`)."""
+        self.logged = set()
+
+    def use_display(self, display: tuple[Any, Any]) -> None:
+        """The ``(mean, std)`` the panels of this run undo."""
+        self.display = display
+
+    def use_class_names(self, names: ClassNames | None) -> None:
+        """The class names of this run's panels."""
+        self.names = names
 
     # --------------------------------------------------------------------- failures
 
@@ -302,50 +348,27 @@ class Outputs:
             )
 
     def log_scalars(self, pl_module: Any, result: ShareResult) -> None:
-        """Log fresh Metric objects on every rank; Lightning computes (and syncs) them at epoch end."""
-        metrics: dict[str, Metric] = {
-            "insertion_auc": InsertionAUC(),
-            "deletion_auc": DeletionAUC(),
-            "insertion_auc_normalized": InsertionAUC(normalize=True),
-            "deletion_auc_normalized": DeletionAUC(normalize=True),
-            "mask_mean": MeanMetric(),
-            "mask_min": MinMetric(),
-            "mask_frac_below_half": MeanMetric(),
-            "target_prob": MeanMetric(),
-            "seconds": MaxMetric(),  # the slowest rank's wall time
-            "passes_per_image": MeanMetric(),
-            "empty_fraction": MeanMetric(),  # synced: the fraction over the whole probe under DDP
-        }
-        if self.road:
-            for short in ROAD_SCALARS:
-                metrics[short] = HigherIsBetterMean() if ROAD_HIGHER_IS_BETTER[short] else LowerIsBetterMean()
-        # Decided alike on every rank (the same history and schedule), so the synced keys match; an empty
-        # share contributes an empty tensor.
-        if self.stability and result.stability is not None:
-            metrics[STABILITY_SCALAR] = HigherIsBetterMean()
-        if self.sanity and result.sanity is not None:
-            metrics[SANITY_SCALAR] = LowerIsBetterMean()
+        """Update the callback's Metrics (reset first) on every rank and log them; Lightning computes and syncs them
+        at epoch end. A scalar without a value this epoch (``stability`` on the first explained epoch, the sanity
+        check on epochs it does not run) is not logged; the decision is the same on every rank, so the synced keys
+        match, and an empty share adds an empty tensor."""
+        if self.metrics is None:
+            self.metrics = {s.short: _metric(s) for s in self.scalars}
+            self.metrics["seconds"] = MaxMetric()  # the slowest rank's wall time
+            self.metrics["passes_per_image"] = MeanMetric()
         n = len(result)
-        values = {
-            "empty_fraction": result.empty.float(),
-            "mask_mean": result.mask_mean,
-            "mask_min": result.mask_min,
-            "mask_frac_below_half": result.mask_frac_below_half,
-            "target_prob": result.curves.clean_score,
-            "seconds": torch.tensor([result.seconds]),
-            "passes_per_image": torch.full((n,), result.passes / max(n, 1)),
-        }
-        if self.road:  # an empty share (fewer probe images than ranks) adds nothing to the synced means
-            values.update({short: result.road.get(short, torch.empty(0)) for short in ROAD_SCALARS})
-        if STABILITY_SCALAR in metrics:
-            values[STABILITY_SCALAR] = result.stability
-        if SANITY_SCALAR in metrics:
-            values[SANITY_SCALAR] = result.sanity
-        for short, metric in metrics.items():
+        extras = {STABILITY_SCALAR: result.stability, SANITY_SCALAR: result.sanity,
+                  "seconds": torch.tensor([result.seconds]),
+                  "passes_per_image": torch.full((n,), result.passes / max(n, 1))}
+        for short, metric in self.metrics.items():
+            statistic = next((s.statistic for s in self.scalars if s.short == short), None)
+            value = result.stats.get(statistic, torch.empty(0)) if statistic is not None else extras.get(short)
+            if value is None:
+                continue
             name = f"{self.prefix}/{short}"
             metric.to(pl_module.device)
-            value = values.get(short)
-            metric.update(result.curves if value is None else value.to(pl_module.device))
+            metric.reset()
+            metric.update(value.to(pl_module.device))
             # The metric is not a module attribute, so its attribute name is given explicitly;
             # Lightning only uses it as a label.
             pl_module.log(
@@ -412,12 +435,8 @@ class Outputs:
             # One layout for every IGOSCallback of the Trainer (TensorBoard keeps one per run).
             outputs = [cb.outputs for cb in getattr(trainer, "callbacks", [])
                        if isinstance(getattr(cb, "outputs", None), Outputs)]
-            every = [*outputs, self]
-            road = [o.prefix for o in every if o.road]
-            stability = [o.prefix for o in every if getattr(o, "stability", False)]
-            sanity = [o.prefix for o in every if getattr(o, "sanity", False)]
-            write_custom_scalars(trainer.loggers, self.layouts_written, [*(o.prefix for o in outputs), self.prefix],
-                                 road=road, stability=stability, sanity=sanity)
+            charts = {o.prefix: [(s.short, s.group) for s in o.scalars] for o in [*outputs, self]}
+            write_custom_scalars(trainer.loggers, self.layouts_written, charts)
         except Exception as err:
             self.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="scalars",
                                  local=True)
@@ -448,16 +467,6 @@ def say(trainer: Any, line: str) -> None:
 
 
 # ----------------------------------------------------------------------------- panel helpers
-def tensorboard_writers(trainer: Any) -> list[Any]:
-    """The experiments of the trainer's loggers that can take images (TensorBoard's SummaryWriter)."""
-    writers = []
-    for logger in trainer.loggers:
-        experiment = getattr(logger, "experiment", None)
-        if callable(getattr(experiment, "add_image", None)):
-            writers.append(experiment)
-    return writers
-
-
 def png_root(trainer: Any, prefix: str) -> tuple[Path, str]:
     """The absolute folder of the PNG panels and, in words, where it comes from."""
     # Not trainer.log_dir: under DDP it is a collective call, and only rank 0 gets here.
@@ -480,12 +489,3 @@ def new_folder(root: Path, name: str) -> Path:
         folder = root / f"{name}_{copy}"
     folder.mkdir(parents=True)
     return folder
-
-
-def write_panels(writers: list[Any], prefix: str, step: int, indices: list[int], panels: list[Tensor],
-                 grid: Tensor) -> None:
-    """Add the panels (``<prefix>/probe_<i>``) and the grid (``<prefix>/overlays``) to each writer."""
-    for writer in writers:
-        for index, panel in zip(indices, panels):
-            writer.add_image(f"{prefix}/probe_{index}", panel, global_step=step)
-        writer.add_image(f"{prefix}/overlays", grid, global_step=step)

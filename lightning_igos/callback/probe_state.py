@@ -16,39 +16,24 @@ from typing import Any, Union
 import torch
 from torch import Tensor
 
-from lightning_igos.callback.outputs import IGOSWarning, error_text
+from lightning_igos.callback.messages import IGOSWarning, error_text
 from lightning_igos.class_names import ClassNames
 from lightning_igos.core.runtime import cpu_copy
 from lightning_igos.core.validation import check_channel_stats, check_images, check_targets
-from lightning_igos.probe import ProbeLike, read_probe
+from lightning_igos.probe import ProbeLike, check_boxes, read_probe
 
 # Keys tried, in order, when a validation batch is a dict.
 IMAGE_KEYS = ("image", "images", "input", "inputs", "x")
 TARGET_KEYS = ("label", "labels", "target", "targets", "y")
 
 __all__ = [
-    "ProbeStore", "batch_parts", "check_bool", "check_choice", "check_display_stats", "given_probe", "is_probe_state",
+    "ProbeStore", "batch_parts", "check_display_stats", "given_probe", "is_probe_state",
     "saved_options",
 ]
 
 STATE_VERSION = 1
 
 BatchToProbe = Callable[[Any], tuple[Tensor, Union[Tensor, None]]]
-
-
-def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
-    allowed = ", ".join(repr(c) for c in choices)
-    if not isinstance(value, str):
-        raise TypeError(f"`{name}` must be a str, one of {allowed}, got {value!r} ({type(value).__name__}).")
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
-    return value
-
-
-def check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
-    return value
 
 
 def check_display_stats(
@@ -84,25 +69,25 @@ def batch_parts(batch: Any) -> tuple[Tensor, Tensor | None]:
 
 def given_probe(
     probe: ProbeLike, target: str, mean: Any, std: Any, class_names: ClassNames | None
-) -> tuple[Tensor | None, Tensor | None, Any, Any]:
-    """The probe given to the callback, read and checked: ``(images, targets, mean, std)``.
+) -> tuple[Tensor | None, Tensor | None, Any, Any, Tensor | None]:
+    """The probe given to the callback, read and checked: ``(images, targets, mean, std, boxes)``.
 
     A probe file's display statistics are used when ``mean``/``std`` are not given; with known
     images they must have one value per channel.
     """
     given = read_probe(probe)
     if given is None:
-        return None, None, mean, std
-    images, targets = given[0], given[1]
-    if mean is None and given[2] is not None and given[3] is not None:
-        mean, std = given[2], given[3]
+        return None, None, mean, std, None
+    images, targets = given.images, given.targets
+    if mean is None and given.mean is not None and given.std is not None:
+        mean, std = given.mean, given.std
     # Known images: the display statistics must have one value per channel.
     mean, std = check_display_stats(mean, std, channels=images.shape[1])
     if target == "label" and targets is None:
         raise ValueError("`probe` has no targets; give (images, targets) or use target='pred'.")
     if class_names is not None and targets is not None:
         class_names.check_fits(indices=targets.tolist(), what="`class_names`", indices_what="probe target")
-    return images, targets, mean, std
+    return images, targets, mean, std, given.boxes
 
 
 class ProbeStore:
@@ -115,9 +100,10 @@ class ProbeStore:
 
     def __init__(
         self, images: Tensor | None, targets: Tensor | None, *, num_probe: int, target: str,
-        batch_to_probe: BatchToProbe | None, on_error: str,
+        batch_to_probe: BatchToProbe | None, on_error: str, boxes: Tensor | None = None,
     ) -> None:
         self.images, self.targets = images, targets
+        self.boxes = boxes  # (B, 4) the objects' boxes of a given probe (the pointing game), or None
         self.num_probe = num_probe
         self.target = target
         self.batch_to_probe = batch_to_probe
@@ -186,6 +172,15 @@ class ProbeStore:
                 )
         return None
 
+    def take_capture_error(self) -> Exception | None:
+        """The capture's failure, reported once: the next epoch tries again."""
+        error, self.capture_error = self.capture_error, None
+        return error
+
+    def remember_targets(self, targets: Tensor) -> None:
+        """The classes the last run explained (what :meth:`save` writes for ``target="pred"``)."""
+        self.last_targets = targets
+
     # --------------------------------------------------------------------- probe file and checkpoint
 
     def save(self, path: str | os.PathLike, display: tuple[Any, Any]) -> Path:
@@ -201,13 +196,15 @@ class ProbeStore:
         if targets is None:
             raise RuntimeError("The probe has no labels and no epoch has been explained yet (target='pred').")
         mean, std = display
-        return save_probe(path, self.images, targets, mean=mean, std=std)
+        return save_probe(path, self.images, targets, mean=mean, std=std, boxes=self.boxes)
 
     def state_dict(self, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The probe and the ``options`` it is explained with (plain values: ``weights_only`` loads it)."""
         if self.images is None:
             return {}
         state: dict[str, Any] = {"version": STATE_VERSION, "probe_images": self.images, "probe_targets": self.targets}
+        if self.boxes is not None:
+            state["probe_boxes"] = self.boxes
         if options is not None:
             state["options"] = dict(options)
         return state
@@ -221,6 +218,9 @@ class ProbeStore:
             targets = state_dict.get("probe_targets")
             if targets is not None:
                 targets = check_targets(targets, images.shape[0], targets.device, "checkpointed probe targets")
+            boxes = state_dict.get("probe_boxes")
+            if boxes is not None:
+                boxes = check_boxes(boxes, images.shape[0], *images.shape[-2:], name="checkpointed probe boxes")
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             if self.on_error == "raise":
                 raise
@@ -234,6 +234,7 @@ class ProbeStore:
             return False
         self.images = cpu_copy(images)
         self.targets = None if targets is None else cpu_copy(targets)
+        self.boxes = None if boxes is None else cpu_copy(boxes)
         self.captured, self.capture_error = [], None
         return True
 

@@ -1,15 +1,17 @@
 """Show on Lightning's progress bar how far the explanations are, and count the model passes.
 
 :class:`ExplainStatus` is a context manager around one explanation run of the callback. It
-counts the images that go through the model (a forward hook on the module) and, when the
+counts the images that go through the model (it listens to the evaluation's model runner,
+``evaluate(..., on_forward=status.count)``) and, when the
 trainer shows a progress bar (Lightning's ``TQDMProgressBar`` or ``RichProgressBar``), writes
 
     I-GOS: explaining 8 probe images, 640/1440 passes, 0:05 elapsed, ETA 0:12
 
 into the validation bar's description, and puts the old description back afterwards. The
-total is known before the first pass, from the configuration (:func:`planned_passes`): the
-integration-path passes of the solver (``iterations`` at most, times ``ig_steps``, twice for
-``igos++``, per image) and the curve passes of the metrics (``2 * metric_steps`` per image).
+total is known before the first pass, from the configuration
+(:func:`~lightning_igos.core.evaluation.planned_passes`): the explainer's gradient passes (for
+``igos`` at most ``iterations * ig_steps`` per image, twice for ``igos++``) and the metrics'
+passes (``2 * metric_steps - 1`` per image after the shared clean forward).
 When every image converges before ``iterations`` the count jumps to the end of the solver's
 share. The solver's forward-only line-search trials are not in the count but are in the
 time, so the ETA (the time per counted pass so far, times the passes left) includes them.
@@ -21,9 +23,8 @@ progress bar it only counts.
 
 Example:
     >>> from types import SimpleNamespace
-    >>> model = torch.nn.Linear(3, 2)
-    >>> with ExplainStatus(SimpleNamespace(progress_bar_callback=None), model, num_images=4) as status:
-    ...     _ = model(torch.zeros(4, 3)); _ = model(torch.zeros(2, 3))
+    >>> with ExplainStatus(SimpleNamespace(progress_bar_callback=None), num_images=4) as status:
+    ...     status.count(4, False); status.count(2, True)
     >>> status.passes, status.passes_per_image
     (6, 1.5)
 """
@@ -34,34 +35,7 @@ import sys
 import time
 from typing import Any
 
-import torch
-from torch import nn
-
-__all__ = ["ExplainStatus", "clock", "cost_line", "planned_passes", "progress_bar", "terminal_output"]
-
-
-def planned_passes(config: Any, num_images: int) -> tuple[int, int]:
-    """The counted passes of one run, from the configuration: ``(solver, metrics)``.
-
-    ``solver``: integration-path passes, at most ``iterations * ig_steps`` per image, twice that
-    for ``igos++`` (two masks); ``metrics``: ``2 * metric_steps`` per image (the two curves' inner
-    points, the clean image and the substrate), and with ``road`` one clean and two passes per
-    ROAD fraction more.
-
-    Example:
-        >>> from lightning_igos.core.config import IGOSConfig
-        >>> planned_passes(IGOSConfig(iterations=4, ig_steps=20, metric_steps=50), 8)
-        (640, 800)
-        >>> planned_passes(IGOSConfig(method="igos++", iterations=4, ig_steps=20, metric_steps=50), 8)
-        (1280, 800)
-    """
-    terms = 2 if config.method == "igos++" else 1
-    metrics = 2 * config.metric_steps
-    if getattr(config, "road", False):
-        from lightning_igos.core.road import DEFAULT_FRACTIONS
-
-        metrics += 1 + 2 * len(DEFAULT_FRACTIONS)
-    return num_images * terms * config.iterations * config.ig_steps, num_images * metrics
+__all__ = ["ExplainStatus", "clock", "cost_line", "progress_bar", "terminal_output"]
 
 
 def clock(seconds: float) -> str:
@@ -108,24 +82,23 @@ class ExplainStatus:
 
     Attributes (after the ``with`` block): ``passes`` (images through the model, all
     forwards counted, with or without gradients), ``passes_per_image``, ``seconds``
-    (wall time of the block), ``num_classes`` (the width of the logits, None if unseen),
-    ``done`` and ``total`` (the counted passes, see the module's doc; ``total`` is None
-    without a ``config``).
+    (wall time of the block), ``done`` and ``total`` (the counted passes, see the module's
+    doc; ``total`` is None without a ``config``).
     """
 
     INTERVAL_S = 0.25
 
-    def __init__(self, trainer: Any, module: nn.Module, num_images: int, config: Any = None) -> None:
-        self.trainer, self.module, self.num_images = trainer, module, num_images
+    def __init__(self, trainer: Any, num_images: int, config: Any = None) -> None:
+        from lightning_igos.core.evaluation import planned_passes
+
+        self.trainer, self.num_images = trainer, num_images
         self.passes = 0
         self.seconds = 0.0
-        self.num_classes: int | None = None  # the width of the model's logits, once seen
         self.solver_budget, metric_budget = planned_passes(config, num_images) if config is not None else (0, 0)
         self.total: int | None = self.solver_budget + metric_budget if config is not None else None
         self.done = 0
         self.stage = "explaining"
         self._started = self._drawn = 0.0
-        self._handle: Any = None
         self._bar: Any = None
         self._restore: Any = None
         self._live = False  # the bar is on a terminal: redraw it
@@ -161,7 +134,6 @@ class ExplainStatus:
 
     def __enter__(self) -> ExplainStatus:
         self._started = time.perf_counter()
-        self._handle = self.module.register_forward_hook(self._count)
         try:
             self._show(self.text())
         except Exception:  # a progress bar we cannot write to never stops the explanations
@@ -171,9 +143,6 @@ class ExplainStatus:
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._started
         self._started = 0.0
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
         if self._restore is not None:
             try:
                 self._restore()
@@ -183,16 +152,12 @@ class ExplainStatus:
 
     # ------------------------------------------------------------------ internals
 
-    def _count(self, module: nn.Module, inputs: tuple, output: object) -> None:
-        n = 0
-        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() > 0:
-            n = int(inputs[0].shape[0])
-            self.passes += n
-        if isinstance(output, torch.Tensor) and output.dim() == 2:
-            self.num_classes = int(output.shape[1])
-        if self.total is not None and (self.stage == "scoring" or torch.is_grad_enabled()):
-            # Integration-path passes run with gradients; every pass of the scoring stage is a curve point.
-            self.done = min(self.done + n, self.total)
+    def count(self, num_images: int, with_grad: bool) -> None:
+        """The model runner's listener: ``num_images`` went through the model, with gradients or not."""
+        self.passes += num_images
+        if self.total is not None and (self.stage == "scoring" or with_grad):
+            # Gradient passes are the explainer's; every pass of the scoring stage is a metric point.
+            self.done = min(self.done + num_images, self.total)
         self._draw()
 
     def _draw(self, force: bool = False) -> None:

@@ -14,14 +14,9 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
-import os
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,77 +29,16 @@ from lightning_igos.cli.html_report import append_step_summary, write_html
 from lightning_igos.cli.model_loading import check_input_file, import_model_class, load_model
 from lightning_igos.cli.outputs import check_outputs
 from lightning_igos.cli.report import ProgressLine, build_report, check_panels, write_images, write_report
+from lightning_igos.cli.settings import CheckSettings
 from lightning_igos.core.config import IGOSConfig
-from lightning_igos.core.evaluation import Evaluation, evaluate
-from lightning_igos.core.road import DEFAULT_FRACTIONS
-from lightning_igos.core.runtime import default_max_batch_size, evaluation_mode, model_input_dtype
+from lightning_igos.core.evaluation import Evaluation, clean_forward, evaluate, planned_passes
+from lightning_igos.core.statistics import statistics
 from lightning_igos.core.validation import check_mask_size
-from lightning_igos.probe import MAX_PROBE_ELEMENTS, Probe, load_probe
+from lightning_igos.probe import Probe, load_probe
+from lightning_igos.quiet_logs import lightning_info_hidden
 
 __all__ = ["CheckResult", "CheckSettings", "check_thresholds", "resolve_device", "run_check"]
 
-
-@dataclass(frozen=True)
-class CheckSettings:
-    """What ``lightning-igos check`` runs with (one field per command-line option).
-
-    Attributes:
-        model: ``package.module:ClassName`` of the model (``--model``).
-        checkpoint: a Lightning checkpoint or a file holding a state dict.
-        probe: a probe file written by :func:`lightning_igos.probe.save_probe`.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-        min_insertion, max_deletion: thresholds on the mean AUCs (None: not checked).
-        normalized: compare the thresholds with the AUCs divided by each image's clean score.
-        report: write the JSON report here. images: write the panels into this folder.
-        html: write the self-contained HTML report here.
-        class_names: a class names file (one name per line, or a JSON list or object).
-        verbose: show library logs.
-        config: the solver and metric options.
-        allow_empty: pass although some explanations are empty (a non-finite gradient or a
-            mask that never moved); by default one empty explanation fails the check.
-        max_probe_elements: the most image elements (``B * C * H * W``) the probe may hold
-            (default :data:`~lightning_igos.probe.MAX_PROBE_ELEMENTS`); a larger one is an input error.
-        sanity: also run the model-randomisation sanity check
-            (:func:`~lightning_igos.core.sanity.sanity_check`) on the probe; it doubles the explaining cost.
-        max_sanity_correlation: with ``sanity``, fail when the mean Spearman correlation between the
-            explanations on the model and on its randomised copy is above this.
-    """
-
-    model: str
-    checkpoint: Path
-    probe: Path
-    device: str = "auto"
-    min_insertion: float | None = None
-    max_deletion: float | None = None
-    normalized: bool = False
-    report: Path | None = None
-    images: Path | None = None
-    verbose: bool = False
-    config: IGOSConfig = field(default_factory=IGOSConfig)
-    html: Path | None = None
-    class_names: Path | None = None
-    allow_empty: bool = False
-    max_probe_elements: int = MAX_PROBE_ELEMENTS
-    sanity: bool = False
-    max_sanity_correlation: float = 0.5
-
-    def __post_init__(self) -> None:
-        for name in ("checkpoint", "probe", "report", "images", "html", "class_names"):
-            value = getattr(self, name)
-            if isinstance(value, (str, os.PathLike)):
-                object.__setattr__(self, name, Path(value))
-        if not isinstance(self.config, IGOSConfig):
-            raise TypeError(f"`config` must be an IGOSConfig, got {type(self.config).__name__}.")
-        if not isinstance(self.allow_empty, bool):
-            raise TypeError(f"`allow_empty` must be True or False, got {self.allow_empty!r}.")
-        if not isinstance(self.sanity, bool):
-            raise TypeError(f"`sanity` must be True or False, got {self.sanity!r}.")
-        bound = self.max_sanity_correlation
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
-            raise TypeError(f"`max_sanity_correlation` must be a finite number, got {bound!r}.")
-        limit = self.max_probe_elements
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            raise ValueError(f"`max_probe_elements` must be a positive integer, got {limit!r}.")
 
 
 @dataclass
@@ -138,24 +72,26 @@ def run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Check
     )
     device = resolve_device(settings.device)
     check_input_file(settings.checkpoint, "checkpoint")
+    import_plugins(settings.plugins)
     probe = _load_probe_file(settings.probe, settings.max_probe_elements)
     height, width = probe.images.shape[-2:]
     try:
         check_mask_size(settings.config.mask_size, image_size=(height, width))
     except (TypeError, ValueError) as err:
         raise InputError(str(err).replace("`", "")) from err
+    check_requirements(settings, probe)
     names = _read_class_names(settings.class_names)
     model_class = import_model_class(settings.model)
-    with _library_logs(settings.verbose):
+    with lightning_info_hidden(not settings.verbose):
         model = load_model(model_class, settings.checkpoint, device, settings.model)
-    num_classes = check_probe_fits(model, probe, device, settings)
-    names = _fitting_class_names(names, settings, model, num_classes, probe)
+    clean_logits = check_probe_fits(model, probe, device, settings)
+    names = _fitting_class_names(names, settings, model, clean_logits.shape[1], probe)
     drawn = settings.images is not None or settings.html is not None
     display = _display_stats(probe, model) if drawn else (None, None)
 
     stream = sys.stderr if progress is None else progress
     bar = ProgressLine(stream, enabled=progress is not None or sys.stderr.isatty())
-    evaluation = explain(model, probe, device, settings.config, bar)
+    evaluation = explain(model, probe, device, settings.config, bar, clean_logits=clean_logits)
     sanity = _sanity(model, probe, device, settings.config, evaluation) if settings.sanity else None
     report = build_report(settings, probe, device, evaluation, time.perf_counter() - started, class_names=names,
                           sanity=sanity)
@@ -180,6 +116,26 @@ def _sanity(model: nn.Module, probe: Probe, device: torch.device, config: IGOSCo
     result = sanity_check(model, probe.images.to(device), evaluation.targets, config,
                           saliency=evaluation.saliency)
     return result.correlation.detach().cpu()
+
+
+def import_plugins(modules: tuple[str, ...]) -> None:
+    """Import each ``--plugin`` module (it registers explainers or statistics); a failure is an input error."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            raise InputError(f"--plugin {name}: cannot import it: {type(err).__name__}: {err}") from err
+
+
+def check_requirements(settings: CheckSettings, probe: Probe) -> None:
+    """Every gate names a statistic this run reports (before any work); an unknown one lists those that exist."""
+    known = [s.name for s in statistics(settings.config, probe.boxes is not None) if s.in_report]
+    for requirement in settings.requirements():
+        if requirement.statistic not in known:
+            raise InputError(f"--require {requirement}: no statistic named {requirement.statistic!r} in this run; "
+                             f"the reported ones are: {', '.join(known)}.")
 
 
 def _caption(row: dict[str, Any]) -> str:
@@ -287,89 +243,63 @@ def _load_probe_file(path: Path, max_elements: int) -> Probe:
         raise InputError(str(err)) from err
 
 
-@contextlib.contextmanager
-def _library_logs(verbose: bool) -> Iterator[None]:
-    """Hide Lightning's info lines (e.g. about ``weights_only``) unless ``--verbose``."""
-    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
-    levels = [logger.level for logger in loggers]
-    if not verbose:
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, settings: CheckSettings) -> Tensor:
+    """The one clean forward over the probe: the model must take it and return finite logits covering the targets.
 
-
-def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, settings: CheckSettings) -> int:
-    """One forward over the probe: the model must take it and return finite logits covering the targets.
-
-    Returns the number of classes (the width of the logits). This is all the input validation
-    the model gets: a failure inside the solver or the metrics afterwards is unexpected (exit 3),
-    not an input error.
+    Returns the logits, which the evaluation reuses (so every probe image goes through the
+    model unmodified once). This is all the input validation the model gets: a failure inside
+    the explainer or the metrics afterwards is unexpected (exit 3), not an input error.
     """
-    size = settings.config.max_batch_size or default_max_batch_size(device)
-    for start in range(0, len(probe), size):
-        images = probe.images[start : start + size].to(device)
-        try:
-            with torch.no_grad(), evaluation_mode(model):
-                logits = model(images.to(model_input_dtype(model, images.dtype)))
-        except Exception as err:
-            raise InputError(
-                f"probe '{settings.probe}' (images {tuple(probe.images.shape[1:])}) does not fit --model "
-                f"{settings.model}: the forward pass failed with {type(err).__name__}: {err}"
-            ) from err
-        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != len(images) \
-                or logits.shape[1] < 2:
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise InputError(
-                f"--model {settings.model} must return logits shaped (B, num_classes) with num_classes >= 2, "
-                f"got {shape} for {len(images)} images."
-            )
-        finite = torch.isfinite(logits).all(dim=1)
-        if not finite.all():
-            bad = [start + int(i) for i in torch.nonzero(~finite).flatten()[:5]]
-            raise InputError(f"--model {settings.model} returns NaN or infinite logits on probe image(s) {bad}.")
-        num_classes = logits.shape[1]
-        largest = int(probe.targets.max())
-        if largest >= num_classes:
-            raise InputError(
-                f"probe '{settings.probe}' has target {largest} but --model {settings.model} has {num_classes} classes."
-            )
-    return num_classes
+    images = probe.images.to(device)
+    try:
+        logits = clean_forward(model, images, settings.config)
+    except Exception as err:
+        raise InputError(
+            f"probe '{settings.probe}' (images {tuple(probe.images.shape[1:])}) does not fit --model "
+            f"{settings.model}: the forward pass failed with {type(err).__name__}: {err}"
+        ) from err
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != len(images) or logits.shape[1] < 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise InputError(
+            f"--model {settings.model} must return logits shaped (B, num_classes) with num_classes >= 2, "
+            f"got {shape} for {len(images)} images."
+        )
+    finite = torch.isfinite(logits).all(dim=1)
+    if not finite.all():
+        bad = [int(i) for i in torch.nonzero(~finite).flatten()[:5]]
+        raise InputError(f"--model {settings.model} returns NaN or infinite logits on probe image(s) {bad}.")
+    num_classes = logits.shape[1]
+    largest = int(probe.targets.max())
+    if largest >= num_classes:
+        raise InputError(
+            f"probe '{settings.probe}' has target {largest} but --model {settings.model} has {num_classes} classes."
+        )
+    return logits
 
 
 def explain(model: nn.Module, probe: Probe, device: torch.device, config: IGOSConfig,
-            progress: ProgressLine) -> Evaluation:
+            progress: ProgressLine, clean_logits: Tensor | None = None) -> Evaluation:
     """:func:`~lightning_igos.core.evaluation.evaluate` on the probe, with a progress line.
 
-    The inputs were validated before (:func:`check_probe_fits`): any exception from here on,
-    a ``ValueError`` included, is unexpected (exit 3).
+    The inputs were validated before (:func:`check_probe_fits`, whose ``clean_logits`` it
+    reuses): any exception from here on, a ``ValueError`` included, is unexpected (exit 3).
     """
     images, targets = probe.images.to(device), probe.targets.to(device)
-    terms = 2 if config.method == "igos++" else 1
-    # ROAD, when asked for: the clean images and both orders at each fraction.
-    road_passes = len(probe) * (1 + 2 * len(DEFAULT_FRACTIONS)) if config.road else 0
-    # The solver's gradient passes are the forwards run with gradients on; the metrics' all run without.
-    totals = {
-        "explaining": (len(probe) * config.ig_steps * config.iterations * terms, True),
-        "scoring": (2 * len(probe) * (config.metric_steps + 1) + road_passes, False),
-    }
+    explaining, scoring = planned_passes(config, len(probe))
+    # The explainer's gradient passes are those run with gradients on; the metrics' all run without.
+    totals = {"explaining": (explaining, True), "scoring": (scoring, False)}
     stage = {"with_grad": True}
 
     def start(name: str) -> None:
         total, stage["with_grad"] = totals[name]
         progress.start(name, total)
 
-    def count(module: nn.Module, inputs: tuple, output: object) -> None:
-        if inputs and isinstance(inputs[0], Tensor) and torch.is_grad_enabled() == stage["with_grad"]:
-            progress.advance(inputs[0].shape[0])
+    def count(num_images: int, with_grad: bool) -> None:
+        if with_grad == stage["with_grad"]:
+            progress.advance(num_images)
 
-    handle = model.register_forward_hook(count) if progress.enabled else None
     try:
-        return evaluate(model, images, targets, config, on_stage=start)
+        return evaluate(model, images, targets, config, on_stage=start, on_forward=count if progress.enabled else None,
+                        boxes=None if probe.boxes is None else probe.boxes.to(device), clean_logits=clean_logits)
     finally:
-        if handle is not None:
-            handle.remove()
         progress.finish()

@@ -40,7 +40,7 @@ import lightning_igos
 from lightning_igos.cli.errors import InputError
 
 if TYPE_CHECKING:
-    from lightning_igos.cli.check import CheckSettings
+    from lightning_igos.cli.settings import CheckSettings
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -113,7 +113,7 @@ def source_value(module: str, name: str, owner: str | None = None) -> Any:
     Example:
         >>> source_value("lightning_igos.core.config", "method", "IGOSConfig")
         'igos'
-        >>> source_value("lightning_igos.core.config", "METHODS")
+        >>> source_value("lightning_igos.core.explainers", "BUILTIN_EXPLAINERS")[:2]
         ('igos', 'igos++')
         >>> source_value("lightning_igos.probe", "MAX_PROBE_ELEMENTS")
         50331648
@@ -205,6 +205,16 @@ def _seed(value: str) -> int:
     return int(value)
 
 
+def _requirement(value: str) -> Any:
+    """``NAME>=X``: parsed without importing torch; the name is checked against the run's statistics later."""
+    match = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(>=|<=|>|<)\s*(\S+)\s*", value)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"must be NAME>=X, NAME<=X, NAME>X or NAME<X (e.g. road_lerf>=0.4), "
+                                         f"got {value!r}")
+    _number(match.group(3))
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """The top-level parser: a parsed ``check`` gets every option it was not given from the imported defaults."""
 
@@ -256,6 +266,9 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     inputs.add_argument("--class-names", type=Path, metavar="FILE",
                         help="class names to show next to the indices: one per line (line 1 is class 0), or a JSON "
                              "list or {index: name} object (default: the model's class_names/classes attribute)")
+    inputs.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first, e.g. one that registers an explainer (register_explainer) or a "
+                             "statistic (register_statistic); repeatable")
     inputs.add_argument("--device", type=_device_name, default="auto",
                         help="auto (cuda when available), cpu, cuda, cuda:N or mps (default: auto)")
     max_elements = source_value("lightning_igos.probe", "MAX_PROBE_ELEMENTS")
@@ -268,6 +281,10 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
                       help="fail unless the mean insertion AUC is >= X (higher is better)")
     gate.add_argument("--max-deletion", type=_number, metavar="Y",
                       help="fail unless the mean deletion AUC is <= Y (lower is better)")
+    gate.add_argument("--require", type=_requirement, action="append", default=[], metavar="NAME>=X",
+                      help="fail unless the mean of the reported statistic NAME satisfies the comparison "
+                           "(>=, <=, >, <), e.g. road_lerf>=0.4 or pointing>=0.8; repeatable; an unknown NAME "
+                           "lists the known ones")
     gate.add_argument("--normalized", action="store_true",
                       help="compare the thresholds with the AUCs divided by each image's clean probability")
     gate.add_argument("--allow-empty", action="store_true",
@@ -277,7 +294,7 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
                       help="also run the model-randomisation sanity check: explain the probe again with the head "
                            "and last blocks re-initialised and fail when the mean Spearman correlation of the two "
                            "explanations is above --max-sanity-correlation (doubles the explaining cost)")
-    max_sanity = source_value("lightning_igos.cli.check", "max_sanity_correlation", "CheckSettings")
+    max_sanity = source_value("lightning_igos.cli.settings", "max_sanity_correlation", "CheckSettings")
     gate.add_argument("--max-sanity-correlation", type=_number, default=unset, metavar="X",
                       help=f"with --sanity, the highest mean Spearman correlation that passes (default: {max_sanity})")
 
@@ -294,8 +311,10 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     d = _config_default
     baselines = tuple(source_value("lightning_igos.core.baselines", "BASELINE_KINDS"))
     solver = check.add_argument_group("solver and metric options (defaults as in igos and IGOSCallback)")
-    solver.add_argument("--method", choices=_config_choices("METHODS"), default=unset,
-                        help=f"default: {d('method')}")
+    builtin = ", ".join(source_value("lightning_igos.core.explainers", "BUILTIN_EXPLAINERS"))
+    solver.add_argument("--method", default=unset, metavar="NAME",
+                        help=f"the explainer: {builtin}, or one a --plugin module registers "
+                             f"(default: {d('method')})")
     solver.add_argument("--iterations", type=_count, default=unset,
                         help=f"descent iterations, at most (default: {d('iterations')})")
     solver.add_argument("--ig-steps", type=_positive_int, default=unset,
@@ -350,7 +369,7 @@ def _fill_defaults(args: argparse.Namespace) -> None:
     defaults = {name: getattr(DEFAULTS, name) for name in CONFIG_OPTIONS}
     defaults["patience"] = DEFAULTS.patience or 0  # 0 on the command line: never stop early
     defaults["max_probe_elements"] = probe.MAX_PROBE_ELEMENTS
-    defaults["max_sanity_correlation"] = _imported_value("lightning_igos.cli.check", "max_sanity_correlation",
+    defaults["max_sanity_correlation"] = _imported_value("lightning_igos.cli.settings", "max_sanity_correlation",
                                                          "CheckSettings")
     for name, value in defaults.items():
         if not hasattr(args, name):
@@ -367,10 +386,13 @@ CONFIG_OPTIONS = (
 
 def settings_from_args(args: argparse.Namespace) -> CheckSettings:
     """The typed settings of ``check`` from parsed arguments; a bad option value is an :class:`InputError`."""
-    from lightning_igos.cli.check import CheckSettings
+    from lightning_igos.cli.check import import_plugins
+    from lightning_igos.cli.settings import CheckSettings, parse_requirement
     from lightning_igos.core.config import IGOSConfig
 
     _fill_defaults(args)  # a namespace made elsewhere than by build_parser().parse_args
+    plugins = tuple(getattr(args, "plugin", None) or ())
+    import_plugins(plugins)  # before the config: a plugin's explainer is a valid --method
     options = {name: getattr(args, name) for name in CONFIG_OPTIONS}
     options["patience"] = options["patience"] or None  # 0 on the command line: never stop early
     try:
@@ -384,6 +406,7 @@ def settings_from_args(args: argparse.Namespace) -> CheckSettings:
         html=args.html, class_names=args.class_names, allow_empty=args.allow_empty,
         max_probe_elements=args.max_probe_elements, sanity=args.sanity,
         max_sanity_correlation=args.max_sanity_correlation,
+        require=tuple(parse_requirement(text) for text in getattr(args, "require", None) or ()), plugins=plugins,
     )
 
 

@@ -18,33 +18,19 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
-from torchvision.transforms.functional import to_pil_image
+
+from lightning_igos.render import png_bytes
 
 __all__ = ["append_step_summary", "empty_text", "png_base64", "render_html", "render_markdown", "sanity_text",
            "verdict_text"]
 
 SUMMARY_VARIABLE = "GITHUB_STEP_SUMMARY"
-
-# Per-image columns: (report key, header, format). Only the keys a report row has are shown.
-_COLUMNS = (
-    ("clean_score", "clean prob", "{:.4f}"),
-    ("insertion_auc", "insertion AUC", "{:.4f}"),
-    ("deletion_auc", "deletion AUC", "{:.4f}"),
-    ("insertion_auc_normalized", "insertion (norm.)", "{:.4f}"),
-    ("deletion_auc_normalized", "deletion (norm.)", "{:.4f}"),
-    ("mask_mean", "mask mean", "{:.4f}"),
-    ("road_morf", "ROAD MoRF", "{:.4f}"),
-    ("road_lerf", "ROAD LeRF", "{:.4f}"),
-    ("road_gap", "ROAD gap", "{:.4f}"),
-)
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 1100px;
@@ -67,19 +53,18 @@ figcaption { font-size: .9em; color: #57606a; }
 
 
 def png_base64(image: Tensor) -> str:
-    """A (3, H, W) (or grey (1, H, W)) image in [0, 1] as base64-encoded PNG bytes.
+    """A (3, H, W) (or grey (1, H, W)) image in [0, 1] as base64-encoded PNG bytes
+    (:func:`lightning_igos.render.png_bytes`; a grey image stays one-channel).
 
     Example:
+        >>> import torch
         >>> base64.b64decode(png_base64(torch.rand(3, 4, 4)))[:4]
         b'\\x89PNG'
     """
     if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] not in (1, 3):
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(f"an image to embed must be shaped (3, H, W) or (1, H, W), got {shape}.")
-    pixels = image.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
-    buffer = io.BytesIO()
-    to_pil_image(pixels).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(png_bytes(image)).decode("ascii")
 
 
 def empty_text(report: Mapping[str, Any]) -> str:
@@ -165,9 +150,16 @@ def _number(value: Any, fmt: str = "{:.4f}") -> str:
     return "" if value is None else str(value)
 
 
-def _columns(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    rows = report.get("images") or []
-    return [c for c in _COLUMNS if any(c[0] in row for row in rows)]
+def _columns(report: Mapping[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """``(name, header, format, higher_is_better)`` of the per-image columns: the report's labelled statistics."""
+    return [(st["name"], st["label"], "{:" + st.get("format", ".4f") + "}", st.get("higher_is_better"))
+            for st in report.get("statistics") or [] if st.get("label")]
+
+
+def _directions(columns: Sequence[tuple[str, str, str, bool | None]]) -> str:
+    """``insertion AUC: higher is better. ...`` for the columns that have a better direction."""
+    return " ".join(f"{label}: {'higher' if better else 'lower'} is better." for _, label, _, better in columns
+                    if better is not None)
 
 
 def _setting_text(value: Any) -> str:
@@ -255,10 +247,10 @@ def render_html(
     flagged = _has_empty_column(report)
     parts.append("<h2>Probe images</h2>")
     parts.append('<table id="images"><tr><th>image</th><th>target</th>'
-                 + "".join(f"<th>{e(header)}</th>" for _, header, _ in columns)
+                 + "".join(f"<th>{e(header)}</th>" for _, header, _, _ in columns)
                  + ("<th>explanation</th>" if flagged else "") + "</tr>")
     for row in report.get("images") or []:
-        cells = "".join(f'<td class="num">{e(_number(row.get(key), fmt))}</td>' for key, _, fmt in columns)
+        cells = "".join(f'<td class="num">{e(_number(row.get(key), fmt))}</td>' for key, _, fmt, _ in columns)
         if flagged:
             cells += f"<td>{e(_explanation_label(row))}</td>"
         row_class = ' class="fail empty"' if row.get("empty") else ""
@@ -267,14 +259,12 @@ def render_html(
     mean, normalized = report.get("mean") or {}, report.get("normalized_mean") or {}
     if mean or normalized:
         cells = "".join(
-            f'<td class="num">{e(_number(_mean_value(key, mean, normalized), fmt))}</td>' for key, _, fmt in columns
+            f'<td class="num">{e(_number(_mean_value(key, mean, normalized), fmt))}</td>' for key, _, fmt, _ in columns
         )
         parts.append(f'<tr class="mean"><td>mean</td><td></td>{cells}{"<td></td>" if flagged else ""}</tr>')
     parts.append("</table>")
-    parts.append("<p>Insertion AUC: higher is better. Deletion AUC: lower is better. "
-                 "(norm.): each curve divided by the image's clean probability."
-                 + (" ROAD MoRF: lower is better; ROAD LeRF and gap (LeRF - MoRF): higher is better."
-                    if any(key == "road_gap" for key, _, _ in columns) else "") + "</p>")
+    parts.append(f"<p>{e(_directions(columns))} (norm.): each curve divided by the image's clean probability."
+                 + (" ROAD gap: LeRF - MoRF." if any(key == "road_gap" for key, _, _, _ in columns) else "") + "</p>")
 
     # Panels.
     parts.append('<h2>Explanations</h2><div id="panels">')
@@ -331,7 +321,8 @@ def render_markdown(report: Mapping[str, Any], title: str = "lightning-igos chec
 
     Example:
         >>> print(render_markdown({"passed": True, "thresholds": [], "images": [
-        ...     {"index": 0, "target": 3, "target_name": "cat", "insertion_auc": 0.5}]}))
+        ...     {"index": 0, "target": 3, "target_name": "cat", "insertion_auc": 0.5}],
+        ...     "statistics": [{"name": "insertion_auc", "label": "insertion AUC", "format": ".4f"}]}))
         ## lightning-igos check: PASS (no thresholds given)
         <BLANKLINE>
         No thresholds given.
@@ -369,18 +360,18 @@ def render_markdown(report: Mapping[str, Any], title: str = "lightning-igos chec
     flagged = _has_empty_column(report)
     rows = report.get("images") or []
     if rows:
-        lines.append("| image | target | " + " | ".join(header for _, header, _ in columns)
+        lines.append("| image | target | " + " | ".join(header for _, header, _, _ in columns)
                      + (" | explanation" if flagged else "") + " |")
         lines.append("| ---: | --- | " + " | ".join("---:" for _ in columns) + (" | ---" if flagged else "") + " |")
         for row in rows:
-            cells = " | ".join(_number(row.get(key), fmt) for key, _, fmt in columns)
+            cells = " | ".join(_number(row.get(key), fmt) for key, _, fmt, _ in columns)
             if flagged:
                 label = _explanation_label(row)
                 cells += f" | {'**' + _md(label) + '**' if row.get('empty') else _md(label)}"
             lines.append(f"| {row.get('index', '')} | {_md(_target_label(row))} | {cells} |")
         mean, normalized = report.get("mean") or {}, report.get("normalized_mean") or {}
         if mean or normalized:
-            cells = " | ".join(f"**{_number(_mean_value(key, mean, normalized), fmt)}**" for key, _, fmt in columns)
+            cells = " | ".join(f"**{_number(_mean_value(key, mean, normalized), fmt)}**" for key, _, fmt, _ in columns)
             lines.append(f"| **mean** | | {cells}{' |' if flagged else ''} |")
         lines.append("")
     return "\n".join(lines)

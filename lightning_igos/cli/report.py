@@ -16,12 +16,13 @@ import lightning_igos
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.html_report import empty_text, sanity_text, verdict_text
 from lightning_igos.cli.outputs import write_bytes, write_with
-from lightning_igos.core.evaluation import ROAD_STATISTICS, Evaluation
+from lightning_igos.cli.settings import CheckSettings
+from lightning_igos.core.evaluation import Evaluation
+from lightning_igos.core.statistics import statistics
 from lightning_igos.probe import Probe
 
 if TYPE_CHECKING:
     from lightning_igos.class_names import ClassNames
-    from lightning_igos.cli.check import CheckSettings
 
 PROG = "lightning-igos"
 REPORT_FORMAT = "lightning-igos-check"
@@ -109,12 +110,16 @@ def build_report(
     (``num_empty``, ``empty_by_reason``) and fails (``passed`` False) when there is one,
     unless ``settings.allow_empty``. With ``class_names`` each image row carries
     ``target_name`` (when its class is named) and the report the names as ``class_names``
-    (index -> name). With ``road`` in the settings each image row and ``mean`` also carry
-    ``road_morf``, ``road_lerf`` and ``road_gap``. With ``sanity`` (the per-image Spearman
+    (index -> name). Each image row and ``mean`` carry every registered statistic that applies
+    to the run (:mod:`lightning_igos.core.statistics`: with ``road`` also ``road_morf``,
+    ``road_lerf`` and ``road_gap``, with probe boxes ``pointing``), and ``statistics`` describes
+    them (name, table label, format, which way is better) for the tables. With ``sanity`` (the per-image Spearman
     correlations of ``--sanity``) the report carries a ``sanity`` object (``mean_correlation``,
     ``correlation``, ``max_correlation``, ``passed``), and fails when it did not pass.
     """
-    per_image = {name: values.detach().cpu() for name, values in evaluation.per_image().items()}
+    reported = [st for st in statistics(settings.config, evaluation.boxes is not None) if st.in_report]
+    every = evaluation.per_image()
+    per_image = {st.name: every[st.name].detach().cpu() for st in reported}
     empty = [bool(flag) for flag in evaluation.empty.detach().cpu().tolist()]
     reasons = [str(reason) for reason in evaluation.empty_reasons]
     images = [
@@ -130,10 +135,9 @@ def build_report(
         name = None if class_names is None else class_names.name(row["target"])
         if name is not None:
             row["target_name"] = name
-    mean = {name: _mean(per_image[name]) for name in ("clean_score", "insertion_auc", "deletion_auc", "mask_mean")}
-    mean.update({name: _mean(per_image[name]) for name in ROAD_STATISTICS if name in per_image})
-    normalized_mean = {name: _mean(per_image[f"{name}_normalized"]) for name in ("insertion_auc", "deletion_auc")}
-    thresholds = evaluate_thresholds(settings, mean, normalized_mean)
+    mean = {name: _mean(values) for name, values in per_image.items()}
+    normalized_mean = {name: mean[f"{name}_normalized"] for name in ("insertion_auc", "deletion_auc")}
+    thresholds = evaluate_thresholds(settings, mean)
     num_empty = sum(empty)
     config = settings.config
     options = config.as_dict()
@@ -149,6 +153,8 @@ def build_report(
         "empty_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
         "mean": mean,
         "normalized_mean": normalized_mean,
+        "statistics": [{"name": st.name, "label": st.label, "format": st.fmt, "higher_is_better": st.higher_is_better}
+                       for st in reported],
         "images": images,
         "settings": {
             "model": settings.model,
@@ -158,11 +164,13 @@ def build_report(
             "image_shape": list(probe.images.shape[1:]),
             "device": str(device),
             **solver,
-            "mask_size_used": list(evaluation.explanation.mask.shape[-2:]),
+            "mask_size_used": None if evaluation.explanation.mask is None
+            else list(evaluation.explanation.mask.shape[-2:]),
             "metric_steps": config.metric_steps,
             "substrate": config.substrate,
             "seed": config.seed,
             "road": config.road,
+            "boxes": evaluation.boxes is not None,
             "normalized_thresholds": settings.normalized,
             "allow_empty": settings.allow_empty,
             "max_probe_elements": settings.max_probe_elements,
@@ -193,62 +201,59 @@ def sanity_report(correlation: Tensor, max_correlation: float) -> dict[str, Any]
             "passed": bool(mean <= max_correlation)}
 
 
-def evaluate_thresholds(
-    settings: CheckSettings, mean: dict[str, float], normalized_mean: dict[str, float]
-) -> list[dict[str, Any]]:
-    """One entry per threshold given: which mean it reads, the limit, the value and pass/fail."""
-    source = normalized_mean if settings.normalized else mean
-    wanted = [
-        ("min_insertion", "insertion_auc", ">=", settings.min_insertion),
-        ("max_deletion", "deletion_auc", "<=", settings.max_deletion),
-    ]
+def evaluate_thresholds(settings: CheckSettings, mean: dict[str, float]) -> list[dict[str, Any]]:
+    """One entry per gate (:meth:`CheckSettings.requirements`): which mean it reads, the limit, the value, pass/fail.
+
+    A NaN mean fails every gate on it.
+    """
     results = []
-    for name, metric, op, limit in wanted:
-        if limit is None:
-            continue
-        value = source[metric]
-        passed = value >= limit if op == ">=" else value <= limit
-        results.append({"name": name, "metric": metric, "normalized": settings.normalized, "op": op,
-                        "limit": limit, "value": value, "passed": bool(passed)})
+    for requirement in settings.requirements():
+        value = mean[requirement.statistic]
+        normalized = requirement.name != "require" and settings.normalized
+        metric = requirement.statistic.removesuffix("_normalized") if normalized else requirement.statistic
+        results.append({"name": requirement.name, "metric": metric, "normalized": normalized, "op": requirement.op,
+                        "limit": requirement.limit, "value": value,
+                        "passed": bool(not math.isnan(value) and requirement.holds(value))})
     return results
 
 
+def table_columns(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """``(name, label, format)`` of the report's per-image columns: its statistics that have a table label.
+
+    Example:
+        >>> table_columns({"statistics": [{"name": "deletion_auc", "label": "deletion AUC", "format": ".4f"},
+        ...                               {"name": "mask_min", "label": "", "format": ".4f"}]})
+        [('deletion_auc', 'deletion AUC', '.4f')]
+    """
+    return [(st["name"], st["label"], st["format"]) for st in report.get("statistics") or [] if st.get("label")]
+
+
 def format_table(report: dict[str, Any]) -> str:
-    """The text printed by ``check``: settings, one row per image, means, thresholds, verdict."""
+    """The text printed by ``check``: settings, one row per image, means, gates, verdict."""
     s = report["settings"]
-    mask_h, mask_w = s["mask_size_used"]
+    mask = "x".join(map(str, s["mask_size_used"])) if s.get("mask_size_used") else "none"
     targets = [f"{row['target']} ({row['target_name']})" if "target_name" in row else str(row["target"])
                for row in report["images"]]
     width = max([6, *map(len, targets)])
-    road = [name for name in ROAD_STATISTICS if name in report["mean"]]
-    road_headers = {"road_morf": "ROAD MoRF", "road_lerf": "ROAD LeRF", "road_gap": "ROAD gap"}
+    columns = [(name, label, fmt, max(9, len(label))) for name, label, fmt in table_columns(report)]
+
+    def cells(values: dict[str, Any]) -> str:
+        return "".join(f"  {format(values[name], fmt) if name in values else '':>{w}}" for name, _, fmt, w in columns)
+
     lines = [
         f"{PROG} check: {s['num_images']} probe images from {s['probe']}, {s['model']} on {s['device']}",
-        f"  {s['method']}, {s['iterations']} iterations, {s['ig_steps']} ig steps, mask {mask_h}x{mask_w}, "
+        f"  {s['method']}, {s['iterations']} iterations, {s['ig_steps']} ig steps, mask {mask}, "
         f"baseline {s['baseline']}, {s['metric_steps']} metric steps, substrate {s['substrate']}, seed {s['seed']}",
         "",
-        f"{'image':>5}  {'target':>{width}}  {'clean prob':>10}  {'insertion AUC':>13}  {'deletion AUC':>12}  "
-        f"{'mask mean':>9}" + "".join(f"  {road_headers[name]:>9}" for name in road),
+        f"{'image':>5}  {'target':>{width}}" + "".join(f"  {label:>{w}}" for _, label, _, w in columns),
     ]
     for row, target in zip(report["images"], targets):
         marker = f"  EMPTY ({row.get('empty_reason')})" if row.get("empty") else ""
-        lines.append(
-            f"{row['index']:>5}  {target:>{width}}  {row['clean_score']:>10.4f}  {row['insertion_auc']:>13.4f}  "
-            f"{row['deletion_auc']:>12.4f}  {row['mask_mean']:>9.4f}"
-            + "".join(f"  {row[name]:>9.4f}" for name in road) + marker
-        )
-    m, n = report["mean"], report["normalized_mean"]
-    lines.append(
-        f"{'mean':>5}  {'':>{width}}  {m['clean_score']:>10.4f}  {m['insertion_auc']:>13.4f}  "
-        f"{m['deletion_auc']:>12.4f}  {m['mask_mean']:>9.4f}" + "".join(f"  {m[name]:>9.4f}" for name in road)
-    )
-    lines.append(
-        f"{'normalized mean':>{19 + width}}  {n['insertion_auc']:>13.4f}  {n['deletion_auc']:>12.4f}  "
-        "(AUC / clean prob)"
-    )
+        lines.append(f"{row['index']:>5}  {target:>{width}}" + cells(row) + marker)
+    lines.append(f"{'mean':>5}  {'':>{width}}" + cells(report["mean"]))
     lines.append("")
     if not report["thresholds"]:
-        lines.append("no thresholds given (--min-insertion, --max-deletion)")
+        lines.append("no thresholds given (--min-insertion, --max-deletion, --require)")
     for t in report["thresholds"]:
         label = f"mean {t['metric'].replace('_auc', ' AUC')}{' (normalized)' if t['normalized'] else ''}"
         lines.append(f"{label:<36} {t['value']:.4f} {t['op']} {t['limit']:<8g} {'pass' if t['passed'] else 'FAIL'}")

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_igos.core.baselines import BaselineLike, check_baseline, make_baseline
-from lightning_igos.core.runtime import chunks, evaluation_mode, model_input_dtype, model_memory_format, usable
+from lightning_igos.core.runner import ModelRunner
+from lightning_igos.core.runtime import chunks, usable
 from lightning_igos.core.scoring import ScoreFn, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
@@ -126,32 +127,6 @@ def pixel_ranks(saliency: Tensor, size: tuple[int, int]) -> Tensor:
     return ranks
 
 
-def model_scorer(model: nn.Module, dtype: torch.dtype, score_fn: ScoreFn | None):
-    """``score(inputs, targets) -> (B,)``: the model's target scores, inputs in the model's dtype and layout."""
-    input_dtype = model_input_dtype(model, dtype)
-    memory_format = model_memory_format(model)
-
-    def score(inputs: Tensor, t: Tensor) -> Tensor:
-        logits = model(inputs.to(input_dtype, memory_format=memory_format))
-        return target_scores(logits, t, score_fn)
-
-    return score
-
-
-def checked_clean_scores(model: nn.Module, x: Tensor, targets: Tensor, score_fn: ScoreFn | None,
-                         cap: int) -> Tensor:
-    """The target scores of the unmodified images; the first forward also checks the model's output."""
-    input_dtype = model_input_dtype(model, x.dtype)
-    memory_format = model_memory_format(model)
-    clean = torch.empty(x.shape[0], device=x.device)
-    for start, stop in chunks(x.shape[0], cap):
-        logits = model(x[start:stop].to(input_dtype, memory_format=memory_format))
-        if start == 0:
-            check_logits(logits, stop - start, targets, score_fn)
-        clean[start:stop] = target_scores(logits, targets[start:stop], score_fn)
-    return clean
-
-
 def causal_curves(
     model: nn.Module,
     images: Tensor,
@@ -188,29 +163,41 @@ def causal_curves(
         >>> cc.insertion.shape, cc.deletion_auc.shape
         (torch.Size([2, 9]), torch.Size([2]))
     """
-    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
+    model, images, targets_t, _ = check_call(model, images, targets, max_batch_size)
     saliency = check_saliency(saliency, images)
     steps = check_positive_int(steps, "steps")
     check_baseline(substrate, "substrate")
-    batch, _, height, width = images.shape
-    device = images.device
-
-    with evaluation_mode(model), torch.no_grad():
+    runner = ModelRunner(model, images.device, score_fn=score_fn, max_batch_size=max_batch_size)
+    with runner.running(grad=False):
         x = usable(images).float()
-        score = model_scorer(model, x.dtype, score_fn)
+        # The clean forward also checks the model's output before the other points.
+        clean_logits = runner.clean_logits(x)
+        check_logits(clean_logits, x.shape[0], targets_t, score_fn)
+        clean = target_scores(clean_logits, targets_t, score_fn)
+        sub = make_baseline(x, substrate, "substrate")
+    return score_curves(runner, x, saliency, targets_t, steps=steps, substrate=sub, clean_score=clean)
+
+
+def score_curves(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tensor, *, steps: int, substrate: Tensor,
+           clean_score: Tensor) -> CausalCurves:
+    """The kernel behind :func:`causal_curves`; its inputs are trusted (checked by the caller).
+
+    ``x`` float32 images and ``substrate`` their substrate images, ``targets`` a long tensor,
+    ``clean_score`` ``(B,)`` the target's score on ``x`` (the curves' clean ends).
+    """
+    batch, _, height, width = x.shape
+    device = x.device
+    cap = runner.cap
+    with runner.running(grad=False):
         # The curves' ends are the clean image (deletion at 0, insertion at 1) and the substrate
         # (insertion at 0, deletion at 1): each is scored once.
-        clean = checked_clean_scores(model, x, targets_t, score_fn, cap)
-        sub = make_baseline(x, substrate, "substrate")
-        substrate_score = torch.empty(batch, device=device)
-        for start, stop in chunks(batch, cap):
-            substrate_score[start:stop] = score(sub[start:stop], targets_t[start:stop])
+        substrate_score = runner.scores_in_chunks(substrate, targets)
         ranks = pixel_ranks(saliency.to(device), (height, width)).view(batch, 1, height, width)
         counts = pixel_counts(height * width, steps).to(device)
         points = steps + 1
         scores = torch.empty(2, batch, points, device=device)
-        scores[0, :, 0], scores[0, :, steps] = substrate_score, clean  # insertion
-        scores[1, :, 0], scores[1, :, steps] = clean, substrate_score  # deletion
+        scores[0, :, 0], scores[0, :, steps] = substrate_score, clean_score  # insertion
+        scores[1, :, 0], scores[1, :, steps] = clean_score, substrate_score  # deletion
         inner = steps - 1
         # Flattened (image, inner point) pairs, image-major; each piece serves both curves.
         flat_scores = scores[:, :, 1:steps].reshape(2, batch * inner) if inner else None
@@ -218,12 +205,12 @@ def causal_curves(
             flat = torch.arange(start, stop, device=device)
             rows, k = flat // inner, flat % inner + 1
             changed = ranks[rows] < counts[k].view(-1, 1, 1, 1)
-            xs, subs, t = x[rows], sub[rows], targets_t[rows]
+            xs, subs, t = x[rows], substrate[rows], targets[rows]
             # Both halves are written into one batch: no concatenation copy.
             both_images = x.new_empty((2 * len(rows), *x.shape[1:]))
             torch.where(changed, xs, subs, out=both_images[: len(rows)])  # inserted
             torch.where(changed, subs, xs, out=both_images[len(rows):])  # deleted
-            flat_scores[:, start:stop] = score(both_images, torch.cat([t, t])).view(2, -1)
+            flat_scores[:, start:stop] = runner.scores(both_images, torch.cat([t, t])).view(2, -1)
         if inner:
             scores[:, :, 1:steps] = flat_scores.view(2, batch, inner)
         insertion, deletion = scores.unbind(0)

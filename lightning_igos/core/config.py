@@ -35,7 +35,6 @@ from lightning_igos.core.validation import (
     check_positive_int,
 )
 
-METHODS = ("igos", "igos++")
 OBJECTIVES = ("probability", "log_complement")
 QUADRATURES = ("riemann", "gauss-legendre")
 #: Largest ``seed`` (torch generators take 64-bit seeds; reports store it as a JSON integer).
@@ -60,7 +59,11 @@ class IGOSConfig:
     """Options of the I-GOS solver and of the causal metrics, validated on construction.
 
     Attributes:
-        method: ``"igos"`` or ``"igos++"`` (bilateral: deletion and insertion masks).
+        method: the explainer: ``"igos"`` or ``"igos++"`` (bilateral: deletion and insertion
+            masks), or any name in :func:`~lightning_igos.core.explainers.explainer_names`
+            (``"gradient"``, ``"integrated_gradients"``, the ``"edge_map"`` and ``"random"``
+            controls, and those registered with
+            :func:`~lightning_igos.core.explainers.register_explainer`).
         mask_size: mask resolution, an int or ``(h, w)`` (kept as a pair); None uses the
             image's own, one cell per pixel.
         iterations: descent iterations, at most (see ``patience``).
@@ -118,10 +121,11 @@ class IGOSConfig:
     road: bool = False
 
     def __post_init__(self) -> None:
+        from lightning_igos.core.explainers import explainer_names, get_explainer
+
         if not isinstance(self.method, str):
-            raise TypeError(f"`method` must be a str, one of {METHODS}, got {self.method!r}.")
-        if self.method not in METHODS:
-            raise ValueError(f"`method` must be one of {METHODS}, got {self.method!r}.")
+            raise TypeError(f"`method` must be a str, one of {explainer_names()}, got {self.method!r}.")
+        get_explainer(self.method)
         object.__setattr__(self, "mask_size", check_mask_size(self.mask_size))
         check_positive_int(self.iterations, "iterations", minimum=0)
         check_positive_int(self.ig_steps, "ig_steps")

@@ -1,15 +1,20 @@
 """Explain, score and summarise a probe in one call: what the callback, the check and the benches run.
 
-:func:`evaluate` explains the images with :func:`~lightning_igos.igos`, scores the
-explanations with :func:`~lightning_igos.causal.causal_curves` (and, with
-``config.road``, :func:`~lightning_igos.core.road.road_curves`) and returns an
-:class:`Evaluation` holding them and the per-image statistics. Every shell (the
-Lightning callback, ``lightning-igos check``, the benchmarks) calls it with an
-:class:`~lightning_igos.core.config.IGOSConfig`, so they report the same numbers for
-the same probe and settings.
+:func:`evaluate` runs the configured explainer (``config.method``, any name of the
+:mod:`~lightning_igos.core.explainers` registry; I-GOS by default), scores the explanations
+with the causal insertion/deletion curves (and, with ``config.road``, ROAD) and returns an
+:class:`Evaluation` holding them; :meth:`Evaluation.per_image` gives every registered
+per-image statistic (:mod:`~lightning_igos.core.statistics`). Every shell (the Lightning
+callback, ``lightning-igos check``, the benchmarks) calls it with an
+:class:`~lightning_igos.core.config.IGOSConfig`, so they report the same numbers for the
+same probe and settings.
 
-The work is done once: one baseline image serves the solver and, when the substrate
-is the same kind, the metrics; one clean forward gives the predictions.
+The inputs are checked once, here, and the kernels behind the public functions trust them.
+One :class:`~lightning_igos.core.runner.ModelRunner` runs every forward (dtype, layout,
+autocast, score function, batch cap, counting), and the work shared by the stages is done
+once: the unmodified images go through the model once (their logits give the predictions,
+the solver's start, the curves' clean ends and ROAD's reference score), and one baseline
+image serves the solver and, when it is the same kind, the metrics' substrate.
 
 Example:
     >>> import torch
@@ -30,29 +35,32 @@ import torch
 from torch import Tensor, nn
 
 from lightning_igos.core.baselines import make_baseline
-from lightning_igos.core.causal import CausalCurves, causal_curves
+from lightning_igos.core.causal import CausalCurves, score_curves
 from lightning_igos.core.config import IGOSConfig
-from lightning_igos.core.road import RoadCurves, road_curves
-from lightning_igos.core.runtime import autocast_context, evaluation_mode, model_input_dtype, usable
-from lightning_igos.core.solver import Explanation, igos, mask_statistics
-from lightning_igos.core.validation import TargetsLike, check_images, check_model, check_same_device, check_targets
-
-#: Per-image statistics of :meth:`Evaluation.per_image`, in report order.
-STATISTICS = (
-    "clean_score",
-    "insertion_auc",
-    "deletion_auc",
-    "insertion_auc_normalized",
-    "deletion_auc_normalized",
-    "mask_mean",
-    "mask_min",
-    "mask_frac_below_half",
+from lightning_igos.core.explainers import ExplainRequest, get_explainer
+from lightning_igos.core.road import DEFAULT_FRACTIONS, RoadCurves, road_scores
+from lightning_igos.core.runner import ForwardListener, ModelRunner
+from lightning_igos.core.runtime import draw_seed, usable
+from lightning_igos.core.scoring import target_scores
+from lightning_igos.core.solver import Explanation
+from lightning_igos.core.statistics import statistics
+from lightning_igos.core.validation import (
+    TargetsLike,
+    check_images,
+    check_logits,
+    check_model,
+    check_same_device,
+    check_targets,
 )
-#: Per-image statistics :meth:`Evaluation.per_image` adds when ROAD ran (``IGOSConfig(road=True)``),
-#: in report order: the MoRF and LeRF areas and their gap.
-ROAD_STATISTICS = ("road_morf", "road_lerf", "road_gap")
-#: Whether a higher value is better, for each of :data:`ROAD_STATISTICS`.
-ROAD_HIGHER_IS_BETTER = {"road_morf": False, "road_lerf": True, "road_gap": True}
+
+
+def __getattr__(name: str) -> object:
+    # The names of the statistics, read from the registry (kept for code that imported the lists).
+    if name == "STATISTICS":
+        return tuple(s.name for s in statistics() if s.in_report and not s.name.startswith(("road_", "pointing")))
+    if name == "ROAD_STATISTICS":
+        return tuple(s.name for s in statistics() if s.name.startswith("road_"))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -65,6 +73,9 @@ class Evaluation:
         targets: ``(B,)`` the explained classes.
         predictions: ``(B,)`` the class the model predicts on each clean image.
         road: the ROAD :class:`~lightning_igos.core.road.RoadCurves` when ``config.road``, else None.
+        boxes: ``(B, 4)`` the objects' boxes ``(x0, y0, x1, y1)`` when given (the pointing game), else None.
+        config: the options it ran with.
+        num_classes: the width of the model's logits (None for a head with one score per image).
     """
 
     explanation: Explanation
@@ -72,6 +83,9 @@ class Evaluation:
     targets: Tensor
     predictions: Tensor
     road: RoadCurves | None = None
+    boxes: Tensor | None = None
+    config: IGOSConfig | None = None
+    num_classes: int | None = None
 
     def __len__(self) -> int:
         return self.targets.numel()
@@ -91,21 +105,10 @@ class Evaluation:
         return self.explanation.empty_reasons
 
     def per_image(self) -> dict[str, Tensor]:
-        """``(B,)`` tensors by name (:data:`STATISTICS`): clean score, AUCs (raw and normalised), mask stats;
-        then, when ROAD ran, :data:`ROAD_STATISTICS` (MoRF area, LeRF area, their gap)."""
-        c = self.curves
-        road = {} if self.road is None else {
-            "road_morf": self.road.morf_area, "road_lerf": self.road.lerf_area, "road_gap": self.road.gap,
-        }
-        return {
-            "clean_score": c.clean_score,
-            "insertion_auc": c.insertion_auc,
-            "deletion_auc": c.deletion_auc,
-            "insertion_auc_normalized": c.insertion_auc_normalized,
-            "deletion_auc_normalized": c.deletion_auc_normalized,
-            **mask_statistics(self.explanation.mask),
-            **road,
-        }
+        """``(B,)`` tensors by name: every registered statistic (:func:`~lightning_igos.core.statistics.statistics`)
+        that applies to this evaluation (ROAD's when it ran, the mask's when the explainer has a mask, ...)."""
+        config = IGOSConfig() if self.config is None else self.config
+        return {s.name: s.compute(self).detach().float() for s in statistics(config, self.boxes is not None)}
 
     def cpu(self) -> Evaluation:
         """A detached copy on the CPU (what the callback gathers and renders)."""
@@ -118,25 +121,12 @@ class Evaluation:
             predictions=_cpu(self.predictions),
             road=None if self.road is None else RoadCurves(
                 **{f.name: _cpu(getattr(self.road, f.name)) for f in fields(self.road)}),
+            boxes=_cpu(self.boxes), config=self.config, num_classes=self.num_classes,
         )
 
 
 def _cpu(value: object) -> object:
     return value.detach().cpu() if isinstance(value, Tensor) else value
-
-
-def predict(model: nn.Module, images: Tensor, autocast_dtype: torch.dtype | None = None) -> Tensor:
-    """The class ``model`` predicts on each image (eval mode, no autograd); the output must be logits (B, C)."""
-    with evaluation_mode(model), torch.no_grad(), autocast_context(images.device, autocast_dtype):
-        input_dtype = images.dtype if autocast_dtype is not None else model_input_dtype(model, images.dtype)
-        logits = model(images.to(input_dtype))
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != images.shape[0]:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(
-            f"`model(images)` must return logits shaped (B, num_classes), got {shape}. "
-            "Make the model's forward return the classification logits."
-        )
-    return logits.argmax(1)
 
 
 def evaluate(
@@ -147,64 +137,188 @@ def evaluate(
     *,
     generator: torch.Generator | None = None,
     on_stage: Callable[[str], None] | None = None,
+    on_forward: ForwardListener | None = None,
+    boxes: Tensor | None = None,
+    clean_logits: Tensor | None = None,
 ) -> Evaluation:
-    """Explain ``images`` with I-GOS, score the explanations, and summarise them per image.
+    """Explain ``images`` with ``config.method``, score the explanations, and summarise them per image.
 
     Args:
-        model: a classifier returning logits ``(B, num_classes)``; the images go to its device.
+        model: a classifier returning logits ``(B, num_classes)`` (or what ``config.score_fn``
+            reads); the images go to its device.
         images: ``(B, C, H, W)`` inputs as the model takes them.
         targets: the class to explain per image (int, sequence or tensor ``(B,)``), or
             ``"pred"`` for the class the model predicts on each image.
-        config: solver and metric options; None uses the defaults.
+        config: explainer and metric options; None uses the defaults.
         generator: source of the integration noise's seed; None makes a CPU generator
             seeded with ``config.seed``, so every call with the same inputs is the same, on
             any device, and each image's numbers do not depend on the other images.
-        on_stage: called with ``"explaining"`` before the solver and ``"scoring"`` before
+        on_stage: called with ``"explaining"`` before the explainer and ``"scoring"`` before
             the metrics (e.g. to drive a progress line).
+        on_forward: called as ``on_forward(num_images, with_grad)`` after every forward (progress).
+        boxes: ``(B, 4)`` the objects' boxes ``(x0, y0, x1, y1)`` in pixels, end exclusive:
+            adds the pointing game (``per_image()["pointing"]``).
+        clean_logits: the model's outputs on ``images`` when the caller already has them from
+            :func:`clean_forward` with the same model and config (they are then not recomputed).
 
-    With ``config.road`` the explanations are also scored with
-    :func:`~lightning_igos.core.road.road_curves` (its noise drawn from a CPU generator
-    seeded with ``config.seed``), kept as :attr:`Evaluation.road`.
+    With ``config.road`` the explanations are also scored with ROAD
+    (:func:`~lightning_igos.core.road.road_curves`, its noise seeded from ``config.seed``),
+    kept as :attr:`Evaluation.road`. Every forward runs under ``config.autocast_dtype``
+    (none by default), the metrics' too.
 
     The model's parameters, their ``.grad``, its train/eval flags and the global RNG are
     left as they were.
     """
+    config, model, runner, x, targets_t, logits, boxes = _prepare(model, images, targets, config, on_forward, boxes,
+                                                                  clean_logits)
+    clean_score = target_scores(logits, targets_t, config.score_fn)
+    with runner.running(grad=False):
+        # One baseline image for the solver and (when they are the same kind) the metrics' substrate.
+        baseline = make_baseline(x, config.baseline)
+        substrate = baseline if config.substrate == config.baseline and isinstance(config.baseline, str) \
+            else make_baseline(x, config.substrate, "substrate")
+    if on_stage is not None:
+        on_stage("explaining")
+    explanation = _explain(runner, x, targets_t, config, baseline, logits, clean_score, generator)
+    if on_stage is not None:
+        on_stage("scoring")
+    curves = score_curves(runner, x, explanation.saliency, targets_t, steps=config.metric_steps, substrate=substrate,
+                          clean_score=clean_score)
+    road = None
+    if config.road:
+        road = road_scores(runner, x, explanation.saliency, targets_t, clean_score=clean_score,
+                           fractions=torch.tensor(DEFAULT_FRACTIONS), noise_std=0.01,
+                           seed=draw_seed(torch.Generator().manual_seed(config.seed)))
+    return Evaluation(explanation=explanation, curves=curves, targets=targets_t,
+                      predictions=_predictions(logits, targets_t), road=road, boxes=boxes, config=config,
+                      num_classes=int(logits.shape[1]) if logits.dim() == 2 else None)
+
+
+def planned_passes(config: IGOSConfig, num_images: int) -> tuple[int, int]:
+    """The model images of one :func:`evaluate` after its clean forward, from the configuration: ``(explaining,
+    scoring)``.
+
+    ``explaining``: the explainer's gradient passes (its registered estimate, e.g. at most
+    ``iterations * ig_steps`` per image for ``igos``, twice that for ``igos++``; forward-only
+    line-search trials are not counted); ``scoring``: the curves' ``2 * (metric_steps - 1)``
+    inner points and the substrate per image, and with ``road`` two per ROAD fraction more.
+
+    Example:
+        >>> planned_passes(IGOSConfig(iterations=4, ig_steps=20, metric_steps=50), 8)
+        (640, 792)
+        >>> planned_passes(IGOSConfig(method="igos++", iterations=4, ig_steps=20, metric_steps=50), 8)
+        (1280, 792)
+    """
+    scoring = 2 * config.metric_steps - 1 + (2 * len(DEFAULT_FRACTIONS) if config.road else 0)
+    return round(num_images * get_explainer(config.method).passes(config)), num_images * scoring
+
+
+def explain(model: nn.Module, images: Tensor, targets: TargetsLike | str, config: IGOSConfig | None = None, *,
+            generator: torch.Generator | None = None) -> Explanation:
+    """Only the explanation of :func:`evaluate` (the same inputs, checks and numbers, no metrics).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+        >>> explain(model, torch.randn(2, 3, 8, 8), [0, 1], IGOSConfig(method="gradient")).saliency.shape
+        torch.Size([2, 1, 8, 8])
+    """
+    config, model, runner, x, targets_t, logits, _ = _prepare(model, images, targets, config, None, None, None)
+    with runner.running(grad=False):
+        baseline = make_baseline(x, config.baseline)
+    clean_score = target_scores(logits, targets_t, config.score_fn)
+    return _explain(runner, x, targets_t, config, baseline, logits, clean_score, generator)
+
+
+def clean_forward(model: nn.Module, images: Tensor, config: IGOSConfig | None = None) -> Tensor:
+    """The model's outputs on the unmodified ``images``, run as :func:`evaluate` runs them (same runner
+    settings), e.g. to check a model's output before the work and hand them to ``evaluate(clean_logits=)``."""
+    config = _checked_config(config)
+    model, images = check_model(model), check_images(images)
+    check_same_device(model, images)
+    runner = _runner(model, images.device, config)
+    with runner.running(grad=False):
+        return runner.clean_logits(usable(images).float())
+
+
+def _checked_config(config: IGOSConfig | None) -> IGOSConfig:
     config = IGOSConfig() if config is None else config
     if not isinstance(config, IGOSConfig):
         raise TypeError(f"`config` must be an IGOSConfig or None, got {type(config).__name__}.")
+    return config
+
+
+def _runner(model: nn.Module, device: torch.device, config: IGOSConfig) -> ModelRunner:
+    return ModelRunner(model, device, autocast_dtype=config.autocast_dtype, score_fn=config.score_fn,
+                       max_batch_size=config.max_batch_size)
+
+
+def _prepare(model: object, images: object, targets: object, config: IGOSConfig | None,
+             on_forward: ForwardListener | None, boxes: object, clean_logits: Tensor | None):
+    """Every check of an evaluation, once, and the one clean forward."""
+    config = _checked_config(config)
     model = check_model(model)
     images = check_images(images)
     check_same_device(model, images)
-    device = images.device
-    predictions = predict(model, images, config.autocast_dtype)
+    batch = images.shape[0]
+    if boxes is not None:
+        if not isinstance(boxes, Tensor) or boxes.shape != (batch, 4):
+            shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ValueError(f"`boxes` must be a tensor shaped ({batch}, 4) of (x0, y0, x1, y1), got {shape}.")
+        boxes = boxes.detach().float()
+    if isinstance(targets, str) and targets != "pred":
+        raise ValueError(f"`targets` must be class indices or 'pred', got {targets!r}.")
+    if not isinstance(targets, str):
+        targets_t = check_targets(targets, batch, images.device)
+    runner = _runner(model, images.device, config)
+    if on_forward is not None:
+        runner.listeners.append(on_forward)
+    with runner.running(grad=False):
+        x = usable(images).float()
+        logits = runner.clean_logits(x) if clean_logits is None else clean_logits
     if isinstance(targets, str):
-        if targets != "pred":
-            raise ValueError(f"`targets` must be class indices or 'pred', got {targets!r}.")
-        targets_t = predictions
-    else:
-        targets_t = check_targets(targets, images.shape[0], device)
+        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
+            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ValueError(f"`targets='pred'` needs logits shaped (B, num_classes) from `model(images)`, "
+                             f"got {shape}.")
+        targets_t = logits.argmax(1)
+    check_logits(logits, batch, targets_t, config.score_fn)
+    return config, model, runner, x, targets_t, logits, boxes
+
+
+def _explain(runner: ModelRunner, x: Tensor, targets: Tensor, config: IGOSConfig, baseline: Tensor,
+             logits: Tensor, clean_score: Tensor, generator: torch.Generator | None) -> Explanation:
+    """Run the registered explainer of ``config.method``; a bare saliency becomes an :class:`Explanation`."""
     if generator is None:
         generator = torch.Generator().manual_seed(config.seed)
-    # One baseline image for the solver and (when they are the same kind) the metrics' substrate.
-    baseline, substrate = config.baseline, config.substrate
-    if isinstance(baseline, str):
-        baseline = make_baseline(usable(images).float(), baseline)
-        if substrate == config.baseline:
-            substrate = baseline
-    if on_stage is not None:
-        on_stage("explaining")
-    explanation = igos(model, images, targets_t, generator=generator, **config.replace(baseline=baseline)
-                       .solver_options())
-    if on_stage is not None:
-        on_stage("scoring")
-    curves = causal_curves(
-        model, images, explanation.saliency, targets_t, steps=config.metric_steps, substrate=substrate,
-        score_fn=config.score_fn, max_batch_size=config.max_batch_size,
-    )
-    road = None
-    if config.road:
-        road = road_curves(
-            model, images, explanation.saliency, targets_t, score_fn=config.score_fn,
-            max_batch_size=config.max_batch_size, generator=torch.Generator().manual_seed(config.seed),
-        )
-    return Evaluation(explanation=explanation, curves=curves, targets=targets_t, predictions=predictions, road=road)
+    request = ExplainRequest(runner=runner, images=x, targets=targets, config=config, baseline=baseline,
+                             clean_logits=logits, seed=draw_seed(generator))
+    pushed = runner.images_pushed
+    with runner.running(grad=True):
+        out = get_explainer(config.method).explain(request)
+    if isinstance(out, Explanation):
+        return out
+    if not isinstance(out, Tensor):
+        raise TypeError(f"explainer {config.method!r} must return a saliency tensor or an Explanation, "
+                        f"got {type(out).__name__}.")
+    saliency = out.detach()
+    if saliency.dim() == 3:
+        saliency = saliency.unsqueeze(1)
+    if saliency.dim() != 4 or saliency.shape[:2] != (x.shape[0], 1) or saliency.shape[-2] > x.shape[-2] \
+            or saliency.shape[-1] > x.shape[-1]:
+        raise ValueError(f"explainer {config.method!r} must return a saliency shaped (B, 1, h, w) with "
+                         f"B = {x.shape[0]} and h, w at most the images' {tuple(x.shape[-2:])}, "
+                         f"got {tuple(out.shape)}.")
+    if tuple(saliency.shape[-2:]) != tuple(x.shape[-2:]):
+        saliency = torch.nn.functional.interpolate(saliency.float(), size=x.shape[-2:], mode="bilinear",
+                                                   align_corners=False)
+    return Explanation.from_saliency(saliency.to(x.device), targets, clean_score,
+                                     (runner.images_pushed - pushed) / x.shape[0])
+
+
+def _predictions(logits: Tensor, targets: Tensor) -> Tensor:
+    """The predicted class of each image; a head with one score per image predicts the explained class."""
+    if logits.dim() == 2 and logits.shape[1] >= 2:
+        return logits.argmax(1)
+    return targets.clone()

@@ -6,14 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_igos.core.baselines import BaselineLike, check_baseline, make_baseline
-from lightning_igos.core.runtime import (
-    chunks,
-    evaluation_mode,
-    gradient_context,
-    model_input_dtype,
-    usable,
-)
-from lightning_igos.core.scoring import ScoreFn, target_scores
+from lightning_igos.core.runner import ModelRunner
+from lightning_igos.core.runtime import chunks, usable
+from lightning_igos.core.scoring import ScoreFn
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
@@ -22,12 +17,46 @@ from lightning_igos.core.validation import (
 )
 
 
-def _input_gradients(model: nn.Module, inputs: Tensor, targets: Tensor, score_fn: ScoreFn | None,
-                     dtype: torch.dtype) -> Tensor:
+def _input_gradients(runner: ModelRunner, inputs: Tensor, targets: Tensor) -> Tensor:
     leaf = inputs.detach().requires_grad_(True)
-    scores = target_scores(model(leaf.to(dtype)), targets, score_fn)
-    (grad,) = torch.autograd.grad(scores.sum(), leaf)
+    (grad,) = torch.autograd.grad(runner.scores(leaf, targets).sum(), leaf)
     return grad
+
+
+def _checked(model: object, images: object, targets: object, score_fn: ScoreFn | None,
+             max_batch_size: int | None) -> tuple[ModelRunner, Tensor, Tensor]:
+    """The runner, float32 images and long targets of a call; one clean forward checks the model's output."""
+    model, images, targets_t, _ = check_call(model, images, targets, max_batch_size)
+    runner = ModelRunner(model, images.device, score_fn=score_fn, max_batch_size=max_batch_size)
+    with runner.running(grad=False):
+        x = usable(images).float()
+        check_logits(runner.logits(x[:1]), 1, targets_t, score_fn)
+    return runner, x, targets_t
+
+
+def gradient_map(runner: ModelRunner, x: Tensor, targets: Tensor) -> Tensor:
+    """The kernel of :func:`gradient_saliency` (inputs trusted): ``(B, 1, H, W)``."""
+    out = []
+    with runner.running(grad=True):
+        for start, stop in chunks(x.shape[0], runner.cap):
+            grad = _input_gradients(runner, x[start:stop], targets[start:stop])
+            out.append(grad.abs().amax(1, keepdim=True))
+    return torch.cat(out).detach()
+
+
+def integrated_gradient_map(runner: ModelRunner, x: Tensor, b: Tensor, targets: Tensor, steps: int) -> Tensor:
+    """The kernel of :func:`integrated_gradients` (inputs trusted): ``(B, 1, H, W)``, baselines ``b``."""
+    batch = x.shape[0]
+    with runner.running(grad=True):
+        total = torch.zeros_like(x)
+        for start, stop in chunks(batch * steps, runner.cap):
+            flat = torch.arange(start, stop, device=x.device)
+            rows, k = flat // steps, flat % steps + 1
+            alpha = (k.to(x.dtype) / steps).view(-1, 1, 1, 1)
+            path = b[rows] + alpha * (x[rows] - b[rows])
+            total.index_add_(0, rows, _input_gradients(runner, path, targets[rows]))
+        attribution = (x - b) * total / steps
+    return attribution.sum(1, keepdim=True).detach()
 
 
 def gradient_saliency(
@@ -49,17 +78,8 @@ def gradient_saliency(
         >>> gradient_saliency(model, torch.randn(4, 3, 8, 8), 1).shape
         torch.Size([4, 1, 8, 8])
     """
-    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
-    out = []
-    with evaluation_mode(model), gradient_context(images.device):
-        x = usable(images).float()
-        dtype = model_input_dtype(model, x.dtype)
-        with torch.no_grad():
-            check_logits(model(x[:1].to(dtype)), 1, targets_t, score_fn)
-        for start, stop in chunks(x.shape[0], cap):
-            grad = _input_gradients(model, x[start:stop], targets_t[start:stop], score_fn, dtype)
-            out.append(grad.abs().amax(1, keepdim=True))
-    return torch.cat(out).detach()
+    runner, x, targets_t = _checked(model, images, targets, score_fn, max_batch_size)
+    return gradient_map(runner, x, targets_t)
 
 
 def integrated_gradients(
@@ -85,23 +105,9 @@ def integrated_gradients(
         >>> integrated_gradients(model, torch.randn(4, 3, 8, 8), 0, steps=5).shape
         torch.Size([4, 1, 8, 8])
     """
-    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
     steps = check_positive_int(steps, "steps")
     check_baseline(baseline)
-    batch = images.shape[0]
-    with evaluation_mode(model), gradient_context(images.device):
-        x = usable(images).float()
-        dtype = model_input_dtype(model, x.dtype)
-        with torch.no_grad():
-            check_logits(model(x[:1].to(dtype)), 1, targets_t, score_fn)
+    runner, x, targets_t = _checked(model, images, targets, score_fn, max_batch_size)
+    with runner.running(grad=False):
         b = make_baseline(x, baseline)
-        total = torch.zeros_like(x)
-        for start, stop in chunks(batch * steps, cap):
-            flat = torch.arange(start, stop, device=x.device)
-            rows, k = flat // steps, flat % steps + 1
-            alpha = (k.to(x.dtype) / steps).view(-1, 1, 1, 1)
-            path = b[rows] + alpha * (x[rows] - b[rows])
-            grad = _input_gradients(model, path, targets_t[rows], score_fn, dtype)
-            total.index_add_(0, rows, grad)
-        attribution = (x - b) * total / steps
-    return attribution.sum(1, keepdim=True).detach()
+    return integrated_gradient_map(runner, x, b, targets_t, steps)

@@ -56,12 +56,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_igos.core.causal import checked_clean_scores, model_scorer, pixel_ranks
-from lightning_igos.core.runtime import chunks, evaluation_mode, usable
-from lightning_igos.core.scoring import ScoreFn
+from lightning_igos.core.causal import pixel_ranks
+from lightning_igos.core.runner import ModelRunner
+from lightning_igos.core.runtime import chunks, draw_seed, usable
+from lightning_igos.core.scoring import ScoreFn, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
+    check_logits,
     check_non_negative,
     check_positive_int,
     check_saliency,
@@ -273,30 +275,39 @@ def road_curves(
         >>> rc.fractions.shape, rc.morf.shape, rc.lerf_area.shape
         (torch.Size([9]), torch.Size([2, 9]), torch.Size([2]))
     """
-    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
+    model, images, targets_t, _ = check_call(model, images, targets, max_batch_size)
     saliency = check_saliency(saliency, images)
     fractions_t = check_fractions(fractions)
     noise_std = check_non_negative(noise_std, "noise_std")
     solver_iterations = check_positive_int(solver_iterations, "solver_iterations")
     solver_tolerance = check_non_negative(solver_tolerance, "solver_tolerance")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    batch, _, height, width = images.shape
-    device = images.device
-    num_pixels = height * width
-    k = fractions_t.numel()
-
-    with evaluation_mode(model), torch.no_grad():
+    seed = draw_seed(generator)
+    runner = ModelRunner(model, images.device, score_fn=score_fn, max_batch_size=max_batch_size)
+    with runner.running(grad=False):
         x = usable(images).float()
-        score = model_scorer(model, x.dtype, score_fn)
         # The clean forward also checks the model's output before the imputation work.
-        clean = checked_clean_scores(model, x, targets_t, score_fn, cap)
+        clean_logits = runner.clean_logits(x)
+        check_logits(clean_logits, x.shape[0], targets_t, score_fn)
+        clean = target_scores(clean_logits, targets_t, score_fn)
+    return road_scores(runner, x, saliency, targets_t, clean_score=clean, fractions=fractions_t, noise_std=noise_std,
+                       seed=seed, solver_iterations=solver_iterations, solver_tolerance=solver_tolerance)
 
+
+def road_scores(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tensor, *, clean_score: Tensor,
+                fractions: Tensor, noise_std: float, seed: int, solver_iterations: int = 2000,
+                solver_tolerance: float = 1e-5) -> RoadCurves:
+    """The kernel behind :func:`road_curves`; its inputs are trusted (checked by the caller).
+
+    ``clean_score`` is the target's score on ``x``; ``seed`` seeds the imputation noise.
+    """
+    batch, _, height, width = x.shape
+    device = x.device
+    num_pixels = height * width
+    k = fractions.numel()
+    targets_t, clean, fractions_t = targets, clean_score, fractions
+    with runner.running(grad=False):
         noise = None
         if noise_std > 0:
-            seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
             g = torch.Generator().manual_seed(seed)
             noise = (noise_std * torch.randn(x.shape, generator=g)).to(device)
 
@@ -308,7 +319,7 @@ def road_curves(
         total = 2 * batch * k
         flat_scores = torch.empty(total, device=device)
         most_iterations = 0
-        for start, stop in chunks(total, cap):
+        for start, stop in chunks(total, runner.cap):
             flat = torch.arange(start, stop, device=device)
             order, rows, ks = flat // (batch * k), (flat // k) % batch, flat % k
             removed = ranks[order, rows] < counts[ks].view(-1, 1, 1, 1)
@@ -318,7 +329,7 @@ def road_curves(
             most_iterations = max(most_iterations, iterations)
             if noise is not None:
                 filled = filled + noise[rows] * removed
-            flat_scores[start:stop] = score(filled, targets_t[rows])
+            flat_scores[start:stop] = runner.scores(filled, targets_t[rows])
         morf, lerf = flat_scores.view(2, batch, k).unbind(0)
         fractions_out = fractions_t.to(device=device, dtype=morf.dtype)
         morf_area = road_area(morf, clean, fractions_out)

@@ -87,6 +87,15 @@ def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, total)
 
 
+def draw_seed(generator: torch.Generator | None) -> int:
+    """The one number a solve draws from ``generator`` (None: a CPU generator seeded with 0)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
+
+
 def default_max_batch_size(device: torch.device) -> int:
     """Images per forward pass when the user sets no cap (measured in the repository's ``bench/`` folder).
 

@@ -41,7 +41,6 @@ from lightning_igos.core.baselines import blur
 from lightning_igos.core.causal import pixel_ranks
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.runtime import usable
-from lightning_igos.core.solver import igos
 from lightning_igos.core.validation import TargetsLike, check_images, check_model, check_targets
 
 __all__ = ["SanityResult", "edge_explainer", "edge_map", "randomized_copy", "resettable_modules", "sanity_check",
@@ -169,8 +168,9 @@ def sanity_check(
         model: the classifier; it is not modified.
         images: ``(B, C, H, W)`` on the model's device.
         targets: the class to explain per image.
-        config: the I-GOS options when ``explainer`` is None (default: the defaults); each run uses
-            a CPU generator seeded with ``config.seed``, as :func:`~lightning_igos.core.evaluation.evaluate` does.
+        config: the options when ``explainer`` is None (default: the defaults): each run explains with
+            ``config.method`` as :func:`~lightning_igos.core.evaluation.evaluate` does (noise seeded
+            from ``config.seed``).
         explainer: ``explainer(model, images, targets)`` returning a ``(B, 1, H, W)`` saliency
             instead of I-GOS (e.g. :func:`edge_explainer`,
             :func:`~lightning_igos.core.gradients.gradient_saliency`).
@@ -189,8 +189,9 @@ def sanity_check(
     def explain(m: nn.Module) -> Tensor:
         if explainer is not None:
             return explainer(m, images, targets_t).detach()
-        noise = torch.Generator().manual_seed(config.seed)
-        return igos(m, images, targets_t, generator=noise, **config.solver_options()).saliency.detach()
+        from lightning_igos.core.evaluation import explain
+
+        return explain(m, images, targets_t, config).saliency.detach()
 
     original = explain(model) if saliency is None else saliency.detach()
     shuffled = explain(randomized)

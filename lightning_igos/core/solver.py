@@ -49,14 +49,8 @@ from torch import Tensor, nn
 
 from lightning_igos.core.baselines import BaselineLike, make_baseline
 from lightning_igos.core.config import DEFAULTS, IGOSConfig
-from lightning_igos.core.runtime import (
-    chunks,
-    evaluation_mode,
-    gradient_context,
-    model_input_dtype,
-    model_memory_format,
-    usable,
-)
+from lightning_igos.core.runner import ModelRunner
+from lightning_igos.core.runtime import chunks, draw_seed, usable
 from lightning_igos.core.scoring import ScoreFn, log_complement, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
@@ -79,30 +73,36 @@ MIN_MASK_MOVE = 1e-3
 #: Reasons of :attr:`Explanation.empty_reasons`.
 NONFINITE_GRADIENT = "non-finite gradient"
 UNMOVED_MASK = "mask never moved"
+NONFINITE_SALIENCY = "non-finite saliency"
+CONSTANT_SALIENCY = "constant saliency"
 
 
 @dataclass
 class Explanation:
-    """Result of :func:`igos`.
+    """Result of :func:`igos` (and of every explainer run by :func:`~lightning_igos.core.evaluation.evaluate`).
 
     Attributes:
         mask: ``(B, 1, h, w)`` keep-mask in [0, 1]; 1 keeps the pixel, 0 replaces it by
-            the baseline. For iGOS++ the product of the deletion and insertion masks.
+            the baseline. For iGOS++ the product of the deletion and insertion masks. None for
+            explainers that make a saliency without a mask (e.g. ``"gradient"``).
         saliency: ``(B, 1, H, W)`` heatmap, ``1 - upsample(mask)``: high where removing the
             pixel lowers the target's score.
         targets: ``(B,)`` the explained classes.
         clean_score: ``(B,)`` the target's score on the unmodified images.
-        masked_score: ``(B,)`` the target's score with the mask applied (deletion form).
-        objective: ``(B,)`` the final noise-free objective.
-        passes_per_image: model images pushed through the model per explained image.
+        masked_score: ``(B,)`` the target's score with the mask applied (deletion form); None without a mask.
+        objective: ``(B,)`` the final noise-free objective; None without a mask.
+        passes_per_image: model images the explainer pushed through the model per explained
+            image (the clean forward it was given excluded).
         converged: ``(B,)`` True for images whose descent stopped before ``iterations``
-            ran out (see ``patience``).
+            ran out (see ``patience``); None without a mask.
         deletion_mask, insertion_mask: the two masks of iGOS++ (None for I-GOS).
         empty: ``(B,)`` True for an *empty explanation*: an image whose integrated gradient
             was NaN or infinite at some iteration, or whose mask never moved (no cell
-            changed by ``MIN_MASK_MOVE`` = 0.001 or more). Its saliency ranks nothing and
-            its AUCs say nothing about the model; reports name it and the check fails on it.
-        empty_reasons: per image ``""``, ``"non-finite gradient"`` or ``"mask never moved"``.
+            changed by ``MIN_MASK_MOVE`` = 0.001 or more); for a saliency without a mask, one
+            that is NaN or infinite anywhere, or the same everywhere. Its saliency ranks nothing
+            and its AUCs say nothing about the model; reports name it and the check fails on it.
+        empty_reasons: per image ``""`` or the reason (``"non-finite gradient"``, ``"mask never
+            moved"``, ``"non-finite saliency"``, ``"constant saliency"``).
 
     Example:
         >>> from torch import nn
@@ -112,26 +112,49 @@ class Explanation:
         ['mask_frac_below_half', 'mask_mean', 'mask_min']
     """
 
-    mask: Tensor
+    mask: Tensor | None
     saliency: Tensor
     targets: Tensor
     clean_score: Tensor
-    masked_score: Tensor
-    objective: Tensor
+    masked_score: Tensor | None
+    objective: Tensor | None
     passes_per_image: float
-    converged: Tensor
+    converged: Tensor | None
     deletion_mask: Tensor | None = None
     insertion_mask: Tensor | None = None
     empty_reasons: list[str] = field(default_factory=list)
 
+    @classmethod
+    def from_saliency(cls, saliency: Tensor, targets: Tensor, clean_score: Tensor,
+                      passes_per_image: float) -> Explanation:
+        """The explanation of a saliency map without a mask; NaN/infinite or constant maps are empty.
+
+        Example:
+            >>> ex = Explanation.from_saliency(torch.ones(2, 1, 4, 4), torch.tensor([0, 1]), torch.ones(2), 1.0)
+            >>> ex.empty_reasons, ex.mask is None
+            (['constant saliency', 'constant saliency'], True)
+        """
+        flat = saliency.detach().flatten(1)
+        finite = torch.isfinite(flat).all(1)
+        constant = flat.amax(1) == flat.amin(1)
+        safe = torch.where(finite.view(-1, 1, 1, 1), saliency.detach(), torch.zeros_like(saliency))
+        return cls(
+            mask=None, saliency=safe.float(), targets=targets, clean_score=clean_score, masked_score=None,
+            objective=None, passes_per_image=passes_per_image, converged=None,
+            empty_reasons=[NONFINITE_SALIENCY if not ok else CONSTANT_SALIENCY if same else ""
+                           for ok, same in zip(finite.tolist(), constant.tolist())],
+        )
+
     @property
     def empty(self) -> Tensor:
-        """``(B,)`` True where :attr:`empty_reasons` names a reason, on the masks' device."""
+        """``(B,)`` True where :attr:`empty_reasons` names a reason, on the saliency's device."""
         return torch.tensor([bool(reason) for reason in self.empty_reasons], dtype=torch.bool,
-                            device=self.mask.device)
+                            device=self.saliency.device)
 
     def mask_stats(self) -> dict[str, float]:
         """Minimum, mean and fraction below 0.5 of the masks of all images: an unmoved mask is a bug."""
+        if self.mask is None:
+            raise ValueError("this explanation has no mask (its explainer makes a saliency map only).")
         per_image = mask_statistics(self.mask)
         return {
             "mask_min": float(per_image["mask_min"].min()),
@@ -280,11 +303,11 @@ class _PathNoise:
 
 
 class _Problem:
-    """The batched objective: model, images, baselines and regulariser of one solve."""
+    """The batched objective: model runner, images, baselines and regulariser of one solve."""
 
     def __init__(
         self,
-        model: nn.Module,
+        runner: ModelRunner,
         images: Tensor,
         baselines: Tensor,
         targets: Tensor,
@@ -298,12 +321,9 @@ class _Problem:
         tv: float,
         tv_power: float,
         noise_std: float,
-        max_batch_size: int,
         seed: int,
-        score_fn: ScoreFn | None,
-        input_dtype: torch.dtype,
     ) -> None:
-        self.model = model
+        self.runner = runner
         self.images = images
         self.baselines = baselines
         self.targets = targets
@@ -315,38 +335,29 @@ class _Problem:
         # a smooth mask grows as (28 / n)^2 at an n x n mask, so the weight is scaled by
         # the cell count to keep the same smoothness prior at every resolution.
         self.l1, self.tv, self.tv_power = l1, tv * mask_size[0] * mask_size[1] / REFERENCE_CELLS, tv_power
-        self.cap = max_batch_size
+        self.cap = runner.cap
         self.noise = _PathNoise(images, noise_std, seed) if noise_std > 0 else None
         # Images whose integrated gradient was ever NaN or infinite: their explanation is empty.
         self.nonfinite = torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
-        self.score_fn = score_fn
-        self.input_dtype = input_dtype
-        self.memory_format = model_memory_format(model)
         # iGOS++ optimises a deletion and an insertion mask; the objective uses their product.
         self.terms: list[tuple[float, Callable[[Tensor, Tensor, Tensor], Tensor]]] = [(1.0, _deletion)]
         self.edge_weights = None
         if bilateral:
             self.terms.append((-1.0, _insertion))
             self.edge_weights = _bilateral_weights(images, mask_size, sigma=0.5)
-        self.images_pushed = 0
         # Per-image weight of the score terms (1 / clean score when the objective is relative).
         self.score_weight = torch.ones(images.shape[0], device=images.device)
 
-    def scores(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """The target's score of each input, and what the objective's score term measures of it."""
-        if inputs.shape[0] == 1 and self.cap >= 2 and not torch.is_grad_enabled():
-            # Some backends compute a batch of one with other kernels than larger batches
-            # (rounding differs by ~1e-7 on the CPU), and a ReLU network can amplify that;
-            # a forward-only trial of one image runs as two, so an image's line search
-            # does not depend on how many other images are still searching.
-            score, evidence = self.scores(inputs.expand(2, *inputs.shape[1:]), targets.expand(2))
-            return score[:1], evidence[:1]
-        self.images_pushed += inputs.shape[0]
-        logits = self.model(inputs.to(self.input_dtype, memory_format=self.memory_format))
-        score = target_scores(logits, targets, self.score_fn)
+    def evidence(self, logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """The target's score of each output, and what the objective's score term measures of it."""
+        score = target_scores(logits, targets, self.runner.score_fn)
         if not self.log_complement:
             return score, score
-        return score, log_complement(logits, targets, score, self.score_fn)
+        return score, log_complement(logits, targets, score, self.runner.score_fn)
+
+    def scores(self, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`evidence` of one forward of ``inputs``."""
+        return self.evidence(self.runner.logits(inputs), targets)
 
     def upsample(self, masks: Tensor) -> Tensor:
         return _upsample(masks, self.size)
@@ -364,13 +375,23 @@ class _Problem:
                 reg = reg + self.tv * _total_variation(m, self.tv_power, edge_weights)
         return reg
 
-    def objective(self, masks: list[Tensor], index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Noise-free objective of the images ``index`` under ``masks``; also the deletion score and term."""
+    def objective(self, masks: list[Tensor], index: Tensor,
+                  clean_logits: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Noise-free objective of the images ``index`` under ``masks``; also the deletion score and term.
+
+        ``clean_logits``: the model's logits on the unmodified images ``index``, for all-ones
+        masks (the start), whose deletion term is the clean image itself.
+        """
         keep = _keep(masks)
         total = torch.zeros(index.shape[0], device=keep.device)
         deletion_score = torch.zeros_like(total)
         deletion_term = torch.zeros_like(total)
         for sign, compose in self.terms:
+            if compose is _deletion and clean_logits is not None:
+                s, evidence = self.evidence(clean_logits, self.targets[index])
+                total += sign * evidence
+                deletion_score[:], deletion_term[:] = s, evidence
+                continue
             for start, stop in chunks(index.shape[0], self.cap):
                 rows = index[start:stop]
                 up = self.upsample(keep[start:stop])
@@ -614,55 +635,73 @@ def igos(
         >>> bool((ex.saliency == 1 - ex.mask).all())  # a full-resolution mask: saliency = 1 - mask
         True
     """
-    model, images, targets_t, cap = check_call(model, images, targets, max_batch_size)
+    model, images, targets_t, _ = check_call(model, images, targets, max_batch_size)
     # The options' defaults and checks live in IGOSConfig (one rule for every entry point).
-    IGOSConfig(
+    config = IGOSConfig(
         method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
         tv_power=tv_power, noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
         initial_step=initial_step, tolerance=tolerance, patience=patience, score_fn=score_fn,
         autocast_dtype=autocast_dtype, normalize_score=normalize_score, objective=objective,
         quadrature=quadrature,
     )
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
-    batch, _, height, width = images.shape
-    device = images.device
-    size = resolve_mask_size(mask_size, height, width)
-    if generator is None:
-        generator = torch.Generator().manual_seed(0)
-    # One draw: the noise is then a function of this seed and each image (see _PathNoise).
-    seed = int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
-
-    with evaluation_mode(model), gradient_context(device, autocast_dtype):
+    if method not in SOLVER_METHODS:
+        raise ValueError(f"`method` of igos() must be one of {SOLVER_METHODS}, got {method!r}; other explainers run "
+                         "through lightning_igos.core.evaluation.evaluate(..., IGOSConfig(method=...)).")
+    seed = draw_seed(generator)
+    size = resolve_mask_size(mask_size, *images.shape[-2:])
+    runner = ModelRunner(model, images.device, autocast_dtype=autocast_dtype, score_fn=score_fn,
+                         max_batch_size=max_batch_size)
+    # One forward of the clean images validates the model's output before the expensive work.
+    with runner.running(grad=False):
         x = usable(images).float()
+        clean_logits = runner.clean_logits(x)
+    check_logits(clean_logits, x.shape[0], targets_t, score_fn)
+    with runner.running(grad=False):
         b = make_baseline(x, baseline)
-        input_dtype = x.dtype if autocast_dtype is not None else model_input_dtype(model, x.dtype)
-        # One cheap forward validates the model's output before the expensive work.
-        with torch.no_grad():
-            check_logits(model(x[:1].to(input_dtype)), 1, targets_t, score_fn)
+    return solve(runner, x, b, targets_t, config, seed=seed, mask_size=size, clean_logits=clean_logits)
+
+
+#: The methods :func:`igos` solves (the explainers registry adds others).
+SOLVER_METHODS = ("igos", "igos++")
+
+
+def solve(runner: ModelRunner, x: Tensor, b: Tensor, targets: Tensor, config: IGOSConfig, *, seed: int,
+          mask_size: tuple[int, int], clean_logits: Tensor) -> Explanation:
+    """The I-GOS/iGOS++ kernel behind :func:`igos`: its inputs are trusted (checked by the caller).
+
+    ``x`` and ``b`` are float32 images and baselines on the runner's device, ``targets`` a long
+    tensor ``(B,)``, ``clean_logits`` the model's logits on ``x`` (the solve's start), and
+    ``seed`` the integration noise's seed (:func:`draw_seed`). ``passes_per_image`` counts the
+    model images this solve pushed, the clean forward excluded.
+    """
+    batch, _, height, width = x.shape
+    device = x.device
+    pushed = runner.images_pushed
+    with runner.running(grad=True):
         problem = _Problem(
-            model, x, b, targets_t, bilateral=method == "igos++", mask_size=size, ig_steps=ig_steps,
-            quadrature=quadrature, objective=objective,
-            l1=l1, tv=tv, tv_power=tv_power, noise_std=noise_std, max_batch_size=cap,
-            seed=seed, score_fn=score_fn, input_dtype=input_dtype,
+            runner, x, b, targets, bilateral=config.method == "igos++", mask_size=mask_size,
+            ig_steps=config.ig_steps, quadrature=config.quadrature, objective=config.objective,
+            l1=config.l1, tv=config.tv, tv_power=config.tv_power, noise_std=config.noise_std, seed=seed,
         )
-        masks = [torch.ones(batch, 1, *size, device=device) for _ in problem.terms]
+        masks = [torch.ones(batch, 1, *mask_size, device=device) for _ in problem.terms]
         with torch.no_grad():
-            current, score, clean_term = problem.objective(masks, torch.arange(batch, device=device))
+            current, score, clean_term = problem.objective(masks, torch.arange(batch, device=device),
+                                                           clean_logits=clean_logits)
             clean_score = score.clone()
-            if normalize_score:
+            if config.normalize_score:
                 # The regulariser is 0 at the all-ones start, so the objective just scales.
                 problem.score_weight = 1 / clean_term.abs().clamp_min(MIN_SCORE)
                 current = current * problem.score_weight
-        state = _Search(masks, current, score, first_trial=torch.full_like(current, float(initial_step)),
+        state = _Search(masks, current, score, first_trial=torch.full_like(current, float(config.initial_step)),
                         failures=torch.zeros(batch, dtype=torch.long, device=device))
-        for _ in range(iterations):
-            index = state.active(patience).nonzero().squeeze(1)
+        for _ in range(config.iterations):
+            index = state.active(config.patience).nonzero().squeeze(1)
             if index.numel() == 0:
                 break
             grads = problem.descent_direction([m[index] for m in state.masks], index)
             with torch.no_grad():
-                _line_search(problem, state, index, grads, initial_step=initial_step, tolerance=tolerance)
+                _line_search(problem, state, index, grads, initial_step=config.initial_step,
+                             tolerance=config.tolerance)
 
     masks = state.masks
     keep = _keep(masks)
@@ -671,12 +710,12 @@ def igos(
     return Explanation(
         mask=keep,
         saliency=saliency,
-        targets=targets_t,
+        targets=targets,
         clean_score=clean_score,
         masked_score=state.score,
         objective=state.objective,
-        passes_per_image=problem.images_pushed / batch,
-        converged=~state.active(patience),
+        passes_per_image=(runner.images_pushed - pushed) / batch,
+        converged=~state.active(config.patience),
         deletion_mask=masks[0] if len(masks) == 2 else None,
         insertion_mask=masks[1] if len(masks) == 2 else None,
         empty_reasons=[
@@ -684,4 +723,3 @@ def igos(
             for bad, still in zip(problem.nonfinite.tolist(), unmoved.tolist())
         ],
     )
-

@@ -199,6 +199,28 @@ def check_channel_stats(
     return tuple(numbers_)
 
 
+def check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` if it is one of ``choices`` (strings).
+
+    Example:
+        >>> check_choice("warn", "on_error", ("warn", "raise"))
+        'warn'
+    """
+    allowed = ", ".join(repr(c) for c in choices)
+    if not isinstance(value, str):
+        raise TypeError(f"`{name}` must be a str, one of {allowed}, got {value!r} ({type(value).__name__}).")
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}.")
+    return value
+
+
+def check_bool(value: object, name: str) -> bool:
+    """``value`` if it is True or False (not 0/1, not None)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
 def check_model(model: object, name: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"`{name}` must be a torch.nn.Module, got {type(model).__name__}.")

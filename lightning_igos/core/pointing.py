@@ -1,0 +1,137 @@
+"""The pointing game (Zhang et al., ECCV 2016): does a saliency map's peak land on the object?
+
+Each map points at one pixel, its maximum; the point is a hit when the pixel's centre
+``(x + 0.5, y + 0.5)`` lies within a tolerance of the object's box, measured as the Euclidean
+distance to the box ``[x0, x1] x [y0, y1]`` (0 inside it). Boxes are ``(x0, y0, x1, y1)`` in
+pixels of the images, end exclusive, as in :class:`lightning_igos.synthetic.ObjectImages`, so
+every pixel of the box hits even at tolerance 0. The default tolerance is the TorchRay
+benchmark's 15 pixels at 224x224, scaled with the image (:func:`pointing_tolerance`).
+
+The pointing accuracy of a set of maps is the mean of :func:`pointing_hits`. It asks only
+where the peak is, not how the rest of the map is ranked; the insertion and deletion curves
+(:mod:`~lightning_igos.core.causal`) measure that.
+
+Example:
+    >>> saliency = torch.zeros(2, 1, 32, 32)
+    >>> saliency[0, 0, 10, 12] = 1.0  # row 10, column 12: inside the box
+    >>> saliency[1, 0, 30, 30] = 1.0  # far from it
+    >>> boxes = torch.tensor([[8, 8, 16, 16], [8, 8, 16, 16]])
+    >>> pointing_hits(saliency, boxes).tolist()
+    [True, False]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lightning_igos.core.validation import check_non_negative, check_positive_int
+
+#: TorchRay's pointing game tolerance: 15 pixels at its 224x224 benchmark resolution.
+TORCHRAY_TOLERANCE = 15.0
+TORCHRAY_SIZE = 224
+
+
+def pointing_tolerance(height: int, width: int) -> float:
+    """The default hit tolerance in pixels for ``height`` x ``width`` images.
+
+    TorchRay's 15 pixels at 224x224, scaled with the shorter side: ``15 * min(height, width) / 224``.
+
+    Example:
+        >>> pointing_tolerance(224, 224), pointing_tolerance(64, 96)
+        (15.0, 4.285714285714286)
+    """
+    height = check_positive_int(height, "height")
+    width = check_positive_int(width, "width")
+    return TORCHRAY_TOLERANCE * min(height, width) / TORCHRAY_SIZE
+
+
+def pointing_hits(saliency: Tensor, boxes: Tensor, tolerance: float | None = None) -> Tensor:
+    """Whether each map's maximum lies within ``tolerance`` pixels of its box, ``(B,)`` bool.
+
+    Args:
+        saliency: ``(B, 1, H, W)`` or ``(B, H, W)`` maps at the images' resolution (upsample
+            coarser masks first). The point is the first maximal pixel in raster order (the
+            ``argmax`` of the flattened map), so ties go to the top-most, then left-most pixel.
+            A map with a NaN or infinite value, or a constant map (every pixel equal), points at
+            nothing and is never a hit.
+        boxes: ``(B, 4)`` boxes ``(x0, y0, x1, y1)`` in pixels of the images, end exclusive
+            (integers or floats; boxes may reach outside the image).
+        tolerance: the largest distance in pixels from the peak pixel's centre to the box that
+            still hits; None: :func:`pointing_tolerance` of ``(H, W)``.
+
+    Returns:
+        A bool tensor ``(B,)`` on ``saliency``'s device; computed for the whole batch at once.
+
+    Raises:
+        TypeError: ``saliency`` or ``boxes`` of the wrong type or dtype, ``tolerance`` not a number.
+        ValueError: a wrong shape, a batch size that differs between the two, boxes with
+            non-finite coordinates or ``x0 > x1`` or ``y0 > y1``, or a negative tolerance.
+
+    Example:
+        >>> saliency = torch.zeros(1, 8, 8)
+        >>> saliency[0, 2, 7] = 1.0  # centre (7.5, 2.5): 1.5 pixels right of the box
+        >>> box = torch.tensor([[2, 1, 6, 4]])
+        >>> pointing_hits(saliency, box, tolerance=1.0).tolist(), pointing_hits(saliency, box, 1.5).tolist()
+        ([False], [True])
+        >>> pointing_hits(torch.ones(1, 8, 8), box).tolist()  # a constant map points at nothing
+        [False]
+    """
+    s = _check_saliency(saliency)
+    batch, _, height, width = s.shape
+    b = _check_boxes(boxes, batch)
+    tol = pointing_tolerance(height, width) if tolerance is None else check_non_negative(tolerance, "tolerance")
+    # float64 keeps the tolerance boundary exact; MPS has no float64.
+    dtype = torch.float32 if s.device.type == "mps" else torch.float64
+    flat = s.reshape(batch, height * width)
+    peak = flat.argmax(dim=1)
+    cx = (peak % width).to(dtype) + 0.5
+    cy = torch.div(peak, width, rounding_mode="floor").to(dtype) + 0.5
+    x0, y0, x1, y1 = b.to(device=s.device, dtype=dtype).unbind(1)
+    # Distance to an interval: at most one of the two terms is positive since x0 <= x1.
+    dx = (x0 - cx).clamp_min(0) + (cx - x1).clamp_min(0)
+    dy = (y0 - cy).clamp_min(0) + (cy - y1).clamp_min(0)
+    within = torch.hypot(dx, dy) <= tol
+    points = torch.isfinite(flat).all(dim=1) & (flat.amax(dim=1) > flat.amin(dim=1))
+    return within & points
+
+
+def _check_saliency(saliency: object) -> Tensor:
+    if not isinstance(saliency, Tensor):
+        raise TypeError(f"`saliency` must be a torch.Tensor, got {type(saliency).__name__}.")
+    s = saliency.detach()
+    if s.dim() == 3:
+        s = s.unsqueeze(1)
+    if s.dim() != 4 or s.shape[1] != 1:
+        raise ValueError(f"`saliency` must be shaped (B, 1, H, W) or (B, H, W), got {tuple(saliency.shape)}.")
+    if s.shape[-2] < 1 or s.shape[-1] < 1:
+        raise ValueError(f"`saliency` must have at least one pixel per map, got {tuple(saliency.shape)}.")
+    if s.dtype == torch.bool or s.is_complex():
+        raise TypeError(f"`saliency` must hold real numbers, got dtype {s.dtype}.")
+    return s if s.is_floating_point() else s.float()
+
+
+def _check_boxes(boxes: object, batch: int) -> Tensor:
+    if isinstance(boxes, Tensor):
+        b = boxes.detach()
+    elif isinstance(boxes, Sequence) and not isinstance(boxes, (str, bytes)):
+        try:
+            b = torch.as_tensor(boxes)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError("`boxes` must hold numbers, (x0, y0, x1, y1) per image.") from err
+    else:
+        raise TypeError(f"`boxes` must be a tensor shaped (B, 4), got {type(boxes).__name__}.")
+    if b.dtype == torch.bool or b.is_complex():
+        raise TypeError(f"`boxes` must hold real pixel coordinates, got dtype {b.dtype}.")
+    if tuple(b.shape) != (batch, 4):
+        raise ValueError(
+            f"`boxes` must be shaped (B, 4) with B = {batch} (one (x0, y0, x1, y1) box per saliency map), "
+            f"got shape {tuple(b.shape)}."
+        )
+    if not torch.isfinite(b).all():
+        raise ValueError("`boxes` must hold finite coordinates, got NaN or infinite values.")
+    if ((b[:, 0] > b[:, 2]) | (b[:, 1] > b[:, 3])).any():
+        raise ValueError("`boxes` must have x0 <= x1 and y0 <= y1 in every (x0, y0, x1, y1) box.")
+    return b

@@ -1,0 +1,193 @@
+"""Per-image statistics, each declared once: what every report, log and table shows.
+
+A :class:`Statistic` says how to compute one number per probe image from an
+:class:`~lightning_igos.core.evaluation.Evaluation`, which way is better, how the probe is
+reduced to one value, how it is displayed and in which chart it goes. The declaration
+drives :meth:`Evaluation.per_image`, the callback's ``<prefix>/<name>`` scalars (synced
+torchmetrics Metrics) and their TensorBoard custom-scalars layout, the check's JSON report,
+its table, its HTML and Markdown columns, its ``--require`` gate and the demo's table.
+:func:`register_statistic` adds one::
+
+    from lightning_igos.core.statistics import Statistic, register_statistic
+
+    def saliency_entropy(evaluation):
+        p = evaluation.saliency.clamp_min(0).flatten(1)
+        p = p / p.sum(1, keepdim=True).clamp_min(1e-12)
+        return -(p * p.clamp_min(1e-12).log()).sum(1)
+
+    register_statistic(Statistic("saliency_entropy", saliency_entropy, higher_is_better=False,
+                                 label="entropy", group="saliency"))
+
+Example:
+    >>> [s.name for s in statistics()][:3]
+    ['clean_score', 'insertion_auc', 'deletion_auc']
+    >>> get_statistic("deletion_auc").higher_is_better
+    False
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from lightning_igos.core.config import IGOSConfig
+    from lightning_igos.core.evaluation import Evaluation
+
+#: How a statistic's per-image values become one value for the probe (and across DDP ranks).
+REDUCTIONS = ("mean", "min", "max")
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One per-image statistic.
+
+    Attributes:
+        name: its key in :meth:`Evaluation.per_image`, in the JSON report and for ``--require``.
+        compute: ``compute(evaluation) -> (B,) tensor``, called when it :attr:`applies`.
+        higher_is_better: True, False, or None when neither (e.g. the clean score).
+        reduction: ``"mean"``, ``"min"`` or ``"max"``: how the callback reduces the probe (and the ranks).
+        label: the column header in the check's table, HTML and Markdown and the demo's table;
+            ``""`` keeps it out of the tables (it is still logged and in the JSON report).
+        fmt: the format of a value in those tables.
+        group: the custom-scalars chart it is drawn in (statistics of one group share a chart);
+            ``""`` gives it a chart of its own.
+        scalar: the callback's scalar name under the prefix (default: ``name``).
+        in_report: False keeps it out of the check's JSON report (the callback still logs it).
+        applies: ``applies(config, has_boxes) -> bool``: whether an evaluation with this
+            :class:`~lightning_igos.core.config.IGOSConfig` (and probe boxes or not) has it,
+            known before it runs (the callback declares its scalars up front). None: always.
+    """
+
+    name: str
+    compute: Callable[[Evaluation], Tensor | None]
+    higher_is_better: bool | None = None
+    reduction: str = "mean"
+    label: str = ""
+    fmt: str = ".4f"
+    group: str = ""
+    scalar: str | None = None
+    in_report: bool = True
+    applies: Callable[[IGOSConfig, bool], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise ValueError(f"`name` must be an identifier (letters, digits, _), got {self.name!r}.")
+        if not callable(self.compute):
+            raise TypeError(f"`compute` must be a callable evaluation -> (B,) tensor, got {self.compute!r}.")
+        if self.higher_is_better not in (True, False, None):
+            raise TypeError(f"`higher_is_better` must be True, False or None, got {self.higher_is_better!r}.")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {self.reduction!r}.")
+        format(0.5, self.fmt)  # a bad format spec fails here, not in a report
+
+    def applies_to(self, config: IGOSConfig, has_boxes: bool = False) -> bool:
+        return True if self.applies is None else bool(self.applies(config, has_boxes))
+
+    @property
+    def scalar_name(self) -> str:
+        return self.scalar or self.name
+
+    def format(self, value: float) -> str:
+        return format(value, self.fmt)
+
+
+_REGISTRY: dict[str, Statistic] = {}
+
+
+def register_statistic(statistic: Statistic, *, replace: bool = False) -> Statistic:
+    """Add ``statistic`` after the others (its name taken once unless ``replace``); returns it."""
+    if not isinstance(statistic, Statistic):
+        raise TypeError(f"`statistic` must be a Statistic, got {type(statistic).__name__}.")
+    _register_builtins()
+    if statistic.name in _REGISTRY and not replace:
+        raise ValueError(f"a statistic named {statistic.name!r} is already registered; pass replace=True.")
+    _REGISTRY[statistic.name] = statistic
+    return statistic
+
+
+def unregister_statistic(name: str) -> None:
+    """Remove the statistic ``name`` (e.g. one a test registered)."""
+    _register_builtins()
+    _REGISTRY.pop(name, None)
+
+
+def statistics(config: IGOSConfig | None = None, has_boxes: bool = False) -> tuple[Statistic, ...]:
+    """The registered statistics in report order (built-ins first); with ``config``, those that apply to it."""
+    _register_builtins()
+    every = tuple(_REGISTRY.values())
+    return every if config is None else tuple(s for s in every if s.applies_to(config, has_boxes))
+
+
+def get_statistic(name: str) -> Statistic:
+    """The statistic ``name``; an unknown name lists the known ones."""
+    _register_builtins()
+    if name not in _REGISTRY:
+        raise ValueError(f"no statistic named {name!r}; known: {', '.join(_REGISTRY)}.")
+    return _REGISTRY[name]
+
+
+# --------------------------------------------------------------------------- built-ins
+
+def _mask(name: str) -> Callable[[Evaluation], Tensor]:
+    def compute(evaluation: Evaluation) -> Tensor:
+        from lightning_igos.core.solver import mask_statistics
+
+        return mask_statistics(evaluation.explanation.mask)[name]
+
+    return compute
+
+
+def _has_mask(config: IGOSConfig, has_boxes: bool) -> bool:
+    from lightning_igos.core.explainers import get_explainer
+
+    return get_explainer(config.method).has_mask
+
+
+def _road(attribute: str) -> Callable[[Evaluation], Tensor]:
+    return lambda evaluation: getattr(evaluation.road, attribute)
+
+
+def _pointing(evaluation: Evaluation) -> Tensor:
+    from lightning_igos.core.pointing import pointing_hits
+
+    return pointing_hits(evaluation.saliency, evaluation.boxes.to(evaluation.saliency.device)).float()
+
+
+_BUILTINS_REGISTERED = False
+
+
+def _register_builtins() -> None:
+    global _BUILTINS_REGISTERED
+    if _BUILTINS_REGISTERED:
+        return
+    _BUILTINS_REGISTERED = True
+    auc, normalized = "insertion and deletion AUC", "insertion and deletion AUC, normalized"
+
+    def road(config: IGOSConfig, has_boxes: bool) -> bool:
+        return config.road
+
+    for statistic in (
+        Statistic("clean_score", lambda e: e.curves.clean_score, label="clean prob", scalar="target_prob",
+                  group="target probability"),
+        Statistic("insertion_auc", lambda e: e.curves.insertion_auc, True, label="insertion AUC", group=auc),
+        Statistic("deletion_auc", lambda e: e.curves.deletion_auc, False, label="deletion AUC", group=auc),
+        Statistic("insertion_auc_normalized", lambda e: e.curves.insertion_auc_normalized, True,
+                  label="insertion (norm.)", group=normalized),
+        Statistic("deletion_auc_normalized", lambda e: e.curves.deletion_auc_normalized, False,
+                  label="deletion (norm.)", group=normalized),
+        Statistic("mask_mean", _mask("mask_mean"), label="mask mean", group="mask", applies=_has_mask),
+        Statistic("mask_min", _mask("mask_min"), reduction="min", group="mask", applies=_has_mask),
+        Statistic("mask_frac_below_half", _mask("mask_frac_below_half"), group="mask", applies=_has_mask),
+        Statistic("road_morf", _road("morf_area"), False, label="ROAD MoRF", group="ROAD", applies=road),
+        Statistic("road_lerf", _road("lerf_area"), True, label="ROAD LeRF", group="ROAD", applies=road),
+        Statistic("road_gap", _road("gap"), True, label="ROAD gap", group="ROAD", applies=road),
+        Statistic("pointing", _pointing, True, label="pointing", fmt=".0f", group="pointing game",
+                  applies=lambda config, has_boxes: has_boxes),
+        Statistic("empty_fraction", lambda e: e.empty.float(), False, group="empty explanations",
+                  in_report=False),
+    ):
+        _REGISTRY[statistic.name] = statistic
