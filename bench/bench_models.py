@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet18
 
-from lightning_igos.synthetic import SmallCNN, make_object_images, train_small_cnn
+from lightning_igos.demo.synthetic import SmallCNN, make_object_images, train_small_cnn
 
 CACHE = Path(__file__).resolve().parent / ".cache"
 CLASSES = 4

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lightning_igos.core.config import IGOSConfig  # noqa: E402
 from lightning_igos.core.evaluation import evaluate  # noqa: E402
-from lightning_igos.synthetic import make_object_images, train_small_cnn  # noqa: E402
+from lightning_igos.demo.synthetic import make_object_images, train_small_cnn  # noqa: E402
 
 MODELS = ("demo-cnn", "resnet18", "efficientnet-lite0")
 #: The demo's data: 64x64 images with noise 0.3 (``lightning_igos.demo``), 1024 for training.

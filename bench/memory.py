@@ -58,7 +58,7 @@ from torchvision.models import resnet50
 
 from lightning_igos import igos
 from lightning_igos.core.runtime import default_max_batch_size
-from lightning_igos.synthetic import make_object_images
+from lightning_igos.demo.synthetic import make_object_images
 
 MB = 2**20
 BUDGET_MB = 8 * 1024  # 8 GiB of activations

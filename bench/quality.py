@@ -33,7 +33,7 @@ from bench_models import MODELS, load_model
 from torch import Tensor, nn
 
 from lightning_igos import causal_curves, gradient_saliency, igos
-from lightning_igos.synthetic import ObjectImages, make_object_images, peak_inside_box, train_small_cnn
+from lightning_igos.demo.synthetic import ObjectImages, make_object_images, peak_inside_box, train_small_cnn
 
 DEFAULT_CONFIGS = ";".join(
     [f"it={it},steps=20" for it in (1, 2, 3, 5, 8, 10, 15, 20)] + [f"it=10,steps={s}" for s in (5, 10)]

@@ -38,7 +38,7 @@ from torchvision.models import resnet50
 
 from lightning_igos import causal_curves, igos
 from lightning_igos.core.runtime import default_max_batch_size
-from lightning_igos.synthetic import make_object_images
+from lightning_igos.demo.synthetic import make_object_images
 
 MODES = ("fp32", "bf16", "bf16-cl")
 

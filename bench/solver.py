@@ -28,7 +28,7 @@ from bench_models import load_model
 from torch import Tensor, nn
 
 from lightning_igos import causal_curves, igos
-from lightning_igos.synthetic import make_object_images
+from lightning_igos.demo.synthetic import make_object_images
 
 
 class PassRecorder(nn.Module):

@@ -14,7 +14,7 @@ loads with ``torch.load(..., weights_only=True)`` and never runs pickled code::
     }
 
 ``boxes`` (optional) holds one object box per image as ``(x0, y0, x1, y1)`` in the images'
-own pixel grid, end exclusive (the convention of :class:`lightning_igos.synthetic.ObjectImages`),
+own pixel grid, end exclusive (the convention of :class:`lightning_igos.demo.synthetic.ObjectImages`),
 for localisation metrics such as the pointing game. A probe without boxes is written exactly
 as before, as version 1 (:data:`VERSION_WITHOUT_BOXES`), so releases that predate boxes still
 read it; a probe with boxes is version 2 (:data:`VERSION`), which those releases refuse with a

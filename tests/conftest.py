@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-from lightning_igos.synthetic import ObjectImages, SmallCNN, make_object_images, train_small_cnn
+from lightning_igos.demo.synthetic import ObjectImages, SmallCNN, make_object_images, train_small_cnn
 
 # CI replays the same examples on every run (a failure there is reproducible); locally
 # hypothesis keeps exploring new ones.

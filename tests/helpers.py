@@ -1,6 +1,6 @@
 """Helpers shared by the tests (imported as ``from helpers import ...``; pytest puts tests/ on the path).
 
-Fixtures live in ``conftest.py``; :func:`lightning_igos.synthetic.peak_inside_box` is shared
+Fixtures live in ``conftest.py``; :func:`lightning_igos.demo.synthetic.peak_inside_box` is shared
 with the benches.
 """
 
@@ -14,9 +14,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lightning_igos.demo.synthetic import make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 from lightning_igos.probe import save_probe
-from lightning_igos.synthetic import make_object_images
-from lightning_igos.toy_module import ObjectClassifier
 
 
 def tiny_check_workspace(root: Path, num_probe: int) -> Path:

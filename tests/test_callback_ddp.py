@@ -32,8 +32,8 @@ SCRIPT = textwrap.dedent(
     from lightning_igos.core.config import IGOSConfig
     from lightning_igos.core.evaluation import evaluate
     from lightning_igos.callback import IGOSCallback
-    from lightning_igos.synthetic import make_object_images
-    from lightning_igos.toy_module import ObjectClassifier
+    from lightning_igos.demo.synthetic import make_object_images
+    from lightning_igos.demo.toy_module import ObjectClassifier
 
     # noise_std=0: each image's explanation then depends only on its own slice of the probe.
     OPTIONS = dict(iterations=2, ig_steps=3, mask_size=4, noise_std=0.0)

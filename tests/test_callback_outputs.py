@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from lightning_igos import IGOSCallback
 from lightning_igos.callback import EmptyExplanationWarning, IGOSWarning
-from lightning_igos.synthetic import make_object_images
-from lightning_igos.toy_module import ObjectClassifier
+from lightning_igos.demo.synthetic import make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 
 FAST = dict(num_probe=2, iterations=1, ig_steps=2, metric_steps=4)
 NAMES = ["stripes", "dots", "checks", "waves"]

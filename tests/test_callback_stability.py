@@ -17,8 +17,8 @@ from lightning_igos.callback.loggers import custom_scalars_layout
 from lightning_igos.callback.outputs import LowerIsBetterMean, Outputs, ShareResult, callback_scalars
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import evaluate
-from lightning_igos.synthetic import make_object_images
-from lightning_igos.toy_module import ObjectClassifier
+from lightning_igos.demo.synthetic import make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 
 FAST = dict(iterations=1, ig_steps=2, metric_steps=4)
 STABILITY, SANITY = "igos/stability", "igos/sanity_correlation"

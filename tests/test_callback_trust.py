@@ -23,8 +23,8 @@ from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_igos.callback import EmptyExplanationWarning, IGOSCallback, IGOSWarning
-from lightning_igos.synthetic import make_object_images
-from lightning_igos.toy_module import ObjectClassifier
+from lightning_igos.demo.synthetic import make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 # Small solver settings: these tests check what is logged, not how good the explanations are.
@@ -135,8 +135,8 @@ DDP_SCRIPT = textwrap.dedent(
 
     import lightning_igos.core.solver as solver
     from lightning_igos.callback import IGOSCallback, IGOSWarning
-    from lightning_igos.synthetic import make_object_images
-    from lightning_igos.toy_module import ObjectClassifier
+    from lightning_igos.demo.synthetic import make_object_images
+    from lightning_igos.demo.toy_module import ObjectClassifier
 
     real_igos, calls = solver.solve, []
 

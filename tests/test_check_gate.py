@@ -22,17 +22,17 @@ from torch.utils.data import DataLoader
 from lightning_igos.cli import main
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.outputs import check_outputs, write_bytes, write_with
+from lightning_igos.demo.synthetic import make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 from lightning_igos.probe import save_probe
-from lightning_igos.synthetic import make_object_images
-from lightning_igos.toy_module import ObjectClassifier
 
-MODEL = "lightning_igos.toy_module:ObjectClassifier"
+MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
 FAST = ["--iterations", "2", "--ig-steps", "3", "--metric-steps", "8", "--device", "cpu"]
 
 NAN_MODELS = '''
 import torch
 
-from lightning_igos.synthetic import SmallCNN
+from lightning_igos.demo.synthetic import SmallCNN
 
 
 class NaNWithGrad(SmallCNN):

@@ -10,9 +10,9 @@ import pytest
 from helpers import tiny_check_workspace
 
 from lightning_igos.cli import main
-from lightning_igos.toy_module import ObjectClassifier
+from lightning_igos.demo.toy_module import ObjectClassifier
 
-MODEL = "lightning_igos.toy_module:ObjectClassifier"
+MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
 FAST = ["--iterations", "1", "--ig-steps", "2", "--metric-steps", "4"]
 NAMES = ["stripes", "dots", "checks", "waves"]
 

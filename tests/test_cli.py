@@ -24,14 +24,14 @@ from torch.utils.data import DataLoader
 
 from lightning_igos.cli import main
 from lightning_igos.cli.model_loading import match_state_dict_keys
-from lightning_igos.cli.report import ProgressLine
+from lightning_igos.cli.progress import ProgressLine
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import evaluate
+from lightning_igos.demo.synthetic import make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 from lightning_igos.probe import save_probe
-from lightning_igos.synthetic import make_object_images
-from lightning_igos.toy_module import ObjectClassifier
 
-MODEL = "lightning_igos.toy_module:ObjectClassifier"
+MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
 FAST = ["--iterations", "2", "--ig-steps", "3", "--metric-steps", "8"]
 
 # Classes that do not fit the ObjectClassifier checkpoint, importable from the workspace.
@@ -39,7 +39,7 @@ OTHER_MODELS = '''
 import pytorch_lightning as pl
 from torch import nn
 
-from lightning_igos.synthetic import SmallCNN
+from lightning_igos.demo.synthetic import SmallCNN
 
 
 class WideCNN(SmallCNN):
@@ -204,8 +204,8 @@ def test_failed_threshold_exits_1_and_says_which(workspace):
 @pytest.mark.parametrize(
     ("model", "checkpoint", "in_process"),
     [
-        ("lightning_igos.synthetic:SmallCNN", "cnn_state.pt", False),
-        ("lightning_igos.synthetic:SmallCNN", "run.ckpt", True),
+        ("lightning_igos.demo.synthetic:SmallCNN", "cnn_state.pt", False),
+        ("lightning_igos.demo.synthetic:SmallCNN", "run.ckpt", True),
         (MODEL, "module_state.pt", True),
     ],
     ids=["raw-state-dict", "lightning-checkpoint", "lightning-module-from-state-dict"],
@@ -240,7 +240,7 @@ SUBPROCESS_ERRORS = {"missing-checkpoint", "module-not-importable", "lightning-m
         (check_args(checkpoint="missing.ckpt"), "checkpoint file 'missing.ckpt' does not exist"),
         (check_args(probe="missing.pt"), "probe file 'missing.pt' does not exist"),
         (check_args(model="no_such_package.models:Net"), "cannot import module 'no_such_package.models'"),
-        (check_args(model="lightning_igos.toy_module:Missing"), "has no attribute 'Missing'"),
+        (check_args(model="lightning_igos.demo.toy_module:Missing"), "has no attribute 'Missing'"),
         (check_args(model="pathlib:Path"), "must name a torch.nn.Module subclass"),
         (check_args(model="other_models:WideCNN"), "checkpoint 'run.ckpt' does not fit --model other_models:WideCNN"),
         (check_args(model="other_models:OtherModule"), "checkpoint 'run.ckpt' does not fit --model other_models:Other"),
@@ -366,8 +366,10 @@ def test_progress_line_draws_only_when_enabled():
     ("model", "checkpoint", "probe", "message"),
     [
         (MODEL, "code_in_hparams.ckpt", "probe.pt", "checkpoint 'code_in_hparams.ckpt' cannot be read without running"),
-        ("lightning_igos.synthetic:SmallCNN", "code_in_hparams.ckpt", "probe.pt", "cannot be read without running"),
-        ("lightning_igos.synthetic:SmallCNN", "code_in_state.pt", "probe.pt", "cannot be read without running code"),
+        ("lightning_igos.demo.synthetic:SmallCNN", "code_in_hparams.ckpt", "probe.pt",
+         "cannot be read without running"),
+        ("lightning_igos.demo.synthetic:SmallCNN", "code_in_state.pt", "probe.pt",
+         "cannot be read without running code"),
         (MODEL, "run.ckpt", "code_in_probe.pt", "'code_in_probe.pt' is not a lightning-igos probe"),
     ],
     ids=["lightning-module", "plain-module", "state-dict", "probe"],

@@ -84,3 +84,18 @@ def test_mask_size_is_kept_as_a_pair_and_replace_validates() -> None:
     assert IGOSConfig(mask_size=7).mask_size == (7, 7)
     with pytest.raises(ValueError, match="metric_steps"):
         DEFAULTS.replace(metric_steps=0)
+
+
+def test_the_check_options_are_generated_from_the_config_fields() -> None:
+    from lightning_igos.cli.commands import CONFIG_OPTIONS, build_parser
+    from lightning_igos.cli.options import config_options
+
+    declared = [f for f in dataclasses.fields(IGOSConfig) if f.metadata]
+    assert CONFIG_OPTIONS == tuple(f.name for f in declared)
+    assert {f.name for f in dataclasses.fields(IGOSConfig)} - set(CONFIG_OPTIONS) == {"autocast_dtype", "score_fn"}
+    check = build_parser()._subparsers._group_actions[0].choices["check"]
+    actions = {a.dest: a for a in check._actions}
+    for option, field in zip(config_options(), declared):
+        assert option.default == field.default and option.help == field.metadata["help"], field.name
+        assert actions[field.name].option_strings[0] == "--" + field.name.replace("_", "-")
+        assert field.metadata["help"].split("{")[0] in actions[field.name].help

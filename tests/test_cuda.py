@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from lightning_igos import IGOSCallback, causal_curves, gradient_saliency, igos, integrated_gradients
-from lightning_igos.synthetic import make_object_images
-from lightning_igos.toy_module import ObjectClassifier
+from lightning_igos.demo.synthetic import make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

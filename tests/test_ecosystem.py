@@ -27,8 +27,8 @@ from lightning_igos.callback.hooks import _IGOSCallbackLogic
 from lightning_igos.callback.status import ExplainStatus
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import planned_passes
-from lightning_igos.synthetic import SmallCNN, make_object_images
-from lightning_igos.toy_module import ObjectClassifier
+from lightning_igos.demo.synthetic import SmallCNN, make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

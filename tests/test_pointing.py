@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 import lightning_igos.probe as probe_module
 from lightning_igos.core.pointing import pointing_hits, pointing_tolerance
+from lightning_igos.demo.synthetic import make_object_images, peak_inside_box
 from lightning_igos.probe import VERSION, VERSION_WITHOUT_BOXES, Probe, check_boxes, load_probe, save_probe
-from lightning_igos.synthetic import make_object_images, peak_inside_box
 
 
 def peaked(height: int, width: int, points: list[tuple[int, int]]) -> torch.Tensor:

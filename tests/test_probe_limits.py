@@ -23,7 +23,7 @@ from lightning_igos.cli import main
 from lightning_igos.cli.errors import InputError
 from lightning_igos.probe import FORMAT, MAX_PROBE_ELEMENTS, check_probe_tensors, load_probe, save_probe
 
-MODEL = "lightning_igos.synthetic:SmallCNN"
+MODEL = "lightning_igos.demo.synthetic:SmallCNN"
 GIB = 1 << 30
 
 

@@ -23,11 +23,11 @@ from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import evaluate
 from lightning_igos.core.road import road_curves
 from lightning_igos.core.statistics import get_statistic, statistics
-from lightning_igos.synthetic import make_object_images
-from lightning_igos.toy_module import ObjectClassifier
+from lightning_igos.demo.synthetic import make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 
 FAST = dict(iterations=1, ig_steps=2, metric_steps=4)
-MODEL = "lightning_igos.toy_module:ObjectClassifier"
+MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
 
 
 def _tiny() -> nn.Module:

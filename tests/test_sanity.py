@@ -106,7 +106,7 @@ def workspace(tmp_path: Path, trained_cnn, probe_data) -> Path:
 
 def _check(workspace: Path, monkeypatch, *extra: str) -> tuple[int, dict]:
     monkeypatch.chdir(workspace)
-    code = main(["check", "--model", "lightning_igos.synthetic:SmallCNN", "--checkpoint", "cnn_state.pt",
+    code = main(["check", "--model", "lightning_igos.demo.synthetic:SmallCNN", "--checkpoint", "cnn_state.pt",
                  "--probe", "probe.pt", "--device", "cpu", "--iterations", "2", "--ig-steps", "4",
                  "--metric-steps", "8", "--sanity", "--report", "report.json", *extra])
     return code, json.loads((workspace / "report.json").read_text())
@@ -136,7 +136,7 @@ def test_check_sanity_passes_for_igos_and_reports_it(workspace, monkeypatch, cap
 
 def test_without_sanity_the_report_has_no_sanity_block(workspace, monkeypatch, capsys) -> None:
     monkeypatch.chdir(workspace)
-    code = main(["check", "--model", "lightning_igos.synthetic:SmallCNN", "--checkpoint", "cnn_state.pt",
+    code = main(["check", "--model", "lightning_igos.demo.synthetic:SmallCNN", "--checkpoint", "cnn_state.pt",
                  "--probe", "probe.pt", "--device", "cpu", "--iterations", "1", "--ig-steps", "2",
                  "--metric-steps", "4", "--report", "plain.json"])
     assert code == 0, capsys.readouterr()

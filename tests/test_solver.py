@@ -9,7 +9,7 @@ from helpers import ForwardRecorder
 from torch import nn
 
 from lightning_igos import causal_curves, gradient_saliency, igos, integrated_gradients
-from lightning_igos.synthetic import SmallCNN, peak_inside_box
+from lightning_igos.demo.synthetic import SmallCNN, peak_inside_box
 
 
 @pytest.fixture(scope="module")

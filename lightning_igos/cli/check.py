@@ -26,9 +26,11 @@ from torch import Tensor, nn
 from lightning_igos.class_names import ClassNames, module_class_names, read_class_names
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.html_report import append_step_summary, write_html
+from lightning_igos.cli.images import check_panels, write_images
 from lightning_igos.cli.model_loading import check_input_file, import_model_class, load_model
 from lightning_igos.cli.outputs import check_outputs
-from lightning_igos.cli.report import ProgressLine, build_report, check_panels, write_images, write_report
+from lightning_igos.cli.progress import ProgressLine
+from lightning_igos.cli.report import build_report, write_report
 from lightning_igos.cli.settings import CheckSettings
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import Evaluation, clean_forward, evaluate, planned_passes

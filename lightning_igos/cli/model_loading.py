@@ -27,7 +27,7 @@ def import_model_class(spec: str) -> type[nn.Module]:
     """Import ``package.module:ClassName`` (the current directory is importable too).
 
     Example:
-        >>> import_model_class("lightning_igos.synthetic:SmallCNN").__name__
+        >>> import_model_class("lightning_igos.demo.synthetic:SmallCNN").__name__
         'SmallCNN'
     """
     module_name, _, attribute = spec.partition(":")

@@ -1,21 +1,19 @@
-"""The table, JSON report, panels and progress line of ``lightning-igos check``."""
+"""The JSON report of ``lightning-igos check`` (``--report``) and the program name its outputs show."""
 
 from __future__ import annotations
 
 import json
 import math
 import platform
-import time
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 import lightning_igos
 from lightning_igos.cli.errors import InputError
-from lightning_igos.cli.html_report import empty_text, sanity_text, verdict_text
-from lightning_igos.cli.outputs import write_bytes, write_with
+from lightning_igos.cli.outputs import write_bytes
 from lightning_igos.cli.settings import CheckSettings
 from lightning_igos.core.evaluation import Evaluation
 from lightning_igos.core.statistics import statistics
@@ -32,62 +30,6 @@ REPORTED_OPTIONS = (
     "method", "mask_size", "iterations", "ig_steps", "l1", "tv", "tv_power", "normalize_score", "noise_std",
     "baseline", "tolerance", "patience", "max_batch_size", "objective", "quadrature",
 )
-
-
-class ProgressLine:
-    """A one-line progress bar on a terminal; silent when ``enabled`` is False.
-
-    Example:
-        >>> import io
-        >>> stream = io.StringIO()
-        >>> bar = ProgressLine(stream, enabled=True)
-        >>> bar.start("explaining", 10); bar.advance(5); bar.finish()
-        >>> last = stream.getvalue().split(chr(13))[-1]
-        >>> last.startswith("explaining [########################] 100.0%"), last.endswith(chr(10))
-        (True, True)
-        >>> silent = io.StringIO()
-        >>> ProgressLine(silent, enabled=False).start("scoring", 4); silent.getvalue()
-        ''
-    """
-
-    WIDTH = 24
-    INTERVAL_S = 0.1
-
-    def __init__(self, stream: IO[str], enabled: bool) -> None:
-        self.stream, self.enabled = stream, enabled
-        self.label, self.total, self.done = "", 0, 0
-        self.started = self.last_drawn = 0.0
-        self.drawn = False
-
-    def start(self, label: str, total: int) -> None:
-        if self.drawn:
-            self._draw(force=True)
-            self.stream.write("\n")
-        self.label, self.total, self.done = label, max(total, 1), 0
-        self.started = time.perf_counter()
-        self._draw(force=True)
-
-    def advance(self, count: int) -> None:
-        self.done = min(self.done + count, self.total)
-        self._draw()
-
-    def finish(self) -> None:
-        if self.drawn:
-            self.done = self.total
-            self._draw(force=True)
-            self.stream.write("\n")
-            self.stream.flush()
-            self.drawn = False
-
-    def _draw(self, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self.last_drawn < self.INTERVAL_S):
-            return
-        filled = round(self.WIDTH * self.done / self.total)
-        bar = "#" * filled + "." * (self.WIDTH - filled)
-        self.stream.write(f"\r{self.label:<11}[{bar}] {100 * self.done / self.total:5.1f}%  {now - self.started:6.1f}s")
-        self.stream.flush()
-        self.last_drawn, self.drawn = now, True
 
 
 def _mean(values: Tensor) -> float:
@@ -217,57 +159,6 @@ def evaluate_thresholds(settings: CheckSettings, mean: dict[str, float]) -> list
     return results
 
 
-def table_columns(report: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """``(name, label, format)`` of the report's per-image columns: its statistics that have a table label.
-
-    Example:
-        >>> table_columns({"statistics": [{"name": "deletion_auc", "label": "deletion AUC", "format": ".4f"},
-        ...                               {"name": "mask_min", "label": "", "format": ".4f"}]})
-        [('deletion_auc', 'deletion AUC', '.4f')]
-    """
-    return [(st["name"], st["label"], st["format"]) for st in report.get("statistics") or [] if st.get("label")]
-
-
-def format_table(report: dict[str, Any]) -> str:
-    """The text printed by ``check``: settings, one row per image, means, gates, verdict."""
-    s = report["settings"]
-    mask = "x".join(map(str, s["mask_size_used"])) if s.get("mask_size_used") else "none"
-    targets = [f"{row['target']} ({row['target_name']})" if "target_name" in row else str(row["target"])
-               for row in report["images"]]
-    width = max([6, *map(len, targets)])
-    columns = [(name, label, fmt, max(9, len(label))) for name, label, fmt in table_columns(report)]
-
-    def cells(values: dict[str, Any]) -> str:
-        return "".join(f"  {format(values[name], fmt) if name in values else '':>{w}}" for name, _, fmt, w in columns)
-
-    lines = [
-        f"{PROG} check: {s['num_images']} probe images from {s['probe']}, {s['model']} on {s['device']}",
-        f"  {s['method']}, {s['iterations']} iterations, {s['ig_steps']} ig steps, mask {mask}, "
-        f"baseline {s['baseline']}, {s['metric_steps']} metric steps, substrate {s['substrate']}, seed {s['seed']}",
-        "",
-        f"{'image':>5}  {'target':>{width}}" + "".join(f"  {label:>{w}}" for _, label, _, w in columns),
-    ]
-    for row, target in zip(report["images"], targets):
-        marker = f"  EMPTY ({row.get('empty_reason')})" if row.get("empty") else ""
-        lines.append(f"{row['index']:>5}  {target:>{width}}" + cells(row) + marker)
-    lines.append(f"{'mean':>5}  {'':>{width}}" + cells(report["mean"]))
-    lines.append("")
-    if not report["thresholds"]:
-        lines.append("no thresholds given (--min-insertion, --max-deletion, --require)")
-    for t in report["thresholds"]:
-        label = f"mean {t['metric'].replace('_auc', ' AUC')}{' (normalized)' if t['normalized'] else ''}"
-        lines.append(f"{label:<36} {t['value']:.4f} {t['op']} {t['limit']:<8g} {'pass' if t['passed'] else 'FAIL'}")
-    empty = empty_text(report)
-    if empty:
-        allowed = s.get("allow_empty", False)
-        lines.append(f"{empty}: {'allowed by --allow-empty' if allowed else 'FAIL (--allow-empty accepts them)'}")
-    line = sanity_text(report)
-    if line:
-        lines.append(line)
-    lines.append(verdict_text(report))
-    return "\n".join(lines)
-
-
 def write_report(report: dict[str, Any], path: Path) -> Path:
     """Write the JSON report to ``path`` atomically (:func:`~lightning_igos.cli.outputs.write_bytes`).
 
@@ -289,42 +180,3 @@ def _finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_finite(item) for item in value]
     return value
-
-
-def check_panels(probe: Probe, evaluation: Evaluation, mean: Any, std: Any,
-                 class_names: ClassNames | None = None) -> tuple[list[Tensor], Tensor]:
-    """The panel of each probe image (image, heatmap and curves) and the overlay grid of all.
-
-    With ``class_names`` the panel headers read ``class 3 (cat)`` and the grid's tiles are captioned.
-    """
-    from lightning_igos.render import explanation_panels, grid_labels, overlay_grid, unnormalize
-
-    evaluation = evaluation.cpu()
-    shown = unnormalize(probe.images, mean, std)
-    panels = explanation_panels(shown, evaluation.saliency, evaluation.curves, evaluation.targets,
-                                evaluation.predictions, indices=range(len(probe)), class_names=class_names)
-    labels = None if class_names is None else grid_labels(range(len(probe)), evaluation.targets, class_names)
-    return panels, overlay_grid(shown, evaluation.saliency, labels=labels)
-
-
-def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, std: Any,
-                 rendered: tuple[list[Tensor], Tensor] | None = None) -> list[Path]:
-    """``probe_<i>.png`` (image, heatmap and curves) per image and ``overlays.png`` for all, each written atomically.
-
-    ``rendered``: the output of :func:`check_panels` when already drawn (else drawn here).
-    """
-    from lightning_igos.render import save_png
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"cannot create the image folder '{folder}': {err}") from err
-    panels, grid = rendered if rendered is not None else check_panels(probe, evaluation, mean, std)
-    written = []
-    for name, image in [*((f"probe_{i}.png", panel) for i, panel in enumerate(panels)), ("overlays.png", grid)]:
-        written.append(folder / name)
-        try:
-            write_with(written[-1], lambda temporary, image=image: save_png(image, temporary))
-        except OSError as err:
-            raise InputError(f"cannot write '{written[-1]}': {err}") from err
-    return written

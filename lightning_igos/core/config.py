@@ -46,6 +46,22 @@ def _check_finite(value: object, name: str) -> None:
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isinf(value):
         raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
 
+def option(default: Any, help: str, *, kind: str = "text", choices: str | None = None, metavar: str | None = None,
+           default_text: str | None = None) -> Any:
+    """A config field that is also a ``lightning-igos check`` option (``--ig-steps`` for ``ig_steps``).
+
+    The command line builds its options from these declarations (read from this file's
+    source, so ``--help`` imports no torch): ``help`` is the option's help, ``kind`` how its
+    text is read (``"count"``, ``"positive_int"``, ``"non_negative"``, ``"positive_number"``,
+    ``"mask_size"``, ``"seed"``, ``"flag"`` for ``--x/--no-x``, ``"text"``), ``choices`` the
+    name of a tuple of allowed values in this module or another of ``lightning_igos.core``
+    (``OBJECTIVES``, ``baselines.BASELINE_KINDS``),
+    ``default_text`` what the help says the default is, when not the value itself.
+    """
+    return dataclasses.field(default=default, metadata={"help": help, "kind": kind, "choices": choices,
+                                                        "metavar": metavar, "default_text": default_text})
+
+
 #: Fields of :class:`IGOSConfig` that are keyword arguments of :func:`~lightning_igos.igos`.
 SOLVER_FIELDS = (
     "method", "mask_size", "iterations", "ig_steps", "l1", "tv", "tv_power", "noise_std", "baseline",
@@ -97,28 +113,37 @@ class IGOSConfig:
             default because it costs about 2.2x the insertion/deletion curves on the CPU.
     """
 
-    method: str = "igos"
-    mask_size: None | int | tuple[int, int] = None
-    iterations: int = 4
-    ig_steps: int = 10
-    l1: float = 0.1
-    tv: float = 2.0
-    tv_power: float = 2.0
-    noise_std: float = 0.2
-    baseline: BaselineLike = "blur"
-    initial_step: float = 1.0
-    tolerance: float = 1e-5
-    patience: int | None = 3
-    normalize_score: bool = True
-    objective: str = "log_complement"
-    quadrature: str = "riemann"
+    method: str = option("igos", "the explainer: {explainers}, or one a --plugin module registers", metavar="NAME")
+    mask_size: None | int | tuple[int, int] = option(None, "mask resolution", kind="mask_size", metavar="N|HxW",
+                                                     default_text="the image's, one cell per pixel")
+    iterations: int = option(4, "descent iterations, at most", kind="count")
+    ig_steps: int = option(10, "integrated-gradient steps", kind="positive_int")
+    l1: float = option(0.1, "L1 weight", kind="non_negative")
+    tv: float = option(2.0, "total variation weight at a 28x28 mask", kind="non_negative")
+    tv_power: float = option(2.0, "total variation exponent", kind="non_negative")
+    noise_std: float = option(0.2, "integration noise std in input units", kind="non_negative")
+    baseline: BaselineLike = option("blur", "solver baseline", choices="baselines.BASELINE_KINDS")
+    initial_step: float = option(1.0, "the first line-search trial moves the largest mask cell this much",
+                                 kind="positive_number")
+    tolerance: float = option(1e-5, "line searches give up below this change of a mask cell", kind="positive_number")
+    patience: int | None = option(3, "an image stops after this many failed line searches in a row (0: never)",
+                                  kind="count")
+    normalize_score: bool = option(True, "divide the objective's score by the clean score, so --l1/--tv mean the "
+                                         "same at any confidence", kind="flag")
+    objective: str = option("log_complement", "what the mask removes: the target's probability, or -log(1 - p), "
+                                              "whose gradient does not vanish on confident images",
+                            choices="OBJECTIVES")
+    quadrature: str = option("riemann", "points and weights of the integrated gradient", choices="QUADRATURES")
     autocast_dtype: torch.dtype | None = None
     score_fn: ScoreFn | None = None
-    max_batch_size: int | None = None
-    substrate: BaselineLike = "blur"
-    metric_steps: int = 50
-    seed: int = 0
-    road: bool = False
+    max_batch_size: int | None = option(None, "images per forward pass", kind="positive_int",
+                                        default_text="32 on CPU, 64 on CUDA")
+    substrate: BaselineLike = option("blur", "what the metrics insert into / delete to",
+                                     choices="baselines.BASELINE_KINDS")
+    metric_steps: int = option(50, "points on each insertion/deletion curve minus one", kind="positive_int")
+    seed: int = option(0, "seed of the integration noise, 0 to 2**63 - 1", kind="seed")
+    road: bool = option(False, "also report the ROAD MoRF/LeRF areas and their gap (noisy linear imputation, about "
+                               "2.2x the insertion/deletion curves' cost on the CPU)", kind="flag")
 
     def __post_init__(self) -> None:
         from lightning_igos.core.explainers import explainer_names, get_explainer

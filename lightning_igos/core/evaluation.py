@@ -277,12 +277,15 @@ def _prepare(model: object, images: object, targets: object, config: IGOSConfig 
     with runner.running(grad=False):
         x = usable(images).float()
         logits = runner.clean_logits(x) if clean_logits is None else clean_logits
+        if not isinstance(targets, str):
+            targets_t = usable(targets_t)  # an inference tensor (Lightning's validate) cannot enter autograd
     if isinstance(targets, str):
         if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
             shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ValueError(f"`targets='pred'` needs logits shaped (B, num_classes) from `model(images)`, "
                              f"got {shape}.")
-        targets_t = logits.argmax(1)
+        with runner.running(grad=False):
+            targets_t = usable(logits.argmax(1))
     check_logits(logits, batch, targets_t, config.score_fn)
     return config, model, runner, x, targets_t, logits, boxes
 

@@ -135,6 +135,12 @@ def register_explainer(name: str, explain: ExplainFn | None = None, *, passes: P
     return add if explain is None else add(explain)
 
 
+def unregister_explainer(name: str) -> None:
+    """Remove the explainer ``name`` (e.g. one a test registered); built-ins come back only on restart."""
+    _register_builtins()
+    _REGISTRY.pop(name, None)
+
+
 def get_explainer(name: str) -> Explainer:
     """The explainer registered as ``name``; an unknown name lists the known ones."""
     _register_builtins()

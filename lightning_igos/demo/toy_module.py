@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_igos.synthetic import MEAN, STD, SmallCNN
+from lightning_igos.demo.synthetic import MEAN, STD, SmallCNN
 
 
 class ObjectClassifier(pl.LightningModule):
-    """:class:`~lightning_igos.synthetic.SmallCNN` trained with Adam and label smoothing.
+    """:class:`~lightning_igos.demo.synthetic.SmallCNN` trained with Adam and label smoothing.
 
     ``mean`` and ``std`` are the input normalisation; :class:`IGOSCallback` reads them
     to show the probe images in their real colours.

@@ -1,7 +1,7 @@
 """Demo: train a small CNN on generated images and watch its explanations improve.
 
-Trains :class:`~lightning_igos.toy_module.ObjectClassifier` on
-:func:`~lightning_igos.synthetic.make_object_images` data with an
+Trains :class:`~lightning_igos.demo.toy_module.ObjectClassifier` on
+:func:`~lightning_igos.demo.synthetic.make_object_images` data with an
 :class:`~lightning_igos.callback.IGOSCallback` and a TensorBoard logger,
 prints one table row per validation epoch (accuracy and the I-GOS causal
 AUCs) and ends with the ``tensorboard`` command that shows the panels.
@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader
 
 from lightning_igos.callback import IGOSCallback
 from lightning_igos.core.statistics import statistics
+from lightning_igos.demo.synthetic import make_object_images
+from lightning_igos.demo.toy_module import ObjectClassifier
 from lightning_igos.quiet_logs import lightning_info_hidden
-from lightning_igos.synthetic import make_object_images
-from lightning_igos.toy_module import ObjectClassifier
 
 # The solver runs with its defaults (at most 4 iterations of 10 integration steps): the demo shows what users get.
 DEMO_IGOS = dict(num_probe=8, metric_steps=50)
@@ -183,6 +183,3 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         print("or, from the project root: make tensorboard")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
