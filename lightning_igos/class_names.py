@@ -216,3 +216,28 @@ def module_class_names(module: object) -> ClassNames | None:
         except (TypeError, ValueError):
             continue
     return None
+
+
+def fitting_class_names(given: ClassNames | None, module: object, num_classes: int | None, indices: list[int],
+                        what: str = "`class_names`", indices_what: str = "class") -> ClassNames | None:
+    """The names to show: ``given`` checked against the model's classes and the shown ``indices`` (a misfit
+    is a ValueError naming ``what``), else the module's ``class_names``/``classes`` when they fit, else None.
+
+    Example:
+        >>> fitting_class_names(None, object(), 3, [0, 2]) is None
+        True
+        >>> fitting_class_names(ClassNames.from_value(["a", "b", "c"]), None, 3, [2]).name(2)
+        'c'
+    """
+    if given is not None:
+        given.check_fits(num_classes, indices, what=what, indices_what=indices_what)
+        return given
+    names = module_class_names(module)
+    if names is None:
+        return None
+    try:
+        names.check_fits(num_classes, indices)
+    except ValueError:
+        return None
+    return names
+

@@ -134,6 +134,15 @@ def test_check_sanity_passes_for_igos_and_reports_it(workspace, monkeypatch, cap
     assert "sanity check failed" in verdict_text(failed) and "FAIL" in out
 
 
+def test_check_sanity_fails_the_registered_edge_map_control(workspace, monkeypatch, capsys) -> None:
+    code, report = _check(workspace, monkeypatch, "--method", "edge_map")
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert report["settings"]["method"] == "edge_map"
+    assert report["sanity"]["correlation"] == [1.0] * 4 and report["sanity"]["passed"] is False
+    assert "sanity check failed" in verdict_text(report)
+
+
 def test_without_sanity_the_report_has_no_sanity_block(workspace, monkeypatch, capsys) -> None:
     monkeypatch.chdir(workspace)
     code = main(["check", "--model", "lightning_igos.demo.synthetic:SmallCNN", "--checkpoint", "cnn_state.pt",

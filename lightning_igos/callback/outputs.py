@@ -41,7 +41,7 @@ from lightning_igos.callback.loggers import log_panels, scalar_step, write_custo
 from lightning_igos.callback.messages import EmptyExplanationWarning, IGOSWarning, error_text
 from lightning_igos.callback.monitors import MonitorStandIns
 from lightning_igos.callback.status import cost_line, progress_bar, terminal_output
-from lightning_igos.class_names import ClassNames, module_class_names
+from lightning_igos.class_names import ClassNames, fitting_class_names
 from lightning_igos.core.causal import CausalCurves
 from lightning_igos.core.config import DEFAULTS, IGOSConfig
 from lightning_igos.core.evaluation import Evaluation
@@ -197,20 +197,10 @@ def empty_result(metric_steps: int, scalars: tuple[Scalar, ...] = ()) -> ShareRe
 def run_class_names(
     class_names: ClassNames | None, pl_module: Any, num_classes: int | None, result: ShareResult
 ) -> ClassNames | None:
-    """The names of this run: the callback's (checked against the model: a misfit is an error), else
-    the module's ``class_names``/``classes`` when they fit the model, else None (indices)."""
+    """The names of this run (:func:`~lightning_igos.class_names.fitting_class_names` over its targets and
+    predictions): the callback's (a misfit is an error), else the module's when they fit, else None."""
     shown = result.targets.tolist() + result.predictions.tolist()
-    if class_names is not None:
-        class_names.check_fits(num_classes, shown, what="`class_names`", indices_what="class")
-        return class_names
-    names = module_class_names(pl_module)
-    if names is None:
-        return None
-    try:
-        names.check_fits(num_classes, shown)
-    except ValueError:
-        return None
-    return names
+    return fitting_class_names(class_names, pl_module, num_classes, shown)
 
 
 # ----------------------------------------------------------------------------- what one callback logs

@@ -23,7 +23,7 @@ from typing import IO, Any
 import torch
 from torch import Tensor, nn
 
-from lightning_igos.class_names import ClassNames, module_class_names, read_class_names
+from lightning_igos.class_names import ClassNames, fitting_class_names, read_class_names
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.html_report import append_step_summary, write_html
 from lightning_igos.cli.images import check_panels, write_images
@@ -159,23 +159,13 @@ def _read_class_names(path: Path | None) -> ClassNames | None:
 
 def _fitting_class_names(names: ClassNames | None, settings: CheckSettings, model: nn.Module, num_classes: int,
                          probe: Probe) -> ClassNames | None:
-    """The names to show: the file's, checked against the model and the probe (a misfit is an input error),
-    else the model's ``class_names``/``classes`` attribute when it fits, else None (indices)."""
-    if names is not None:
-        try:
-            names.check_fits(num_classes, probe.targets.tolist(), what=f"class names in '{settings.class_names}'",
-                             indices_what="probe target")
-        except ValueError as err:
-            raise InputError(f"--class-names: {err}") from err
-        return names
-    names = module_class_names(model)
-    if names is None:
-        return None
+    """The names to show (:func:`~lightning_igos.class_names.fitting_class_names`): the file's, checked against
+    the model and the probe (a misfit is an input error), else the model's attribute when it fits, else None."""
     try:
-        names.check_fits(num_classes, probe.targets.tolist())
-    except ValueError:
-        return None
-    return names
+        return fitting_class_names(names, model, num_classes, probe.targets.tolist(),
+                                   what=f"class names in '{settings.class_names}'", indices_what="probe target")
+    except ValueError as err:
+        raise InputError(f"--class-names: {err}") from err
 
 
 def _append_step_summary(report: dict[str, Any]) -> None:

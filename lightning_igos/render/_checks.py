@@ -11,6 +11,8 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from lightning_igos.core.validation import check_channel_stats
+
 ChannelStats = Union[float, Sequence[float], Tensor]
 ScalarLike = Union[float, Tensor]
 
@@ -64,25 +66,11 @@ def _saliency_batch(saliency: object, batch_size: int, unbatched: bool) -> Tenso
 
 
 def _channel_stats(value: object, name: str, channels: int) -> Tensor:
-    """Per-channel mean or std as a (C,) tensor; a single number applies to every channel."""
-    if isinstance(value, Tensor):
-        t = _tensor(value, name).flatten()
-    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-        t = torch.tensor([float(value)])
-    elif isinstance(value, Sequence) and not isinstance(value, str):
-        try:
-            t = torch.tensor([float(v) for v in value])
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise ValueError(f"`{name}` must be numbers, got {value!r}.") from err
-    else:
-        raise ValueError(f"`{name}` must be a number, a sequence of numbers or a tensor, got {value!r}.")
-    if t.numel() == 1:
-        t = t.expand(channels)
-    if t.numel() != channels:
-        raise ValueError(f"`{name}` must have one value per channel ({channels}), got {t.numel()}.")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"`{name}` contains NaN or infinite values.")
-    return t
+    """Per-channel mean or std as a (C,) tensor; a single number applies to every channel
+    (the rule of :func:`~lightning_igos.core.validation.check_channel_stats`)."""
+    if value is None:
+        raise ValueError(f"`{name}` must be a number, a sequence of numbers or a tensor, got None.")
+    return torch.tensor(check_channel_stats(value, name, channels))
 
 
 def _alpha(alpha: object) -> float:
