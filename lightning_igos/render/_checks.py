@@ -70,7 +70,10 @@ def _channel_stats(value: object, name: str, channels: int) -> Tensor:
     (the rule of :func:`~lightning_igos.core.validation.check_channel_stats`)."""
     if value is None:
         raise ValueError(f"`{name}` must be a number, a sequence of numbers or a tensor, got None.")
-    return torch.tensor(check_channel_stats(value, name, channels))
+    try:
+        return torch.tensor(check_channel_stats(value, name, channels))
+    except TypeError as err:  # the render functions raise ValueError for every bad argument
+        raise ValueError(str(err)) from err
 
 
 def _alpha(alpha: object) -> float:
