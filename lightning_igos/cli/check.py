@@ -27,7 +27,12 @@ from lightning_igos.class_names import ClassNames, fitting_class_names, read_cla
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.html_report import append_step_summary, write_html
 from lightning_igos.cli.images import check_panels, write_images
-from lightning_igos.cli.model_loading import check_input_file, import_model_class, load_model
+from lightning_igos.cli.model_loading import (
+    check_input_file,
+    import_model_class,
+    load_model,
+    working_directory_importable,
+)
 from lightning_igos.cli.outputs import check_outputs
 from lightning_igos.cli.progress import ProgressLine
 from lightning_igos.cli.report import build_report, write_report
@@ -121,9 +126,12 @@ def _sanity(model: nn.Module, probe: Probe, device: torch.device, config: IGOSCo
 
 
 def import_plugins(modules: tuple[str, ...]) -> None:
-    """Import each ``--plugin`` module (it registers explainers or statistics); a failure is an input error."""
+    """Import each ``--plugin`` module (it registers explainers or statistics; the working directory is
+    importable); a failure is an input error."""
     import importlib
 
+    if modules:
+        working_directory_importable()
     for name in modules:
         try:
             importlib.import_module(name)

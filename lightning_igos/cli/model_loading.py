@@ -23,6 +23,15 @@ from lightning_igos.cli.errors import InputError
 from lightning_igos.core.runtime import load_failure_reason, load_weights_only, safe_loading
 
 
+def working_directory_importable() -> None:
+    """Put the working directory on ``sys.path`` (``--model train:Net``, ``--plugin my_plugin``).
+
+    A console script does not put it there; ``python -m`` does.
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def import_model_class(spec: str) -> type[nn.Module]:
     """Import ``package.module:ClassName`` (the current directory is importable too).
 
@@ -33,9 +42,7 @@ def import_model_class(spec: str) -> type[nn.Module]:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise InputError(f"--model must look like package.module:ClassName, got {spec!r}.")
-    # A console script does not put the working directory on sys.path; `python -m` does.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    working_directory_importable()
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as err:  # ImportError, or anything the module raises while it is imported

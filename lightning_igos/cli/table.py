@@ -33,8 +33,9 @@ def format_table(report: dict[str, Any]) -> str:
 
     lines = [
         f"{PROG} check: {s['num_images']} probe images from {s['probe']}, {s['model']} on {s['device']}",
-        f"  {s['method']}, {s['iterations']} iterations, {s['ig_steps']} ig steps, mask {mask}, "
-        f"baseline {s['baseline']}, {s['metric_steps']} metric steps, substrate {s['substrate']}, seed {s['seed']}",
+        f"  {s['method']}, "
+        + (f"{s['iterations']} iterations, {s['ig_steps']} ig steps, mask {mask}, " if s.get("mask_size_used") else "")
+        + f"baseline {s['baseline']}, {s['metric_steps']} metric steps, substrate {s['substrate']}, seed {s['seed']}",
         "",
         f"{'image':>5}  {'target':>{width}}" + "".join(f"  {label:>{w}}" for _, label, _, w in columns),
     ]
