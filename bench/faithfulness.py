@@ -31,8 +31,10 @@ sanity check one run unless ``--sanity-repeats`` says more.
     cd bench && ../.venv/bin/python faithfulness.py --methods igos,edge_map --repeats 1
     cd bench && ../.venv/bin/python faithfulness.py --out results/faithfulness   # + faithfulness.json
 
-The load average before and after the run is printed (and stored): the seconds depend on
-what else the machine runs; the metrics and counts are identical run to run (fixed seeds).
+Timings start after one warm-up forward and backward. Denormals are not flushed unless
+``--flush-denormal`` (with it, ROAD's batched imputation was seen to return NaN). The load
+average before and after the run is printed (and stored): the seconds depend on what else
+the machine runs; the metrics and counts are identical run to run (fixed seeds).
 """
 
 from __future__ import annotations
@@ -92,6 +94,16 @@ def mean(values: Tensor | list[float]) -> float:
     return float(sum(values) / len(values))
 
 
+def count_forwards(model: nn.Module, tally: dict[str, int]):
+    """Count the images through ``model`` into ``tally``, by whether autograd records them; returns the hook's
+    handle. A hook, not a wrapper, so that the sanity check's deep copy counts into the same ``tally``."""
+
+    def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+        tally["with_backward" if output.requires_grad else "forward_only"] += inputs[0].shape[0]
+
+    return model.register_forward_hook(hook)
+
+
 def run_method(method: str, model: nn.Module, images: Tensor, targets: Tensor, metric_steps: int) -> dict:
     """One evaluation (curves and ROAD) and one sanity check of ``method`` on every photo."""
     config = IGOSConfig(method=method, road=True, metric_steps=metric_steps)
@@ -100,9 +112,14 @@ def run_method(method: str, model: nn.Module, images: Tensor, targets: Tensor, m
     start = time.perf_counter()
     evaluation = evaluate(model, images, targets, config, on_stage=meter.on_stage, on_forward=meter.on_forward)
     evaluate_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    sanity = sanity_check(model, images, targets, config, saliency=evaluation.saliency)
-    sanity_seconds = time.perf_counter() - start
+    tally = {"with_backward": 0, "forward_only": 0}
+    handle = count_forwards(model, tally)
+    try:
+        start = time.perf_counter()
+        sanity = sanity_check(model, images, targets, config, saliency=evaluation.saliency)
+        sanity_seconds = time.perf_counter() - start
+    finally:
+        handle.remove()
     per_image = {name: value.tolist() for name, value in evaluation.per_image().items()}
     per_image["sanity_spearman"] = sanity.correlation.tolist()
     return {
@@ -116,6 +133,7 @@ def run_method(method: str, model: nn.Module, images: Tensor, targets: Tensor, m
         "explaining_seconds_per_image": meter.seconds / n,
         "evaluate_seconds_per_image": evaluate_seconds / n,
         "sanity_seconds_per_image": sanity_seconds / n,
+        "sanity_images_per_image": (tally["with_backward"] + tally["forward_only"]) / n,
         "road_solver_iterations": evaluation.road.solver_iterations,
         "saliency": evaluation.saliency,
     }
@@ -136,16 +154,6 @@ def timed(fn, repeats: int) -> tuple[float, list[float]]:
         fn()
         runs.append(time.perf_counter() - start)
     return stats.median(runs), runs
-
-
-def count_forwards(model: nn.Module, tally: dict[str, int]):
-    """Count the images through ``model`` into ``tally``, by whether autograd records them; returns the hook's
-    handle. A hook, not a wrapper, so that the sanity check's deep copy counts into the same ``tally``."""
-
-    def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        tally["with_backward" if output.requires_grad else "forward_only"] += inputs[0].shape[0]
-
-    return model.register_forward_hook(hook)
 
 
 def metric_costs(model: nn.Module, images: Tensor, targets: Tensor, saliency: Tensor, metric_steps: int,
@@ -183,6 +191,12 @@ def metric_costs(model: nn.Module, images: Tensor, targets: Tensor, saliency: Te
     return costs
 
 
+def warm_up(model: nn.Module, images: Tensor) -> None:
+    """One forward and backward to the input, so that first-call costs stay out of the timings."""
+    x = images[:2].clone().requires_grad_(True)
+    torch.autograd.grad(model(x).sum(), x)
+
+
 def load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
@@ -215,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         probs = model(images).softmax(1)
     targets = probs.argmax(1)
+    warm_up(model, images)
     print("photos: " + ", ".join(f"{n} (class {int(t)}, p {float(p.max()):.3f})"
                                  for n, t, p in zip(photos, targets, probs)))
 

@@ -212,18 +212,23 @@ def linear_imputation(
     z = r / d
     p = z
     rz = dot(r, z)
+    # A system whose residual is far below the tolerance has converged and stops moving: iterating it
+    # on would push its residual and search direction into the denormal range, where flushing them to
+    # zero (torch.set_flush_denormal) turns the step ratios into 0/0 or x/0.
+    floor = max((tolerance * 1e-3) ** 2, float(torch.finfo(dtype).tiny))
     iterations = 0
     while iterations < max_iterations:
         if iterations % _CHECK_EVERY == 0 and float((r / d).abs().max()) <= tolerance:
             break
         ap = apply(p)
         pap = dot(p, ap)
-        alpha = torch.where(pap > 0, rz / pap.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(pap))
+        moving = (rz > floor) & (pap > floor)
+        alpha = torch.where(moving, rz / torch.where(moving, pap, torch.ones_like(pap)), torch.zeros_like(pap))
         u = u + alpha * p
         r = r - alpha * ap
         z = r / d
         rz_new = dot(r, z)
-        beta = torch.where(rz > 0, rz_new / rz.clamp_min(torch.finfo(dtype).tiny), torch.zeros_like(rz))
+        beta = torch.where(moving, rz_new / torch.where(moving, rz, torch.ones_like(rz)), torch.zeros_like(rz))
         p = z + beta * p
         rz = rz_new
         iterations += 1
