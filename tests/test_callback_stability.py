@@ -141,3 +141,42 @@ def test_the_metrics_have_their_direction_and_the_layout_its_charts() -> None:
     assert "stability across epochs" not in layout["igos"]
     assert layout["pp"]["stability across epochs"] == ["Multiline", ["^pp/stability$"]]
     assert layout["igos"]["sanity check"] == ["Multiline", ["^igos/sanity_correlation$"]]
+
+
+def _validate(root: Path, callback: IGOSCallback, module: ObjectClassifier, loader: DataLoader,
+              ckpt_path: Path | None = None) -> pl.Trainer:
+    trainer = pl.Trainer(callbacks=[callback], accelerator="cpu", devices=1, logger=False, default_root_dir=root,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer.validate(module, loader, ckpt_path=ckpt_path, verbose=False)
+    return trainer
+
+
+def test_stability_is_one_for_an_unchanged_model_and_continues_across_a_resume(tmp_path: Path, loaders) -> None:
+    pl.seed_everything(0)
+    module = ObjectClassifier(num_classes=4, width=4)
+    callback = IGOSCallback(num_probe=2, log_images=False, stability=True, **FAST)
+    first = _validate(tmp_path, callback, module, loaders[1])
+    assert STABILITY not in first.callback_metrics  # nothing to compare with yet
+    second = _validate(tmp_path, callback, module, loaders[1])
+    assert float(second.callback_metrics[STABILITY]) == pytest.approx(1.0, abs=1e-6)
+    second.save_checkpoint(tmp_path / "after.ckpt")
+    # A new callback (a resumed run) continues the series from the checkpoint's maps.
+    resumed = IGOSCallback(num_probe=2, log_images=False, stability=True, **FAST)
+    third = _validate(tmp_path, resumed, ObjectClassifier(num_classes=4, width=4), loaders[1],
+                      ckpt_path=tmp_path / "after.ckpt")
+    assert float(third.callback_metrics[STABILITY]) == pytest.approx(1.0, abs=1e-6)
+    assert torch.equal(resumed.previous_saliency, callback.previous_saliency)
+    # Resumed with other options, the maps are not comparable: the series starts afresh.
+    other = IGOSCallback(num_probe=2, log_images=False, stability=True, **{**FAST, "iterations": 2})
+    with pytest.warns(UserWarning, match="other options"):
+        fourth = _validate(tmp_path, other, ObjectClassifier(num_classes=4, width=4), loaders[1],
+                           ckpt_path=tmp_path / "after.ckpt")
+    assert STABILITY not in fourth.callback_metrics
+
+
+def test_large_probes_keep_pooled_maps() -> None:
+    images = torch.zeros(40, 3, 256, 256)
+    callback = IGOSCallback(probe=(images, torch.zeros(40, dtype=torch.long)), stability=True)
+    maps = callback._stability_maps(torch.rand(40, 1, 256, 256))
+    assert maps.shape[:2] == (40, 1) and maps.numel() <= 2**21 and maps.shape[-1] < 256
+    assert callback._stability_maps(torch.rand(0, 1, 256, 256)).shape == (0, 1, *maps.shape[-2:])

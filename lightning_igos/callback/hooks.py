@@ -35,6 +35,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_igos.callback.messages import EmptyExplanationWarning, IGOSWarning, error_text
@@ -68,6 +69,8 @@ from lightning_igos.probe import ProbeLike
 __all__ = ["EmptyExplanationWarning", "IGOSCallback", "IGOSWarning"]
 
 TARGET_MODES = ("label", "pred")
+#: The most values the stability maps of the whole probe keep (in the checkpoint too); larger probes are area-pooled.
+STABILITY_MAX_VALUES = 2**21
 ERROR_MODES = ("warn", "raise")
 # A prefix names logged tags and a folder: letters, digits, '_', '-' and '.', not starting with '.'.
 _PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -156,9 +159,11 @@ class _IGOSCallbackLogic:
             the model's number of classes at the first run.
         stability: also log ``<prefix>/stability`` (higher is better), the probe mean of each image's
             Spearman correlation between this explained epoch's saliency and the previous logged
-            explained epoch's (kept on the callback, on the CPU, for this rank's slice; not in the
-            checkpoint). The first explained epoch (also after a resume) has no previous map: the key
-            is not logged and monitors get the unexplained epoch's stand-in. No extra model passes.
+            explained epoch's. The whole probe's maps are kept on the CPU (gathered from every rank,
+            area-pooled when they would hold more than 2**21 values) and in the checkpoint, so a
+            resumed run with the same options continues the series. The first explained epoch has no
+            previous map: the key is not logged and monitors get the unexplained epoch's stand-in.
+            No extra model passes.
         sanity_every_n: None (off) or ``n >= 1``: on every n-th explained epoch of ``fit`` (epochs
             ``n*every_n_epochs-1, 2n*every_n_epochs-1, ...``; ``trainer.validate()`` always) run
             :func:`~lightning_igos.core.sanity.sanity_check` on the probe with the epoch's saliency and
@@ -352,7 +357,10 @@ class _IGOSCallbackLogic:
         return {"prefix": self.prefix, "target": self.target, **self.config.as_dict()}
 
     def state_dict(self) -> dict[str, Any]:
-        return self.store.state_dict(options=self.options)
+        state = self.store.state_dict(options=self.options)
+        if state and self.stability and self.previous_saliency is not None:
+            state["previous_saliency"] = self.previous_saliency  # a resumed run continues the stability series
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the probe of the checkpointed run (it replaces a probe given to ``__init__``).
@@ -398,12 +406,16 @@ class _IGOSCallbackLogic:
         """Restore ``state`` (found under ``key``, None: its own) and warn once if its options differ."""
         if not self.store.load_state_dict(state):
             return
-        self.previous_saliency = None  # another probe, perhaps: stability starts afresh
         self.outputs.declare_scalars(self._scalars())  # the restored probe may have boxes, or none
         saved = saved_options(state)
         # max_batch_size changes how the work is batched, never the values.
         changed = [f"{name}: {saved[name]!r} -> {value!r}" for name, value in self.options.items()
                    if name in saved and name != "max_batch_size" and saved[name] != value]
+        # The stability series continues across the resume when the maps fit the probe and the options are the same.
+        previous = state.get("previous_saliency")
+        fits = isinstance(previous, Tensor) and previous.dim() == 4 \
+            and tuple(previous.shape[:2]) == (len(self.store.images), 1)
+        self.previous_saliency = previous.float().clone() if fits and not changed and self.stability else None
         if not changed and key is None:
             return
         where = "" if key is None else f" (found under the key {key!r}, not its own {self.state_key!r})"
@@ -497,6 +509,7 @@ class _IGOSCallbackLogic:
             targets=None if result is None else result.targets,
             result=result if self.log_images and error is None else None,
             empty_reasons=[] if result is None else result.empty_reasons,
+            stability_maps=None if result is None or not self.stability else self._stability_maps(result.saliency),
         )
         reports = self._gather(trainer, report)
         failed = [r for r in reports if not r.explained]
@@ -508,8 +521,8 @@ class _IGOSCallbackLogic:
         out.handle_failures(trainer, panel_failures, own_error=panel_error, what="panels")
         if all(r.targets is not None for r in reports):
             self.store.remember_targets(torch.cat([r.targets for r in reports]))
-        if self.stability:  # the epoch is logged on every rank: the next one compares with it
-            self.previous_saliency = result.saliency.detach().cpu().clone()
+        if self.stability:  # the epoch is logged on every rank: the next one compares with it (the whole probe)
+            self.previous_saliency = torch.cat([r.stability_maps for r in reports])
         try:
             out.log_scalars(pl_module, result)
         except Exception as err:  # pl_module.log refused them (the loggers get them later, from Lightning)
@@ -552,15 +565,26 @@ class _IGOSCallbackLogic:
         result.summary = status.summary(trainer.current_epoch)
         self.outputs.use_class_names(run_class_names(self.class_names, pl_module, evaluation.num_classes, result))
         if self.stability and self.previous_saliency is not None:
-            previous = self.previous_saliency
-            # The same slice of the same probe; another shape (another world size) compares nothing.
-            same = previous.shape == result.saliency.shape
-            result.stability = spearman(result.saliency, previous) if same else torch.empty(0)
+            current, previous = self._stability_maps(result.saliency), self.previous_saliency
+            # The same images of the same probe (any world size); another probe compares nothing.
+            same = previous.shape[0] == len(self.store.images) and previous.shape[1:] == current.shape[1:]
+            result.stability = spearman(current, previous[indices]) if same else torch.empty(0)
         if sanity:
             start = time.perf_counter()
             result.sanity = self._sanity_correlation(trainer, pl_module, images, evaluation).cpu()
             result.seconds += time.perf_counter() - start
         return result
+
+    def _stability_maps(self, saliency: Tensor) -> Tensor:
+        """``saliency`` as stability compares and keeps it: on the CPU, area-pooled when the whole probe's maps
+        would hold more than :data:`STABILITY_MAX_VALUES` values (they go into the checkpoint)."""
+        maps = saliency.detach().float().cpu()
+        height, width = self.store.images.shape[-2:]
+        scale = min(1.0, (STABILITY_MAX_VALUES / (len(self.store.images) * height * width)) ** 0.5)
+        size = (max(1, int(height * scale)), max(1, int(width * scale)))
+        if maps.shape[0] == 0:
+            return maps.new_empty(0, 1, *size)
+        return maps.clone() if tuple(maps.shape[-2:]) == size else F.adaptive_avg_pool2d(maps, size)
 
     def _sanity_due(self, trainer: Any) -> bool:
         """Whether this explained epoch runs the sanity check (the same answer on every rank, and after a resume)."""

@@ -178,6 +178,7 @@ class RankReport:
     targets: Tensor | None = None
     result: ShareResult | None = None
     empty_reasons: list[str] = field(default_factory=list)
+    stability_maps: Tensor | None = None  # with stability=True: the share's saliency as kept for the next epoch
 
 
 def empty_result(metric_steps: int, scalars: tuple[Scalar, ...] = ()) -> ShareResult:
