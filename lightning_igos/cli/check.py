@@ -40,7 +40,7 @@ from lightning_igos.cli.settings import CheckSettings
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import Evaluation, clean_forward, evaluate, planned_passes
 from lightning_igos.core.statistics import statistics
-from lightning_igos.core.validation import check_mask_size
+from lightning_igos.core.validation import check_logits, check_mask_size
 from lightning_igos.probe import Probe, load_probe
 from lightning_igos.quiet_logs import lightning_info_hidden
 
@@ -258,22 +258,11 @@ def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, setti
             f"probe '{settings.probe}' (images {tuple(probe.images.shape[1:])}) does not fit --model "
             f"{settings.model}: the forward pass failed with {type(err).__name__}: {err}"
         ) from err
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != len(images) or logits.shape[1] < 2:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise InputError(
-            f"--model {settings.model} must return logits shaped (B, num_classes) with num_classes >= 2, "
-            f"got {shape} for {len(images)} images."
-        )
-    finite = torch.isfinite(logits).all(dim=1)
-    if not finite.all():
-        bad = [int(i) for i in torch.nonzero(~finite).flatten()[:5]]
-        raise InputError(f"--model {settings.model} returns NaN or infinite logits on probe image(s) {bad}.")
-    num_classes = logits.shape[1]
-    largest = int(probe.targets.max())
-    if largest >= num_classes:
-        raise InputError(
-            f"probe '{settings.probe}' has target {largest} but --model {settings.model} has {num_classes} classes."
-        )
+    try:  # the rule every entry point applies (core.validation.check_logits), in the command's words
+        check_logits(logits, len(images), probe.targets.to(logits.device), None)
+    except (TypeError, ValueError) as err:
+        what = str(err).replace("`model`", f"--model {settings.model}").replace("`targets`", "probe targets")
+        raise InputError(f"probe '{settings.probe}': {what}".replace("`", "")) from err
     return logits
 
 

@@ -267,12 +267,14 @@ def check_logits(logits: object, batch_size: int, targets: Tensor, score_fn: Sco
             f"(here B = {batch_size}), got shape {tuple(logits.shape)}. "
             "For other heads pass `score_fn(logits, targets) -> (B,) scores`."
         )
-    if not torch.isfinite(logits).all():
-        raise ValueError("`model` returned NaN or infinite outputs on the input images.")
+    finite = torch.isfinite(logits).reshape(logits.shape[0], -1).all(1) if logits.dim() else torch.isfinite(logits)
+    if not finite.all():
+        bad = torch.nonzero(~finite).flatten()[:5].tolist()
+        raise ValueError(f"`model` returned NaN or infinite outputs on image(s) {bad} of the input images.")
     if score_fn is None and int(targets.max()) >= logits.shape[1]:
         raise ValueError(
-            f"`targets` must be class indices below num_classes = {logits.shape[1]}, "
-            f"got max {int(targets.max())}."
+            f"`targets` must be class indices below num_classes = {logits.shape[1]} (the model's logits), "
+            f"got target {int(targets.max())}."
         )
 
 
