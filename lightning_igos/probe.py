@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import reprlib
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +51,13 @@ import torch
 from torch import Tensor
 
 from lightning_igos.core.runtime import cpu_copy, load_failure_reason, load_weights_only
-from lightning_igos.core.validation import TargetsLike, check_channel_stats, check_images, check_targets
+from lightning_igos.core.validation import (
+    TargetsLike,
+    check_box_shape,
+    check_channel_stats,
+    check_images,
+    check_targets,
+)
 
 FORMAT = "lightning-igos-probe"
 #: The newest probe version this module reads; files with boxes are written with it.
@@ -262,29 +267,7 @@ def check_boxes(boxes: object, batch_size: int, height: int, width: int, name: s
         ...
         ValueError: `boxes` must lie inside the 8x8 images (...), got (2.0, 0.0, 9.0, 4.0) for image 0.
     """
-    if isinstance(boxes, Tensor):
-        if boxes.layout != torch.strided or boxes.is_nested or boxes.is_quantized:
-            raise TypeError(f"`{name}` must be a dense (strided) tensor, got a {boxes.layout} tensor.")
-        if boxes.device.type == "meta":
-            raise TypeError(f"`{name}` must hold data, got a tensor on the meta device.")
-        values = boxes.detach()
-    elif isinstance(boxes, Sequence) and not isinstance(boxes, (str, bytes)):
-        try:
-            values = torch.as_tensor(boxes)
-        except (TypeError, ValueError, RuntimeError) as err:
-            shown = reprlib.repr(boxes)
-            raise TypeError(f"`{name}` must hold numbers, (x0, y0, x1, y1) per image, got {shown}.") from err
-    else:
-        raise TypeError(f"`{name}` must be a tensor or a sequence shaped (B, 4) of (x0, y0, x1, y1) pixel "
-                        f"coordinates, got {type(boxes).__name__}.")
-    if values.dtype == torch.bool or values.is_complex():
-        raise TypeError(f"`{name}` must hold real pixel coordinates, got dtype {values.dtype}.")
-    if tuple(values.shape) != (batch_size, 4):
-        raise ValueError(
-            f"`{name}` must be shaped (B, 4) with B = {batch_size}, one (x0, y0, x1, y1) box per image, "
-            f"got shape {tuple(values.shape)}."
-            + (" Add a batch dimension with boxes.unsqueeze(0)." if tuple(values.shape) == (4,) else "")
-        )
+    values = check_box_shape(boxes, batch_size, name)
     values = values.to(device="cpu", dtype=torch.float32, copy=True).contiguous()
     x0, y0, x1, y1 = values.unbind(1)
     for bad, problem in (

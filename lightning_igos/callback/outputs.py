@@ -351,8 +351,9 @@ class Outputs:
         extras = {STABILITY_SCALAR: result.stability, SANITY_SCALAR: result.sanity,
                   "seconds": torch.tensor([result.seconds]),
                   "passes_per_image": torch.full((n,), result.passes / max(n, 1))}
+        statistic_of = {s.short: s.statistic for s in self.scalars}
         for short, metric in self.metrics.items():
-            statistic = next((s.statistic for s in self.scalars if s.short == short), None)
+            statistic = statistic_of.get(short)
             value = result.stats.get(statistic, torch.empty(0)) if statistic is not None else extras.get(short)
             if value is None:
                 continue

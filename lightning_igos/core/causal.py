@@ -30,7 +30,6 @@ from lightning_igos.core.scoring import ScoreFn, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
-    check_logits,
     check_positive_int,
     check_saliency,
 )
@@ -171,9 +170,7 @@ def causal_curves(
     with runner.running(grad=False):
         x = usable(images).float()
         # The clean forward also checks the model's output before the other points.
-        clean_logits = runner.clean_logits(x)
-        check_logits(clean_logits, x.shape[0], targets_t, score_fn)
-        clean = target_scores(clean_logits, targets_t, score_fn)
+        clean = target_scores(runner.checked_clean_logits(x, targets_t), targets_t, score_fn)
         sub = make_baseline(x, substrate, "substrate")
     return score_curves(runner, x, saliency, targets_t, steps=steps, substrate=sub, clean_score=clean)
 

@@ -46,6 +46,7 @@ from lightning_igos.core.solver import Explanation
 from lightning_igos.core.statistics import statistics
 from lightning_igos.core.validation import (
     TargetsLike,
+    check_box_shape,
     check_images,
     check_logits,
     check_model,
@@ -56,10 +57,11 @@ from lightning_igos.core.validation import (
 
 def __getattr__(name: str) -> object:
     # The names of the statistics, read from the registry (kept for code that imported the lists).
+    plain = [s.name for s in statistics(IGOSConfig()) if s.in_report]  # a default evaluation's
     if name == "STATISTICS":
-        return tuple(s.name for s in statistics() if s.in_report and not s.name.startswith(("road_", "pointing")))
-    if name == "ROAD_STATISTICS":
-        return tuple(s.name for s in statistics() if s.name.startswith("road_"))
+        return tuple(plain)
+    if name == "ROAD_STATISTICS":  # what road=True adds
+        return tuple(s.name for s in statistics(IGOSConfig(road=True)) if s.in_report and s.name not in plain)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -263,10 +265,7 @@ def _prepare(model: object, images: object, targets: object, config: IGOSConfig 
     check_same_device(model, images)
     batch = images.shape[0]
     if boxes is not None:
-        if not isinstance(boxes, Tensor) or boxes.shape != (batch, 4):
-            shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
-            raise ValueError(f"`boxes` must be a tensor shaped ({batch}, 4) of (x0, y0, x1, y1), got {shape}.")
-        boxes = boxes.detach().float()
+        boxes = check_box_shape(boxes, batch).float()
     if isinstance(targets, str) and targets != "pred":
         raise ValueError(f"`targets` must be class indices or 'pred', got {targets!r}.")
     if not isinstance(targets, str):

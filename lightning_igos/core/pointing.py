@@ -22,12 +22,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import Tensor
 
-from lightning_igos.core.validation import check_non_negative, check_positive_int
+from lightning_igos.core.validation import check_box_shape, check_non_negative, check_positive_int
 
 #: TorchRay's pointing game tolerance: 15 pixels at its 224x224 benchmark resolution.
 TORCHRAY_TOLERANCE = 15.0
@@ -114,22 +112,7 @@ def _check_saliency(saliency: object) -> Tensor:
 
 
 def _check_boxes(boxes: object, batch: int) -> Tensor:
-    if isinstance(boxes, Tensor):
-        b = boxes.detach()
-    elif isinstance(boxes, Sequence) and not isinstance(boxes, (str, bytes)):
-        try:
-            b = torch.as_tensor(boxes)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError("`boxes` must hold numbers, (x0, y0, x1, y1) per image.") from err
-    else:
-        raise TypeError(f"`boxes` must be a tensor shaped (B, 4), got {type(boxes).__name__}.")
-    if b.dtype == torch.bool or b.is_complex():
-        raise TypeError(f"`boxes` must hold real pixel coordinates, got dtype {b.dtype}.")
-    if tuple(b.shape) != (batch, 4):
-        raise ValueError(
-            f"`boxes` must be shaped (B, 4) with B = {batch} (one (x0, y0, x1, y1) box per saliency map), "
-            f"got shape {tuple(b.shape)}."
-        )
+    b = check_box_shape(boxes, batch)
     if not torch.isfinite(b).all():
         raise ValueError("`boxes` must hold finite coordinates, got NaN or infinite values.")
     if ((b[:, 0] > b[:, 2]) | (b[:, 1] > b[:, 3])).any():

@@ -63,7 +63,6 @@ from lightning_igos.core.scoring import ScoreFn, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
-    check_logits,
     check_non_negative,
     check_positive_int,
     check_saliency,
@@ -291,9 +290,7 @@ def road_curves(
     with runner.running(grad=False):
         x = usable(images).float()
         # The clean forward also checks the model's output before the imputation work.
-        clean_logits = runner.clean_logits(x)
-        check_logits(clean_logits, x.shape[0], targets_t, score_fn)
-        clean = target_scores(clean_logits, targets_t, score_fn)
+        clean = target_scores(runner.checked_clean_logits(x, targets_t), targets_t, score_fn)
     return road_scores(runner, x, saliency, targets_t, clean_score=clean, fractions=fractions_t, noise_std=noise_std,
                        seed=seed, solver_iterations=solver_iterations, solver_tolerance=solver_tolerance)
 
@@ -309,7 +306,6 @@ def road_scores(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tenso
     device = x.device
     num_pixels = height * width
     k = fractions.numel()
-    targets_t, clean, fractions_t = targets, clean_score, fractions
     with runner.running(grad=False):
         noise = None
         if noise_std > 0:
@@ -319,7 +315,7 @@ def road_scores(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tenso
         s = saliency.to(device)
         ranks = torch.stack([pixel_ranks(s, (height, width)), pixel_ranks(-s, (height, width))])
         ranks = ranks.view(2, batch, 1, height, width)  # (order: MoRF, LeRF)
-        counts = torch.round(fractions_t * num_pixels).long().clamp(0, num_pixels - 1).to(device)
+        counts = torch.round(fractions * num_pixels).long().clamp(0, num_pixels - 1).to(device)
         # Flattened (order, image, fraction) triples, order-major; a batch mixes both orders.
         total = 2 * batch * k
         flat_scores = torch.empty(total, device=device)
@@ -334,16 +330,16 @@ def road_scores(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tenso
             most_iterations = max(most_iterations, iterations)
             if noise is not None:
                 filled = filled + noise[rows] * removed
-            flat_scores[start:stop] = runner.scores(filled, targets_t[rows])
+            flat_scores[start:stop] = runner.scores(filled, targets[rows])
         morf, lerf = flat_scores.view(2, batch, k).unbind(0)
-        fractions_out = fractions_t.to(device=device, dtype=morf.dtype)
-        morf_area = road_area(morf, clean, fractions_out)
-        lerf_area = road_area(lerf, clean, fractions_out)
+        fractions_out = fractions.to(device=device, dtype=morf.dtype)
+        morf_area = road_area(morf, clean_score, fractions_out)
+        lerf_area = road_area(lerf, clean_score, fractions_out)
         return RoadCurves(
             fractions=fractions_out,
             morf=morf,
             lerf=lerf,
-            clean_score=clean,
+            clean_score=clean_score,
             morf_area=morf_area,
             lerf_area=lerf_area,
             gap=lerf_area - morf_area,

@@ -33,6 +33,7 @@ from lightning_igos.core.runtime import (
     model_memory_format,
 )
 from lightning_igos.core.scoring import ScoreFn, target_scores
+from lightning_igos.core.validation import check_logits
 
 #: ``listener(num_images, with_grad)``: told about every forward a runner makes.
 ForwardListener = Callable[[int, bool], None]
@@ -119,6 +120,13 @@ class ModelRunner:
         if not all(isinstance(part, Tensor) for part in parts):
             return parts[0]  # not logits: the caller's check names the type
         return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def checked_clean_logits(self, images: Tensor, targets: Tensor) -> Tensor:
+        """:meth:`clean_logits`, checked (logits shaped ``(B, C)``, finite, targets in range): what a public
+        function starts with, before the expensive work."""
+        logits = self.clean_logits(images)
+        check_logits(logits, images.shape[0], targets, self.score_fn)
+        return logits
 
     @property
     def images_pushed(self) -> int:

@@ -55,7 +55,6 @@ from lightning_igos.core.scoring import ScoreFn, log_complement, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
-    check_logits,
     check_mask_size,
 )
 
@@ -70,6 +69,8 @@ REFERENCE_CELLS = 28 * 28
 MIN_SCORE = 1e-3
 # A mask none of whose cells moved this far from 1 is an empty explanation.
 MIN_MASK_MOVE = 1e-3
+#: The methods :func:`igos` solves (the explainers registry adds others).
+SOLVER_METHODS = ("igos", "igos++")
 #: Reasons of :attr:`Explanation.empty_reasons`.
 NONFINITE_GRADIENT = "non-finite gradient"
 UNMOVED_MASK = "mask never moved"
@@ -654,15 +655,10 @@ def igos(
     # One forward of the clean images validates the model's output before the expensive work.
     with runner.running(grad=False):
         x = usable(images).float()
-        clean_logits = runner.clean_logits(x)
-    check_logits(clean_logits, x.shape[0], targets_t, score_fn)
+        clean_logits = runner.checked_clean_logits(x, targets_t)
     with runner.running(grad=False):
         b = make_baseline(x, baseline)
     return solve(runner, x, b, targets_t, config, seed=seed, mask_size=size, clean_logits=clean_logits)
-
-
-#: The methods :func:`igos` solves (the explainers registry adds others).
-SOLVER_METHODS = ("igos", "igos++")
 
 
 def solve(runner: ModelRunner, x: Tensor, b: Tensor, targets: Tensor, config: IGOSConfig, *, seed: int,

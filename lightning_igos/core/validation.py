@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Sequence
 from typing import Union
 
@@ -219,6 +220,42 @@ def check_bool(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"`{name}` must be True or False, got {value!r}.")
     return value
+
+
+def check_box_shape(boxes: object, batch_size: int, name: str = "boxes") -> Tensor:
+    """``boxes`` as a detached ``(batch_size, 4)`` real tensor of ``(x0, y0, x1, y1)`` (not copied when a tensor).
+
+    The type and shape rule every box argument shares; a tensor's shape is checked before
+    anything is copied. Its values are the caller's to check (finite, ordered, inside the image).
+
+    Example:
+        >>> check_box_shape([[0, 0, 4, 4]], 1).shape
+        torch.Size([1, 4])
+    """
+    if isinstance(boxes, Tensor):
+        if boxes.layout != torch.strided or boxes.is_nested or boxes.is_quantized:
+            raise TypeError(f"`{name}` must be a dense (strided) tensor, got a {boxes.layout} tensor.")
+        if boxes.device.type == "meta":
+            raise TypeError(f"`{name}` must hold data, got a tensor on the meta device.")
+        values = boxes.detach()
+    elif isinstance(boxes, Sequence) and not isinstance(boxes, (str, bytes)):
+        try:
+            values = torch.as_tensor(boxes)
+        except (TypeError, ValueError, RuntimeError) as err:
+            shown = reprlib.repr(boxes)
+            raise TypeError(f"`{name}` must hold numbers, (x0, y0, x1, y1) per image, got {shown}.") from err
+    else:
+        raise TypeError(f"`{name}` must be a tensor or a sequence shaped (B, 4) of (x0, y0, x1, y1) pixel "
+                        f"coordinates, got {type(boxes).__name__}.")
+    if values.dtype == torch.bool or values.is_complex():
+        raise TypeError(f"`{name}` must hold real pixel coordinates, got dtype {values.dtype}.")
+    if tuple(values.shape) != (batch_size, 4):
+        raise ValueError(
+            f"`{name}` must be shaped (B, 4) with B = {batch_size}, one (x0, y0, x1, y1) box per image, "
+            f"got shape {tuple(values.shape)}."
+            + (" Add a batch dimension with boxes.unsqueeze(0)." if tuple(values.shape) == (4,) else "")
+        )
+    return values
 
 
 def check_model(model: object, name: str = "model") -> nn.Module:
