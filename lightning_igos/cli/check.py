@@ -135,7 +135,7 @@ def import_plugins(modules: tuple[str, ...]) -> None:
     for name in modules:
         try:
             importlib.import_module(name)
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # a plug-in's sys.exit() must not end the check
             raise InputError(f"--plugin {name}: cannot import it: {type(err).__name__}: {err}") from err
 
 
@@ -253,7 +253,7 @@ def check_probe_fits(model: nn.Module, probe: Probe, device: torch.device, setti
     images = probe.images.to(device)
     try:
         logits = clean_forward(model, images, settings.config)
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise InputError(
             f"probe '{settings.probe}' (images {tuple(probe.images.shape[1:])}) does not fit --model "
             f"{settings.model}: the forward pass failed with {type(err).__name__}: {err}"

@@ -271,12 +271,37 @@ def _guarded(run: Any, *, verbose: bool) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as err:  # only the verdict ends the check with 0: user code cannot exit for it
+        if verbose:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_exit_source(err)} raised SystemExit({err.code!r}) during the check; "
+              "the check did not finish", file=sys.stderr)
+        return EXIT_INTERNAL
     except Exception as err:  # the last resort: one line instead of a traceback in CI logs
         if verbose:
             traceback.print_exc()
         hint = "" if verbose else " (run with --verbose for the traceback)"
         print(f"{PROG}: error: unexpected {type(err).__name__}: {_one_line(str(err))}{hint}", file=sys.stderr)
         return EXIT_INTERNAL
+    except BaseException as err:  # e.g. GeneratorExit or a BaseException subclass raised by user code
+        if verbose:
+            traceback.print_exc()
+        print(f"{PROG}: error: {_exit_source(err)} raised {type(err).__name__} during the check; "
+              "the check did not finish", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _exit_source(err: BaseException) -> str:
+    """Where ``err`` was raised: ``module 'name' (file:line)``, the innermost frame of its traceback."""
+    frame_line = None
+    tb = err.__traceback__
+    while tb is not None:
+        frame_line = (tb.tb_frame.f_globals.get("__name__", "?"), tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        tb = tb.tb_next
+    if frame_line is None:
+        return "the code"
+    module, filename, line = frame_line
+    return f"module {module!r} ({filename}:{line})"
 
 
 def _one_line(message: str, limit: int = 500) -> str:

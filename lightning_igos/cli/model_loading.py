@@ -45,7 +45,7 @@ def import_model_class(spec: str) -> type[nn.Module]:
     working_directory_importable()
     try:
         target: Any = importlib.import_module(module_name)
-    except Exception as err:  # ImportError, or anything the module raises while it is imported
+    except (Exception, SystemExit) as err:  # ImportError, or anything the module raises (sys.exit too)
         raise InputError(f"cannot import module {module_name!r} for --model {spec}: {type(err).__name__}: {err}") \
             from err
     for part in attribute.split("."):
@@ -141,7 +141,7 @@ def _lightning_model(
     try:
         with safe_loading():
             return loader(buffer, **options)
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise InputError(f"checkpoint '{checkpoint}' does not fit --model {spec}: {type(err).__name__}: {err}") \
             from err
 
@@ -174,7 +174,7 @@ def _state_dict_model(
         )
     try:
         model = model_class()
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise InputError(f"--model {spec} cannot be built without arguments: {type(err).__name__}: {err}") from err
     state = match_state_dict_keys(content, model.state_dict().keys())
     try:

@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor, nn
@@ -42,8 +42,8 @@ from lightning_igos.core.road import DEFAULT_FRACTIONS, RoadCurves, road_scores
 from lightning_igos.core.runner import ForwardListener, ModelRunner
 from lightning_igos.core.runtime import draw_seed, usable
 from lightning_igos.core.scoring import target_scores
-from lightning_igos.core.solver import Explanation
-from lightning_igos.core.statistics import statistics
+from lightning_igos.core.solver import NONFINITE_SALIENCY, Explanation
+from lightning_igos.core.statistics import statistic_values, statistics
 from lightning_igos.core.validation import (
     TargetsLike,
     check_box_shape,
@@ -110,7 +110,7 @@ class Evaluation:
         """``(B,)`` tensors by name: every registered statistic (:func:`~lightning_igos.core.statistics.statistics`)
         that applies to this evaluation (ROAD's when it ran, the mask's when the explainer has a mask, ...)."""
         config = IGOSConfig() if self.config is None else self.config
-        return {s.name: s.compute(self).detach().float() for s in statistics(config, self.boxes is not None)}
+        return {s.name: statistic_values(s, self) for s in statistics(config, self.boxes is not None)}
 
     def cpu(self) -> Evaluation:
         """A detached copy on the CPU (what the callback gathers and renders)."""
@@ -300,11 +300,12 @@ def _explain(runner: ModelRunner, x: Tensor, targets: Tensor, config: IGOSConfig
     with runner.running(grad=True):
         out = get_explainer(config.method).explain(request)
     if isinstance(out, Explanation):
-        return out
+        return _checked_explanation(out, x, config.method)
     if not isinstance(out, Tensor):
         raise TypeError(f"explainer {config.method!r} must return a saliency tensor or an Explanation, "
                         f"got {type(out).__name__}.")
-    saliency = out.detach()
+    # float32 before the finiteness test: a float64 map past float32's range is non-finite where it is used.
+    saliency = out.detach().float()
     if saliency.dim() == 3:
         saliency = saliency.unsqueeze(1)
     if saliency.dim() != 4 or saliency.shape[:2] != (x.shape[0], 1) or saliency.shape[-2] > x.shape[-2] \
@@ -317,6 +318,29 @@ def _explain(runner: ModelRunner, x: Tensor, targets: Tensor, config: IGOSConfig
                                                    align_corners=False)
     return Explanation.from_saliency(saliency.to(x.device), targets, clean_score,
                                      (runner.images_pushed - pushed) / x.shape[0])
+
+
+def _checked_explanation(out: Explanation, x: Tensor, method: str) -> Explanation:
+    """An explainer's :class:`Explanation` held to the rules a bare saliency meets: a ``(B, 1, H, W)`` saliency
+    of the images' size, one empty reason per image, and, after the cast to float32 the metrics use, an image
+    whose map is NaN or infinite anywhere made an empty explanation (``"non-finite saliency"``)."""
+    batch, size = x.shape[0], tuple(x.shape[-2:])
+    saliency = out.saliency
+    if not isinstance(saliency, Tensor) or saliency.dim() != 4 or tuple(saliency.shape) != (batch, 1, *size):
+        shape = tuple(saliency.shape) if isinstance(saliency, Tensor) else type(saliency).__name__
+        raise ValueError(f"explainer {method!r} returned an Explanation whose saliency must be shaped "
+                         f"(B, 1, H, W) = {(batch, 1, *size)}, got {shape}.")
+    if len(out.empty_reasons) != batch:
+        raise ValueError(f"explainer {method!r} returned an Explanation with {len(out.empty_reasons)} empty_reasons "
+                         f"for {batch} images (one per image: '' or why it is empty).")
+    saliency = saliency.detach().float()
+    finite = torch.isfinite(saliency.flatten(1)).all(1)
+    if bool(finite.all()) and out.saliency.dtype == torch.float32:
+        return out
+    reasons = [str(reason) if ok or reason else NONFINITE_SALIENCY
+               for ok, reason in zip(finite.tolist(), out.empty_reasons)]
+    safe = torch.where(finite.view(-1, 1, 1, 1), saliency, torch.zeros_like(saliency))
+    return replace(out, saliency=safe, empty_reasons=reasons)
 
 
 def _predictions(logits: Tensor, targets: Tensor) -> Tensor:

@@ -97,16 +97,88 @@ class Statistic:
 
 _REGISTRY: dict[str, Statistic] = {}
 
+#: Names no registered statistic (nor its scalar) may take: the callback's own scalars
+#: (``<prefix>/seconds``, ...) and the fields of a row of the check's JSON report.
+RESERVED_NAMES = frozenset({
+    "seconds", "passes_per_image", "stability", "sanity_correlation",  # the callback's scalars
+    "index", "target", "target_name", "prediction", "empty", "empty_reason",  # a report row's fields
+})
+
 
 def register_statistic(statistic: Statistic, *, replace: bool = False) -> Statistic:
-    """Add ``statistic`` after the others (its name taken once unless ``replace``); returns it."""
+    """Add ``statistic`` after the others (its name taken once unless ``replace``); returns it.
+
+    Its name and scalar name may not be one of :data:`RESERVED_NAMES` nor the name or scalar
+    name of another registered statistic (``target_prob`` is ``clean_score``'s scalar): a value
+    logged or reported under one name is never two things.
+
+    Example:
+        >>> register_statistic(Statistic("target_prob", lambda e: e.curves.clean_score))
+        Traceback (most recent call last):
+        ...
+        ValueError: statistic 'target_prob': the name 'target_prob' is taken by the statistic 'clean_score' ...
+    """
     if not isinstance(statistic, Statistic):
         raise TypeError(f"`statistic` must be a Statistic, got {type(statistic).__name__}.")
     _register_builtins()
     if statistic.name in _REGISTRY and not replace:
         raise ValueError(f"a statistic named {statistic.name!r} is already registered; pass replace=True.")
+    for name in dict.fromkeys((statistic.name, statistic.scalar_name)):
+        if name in RESERVED_NAMES:
+            raise ValueError(f"statistic {statistic.name!r}: the name {name!r} is reserved (the callback logs or "
+                             f"the report holds a value of its own under it: {', '.join(sorted(RESERVED_NAMES))}); "
+                             "choose another name.")
+        for other in _REGISTRY.values():
+            if other.name != statistic.name and name in (other.name, other.scalar_name):
+                raise ValueError(f"statistic {statistic.name!r}: the name {name!r} is taken by the statistic "
+                                 f"{other.name!r} (its name or logged scalar); choose another name.")
     _REGISTRY[statistic.name] = statistic
     return statistic
+
+
+def statistic_values(statistic: Statistic, evaluation: Evaluation) -> Tensor:
+    """``statistic.compute(evaluation)`` checked: a float ``(B,)`` tensor without an infinite value or mean.
+
+    A value may be NaN (undefined for that image: it fails every gate on the mean); anything
+    else a report or gate could misread is an error naming the statistic: a result that is not
+    a tensor, one of another shape than ``(B,)`` (a 0-dim tensor, ``(2B,)``, ...), an infinite
+    value, or an infinite mean (float64 sum of finite values that overflows).
+
+    Example:
+        >>> bad = Statistic("doubled", lambda e: e.curves.clean_score.repeat(2))
+        >>> import torch
+        >>> from torch import nn
+        >>> from lightning_igos.core.config import IGOSConfig
+        >>> from lightning_igos.core.evaluation import evaluate
+        >>> ev = evaluate(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)), torch.randn(2, 3, 2, 2), [0, 1],
+        ...               IGOSConfig(method="gradient", metric_steps=2))
+        >>> statistic_values(bad, ev)
+        Traceback (most recent call last):
+        ...
+        ValueError: statistic 'doubled' must give one value per image, a tensor shaped (2,); got shape (4,).
+    """
+    import torch
+
+    values = statistic.compute(evaluation)
+    if not isinstance(values, Tensor):
+        raise TypeError(f"statistic {statistic.name!r} must give a tensor shaped (B,) (one value per image), "
+                        f"got {type(values).__name__}.")
+    batch = len(evaluation)
+    if tuple(values.shape) != (batch,):
+        raise ValueError(f"statistic {statistic.name!r} must give one value per image, a tensor shaped ({batch},); "
+                         f"got shape {tuple(values.shape)}.")
+    if values.is_complex():
+        raise TypeError(f"statistic {statistic.name!r} must give real numbers, got dtype {values.dtype}.")
+    values = values.detach().float()
+    infinite = torch.isinf(values)
+    if bool(infinite.any()):
+        where = infinite.nonzero().flatten().tolist()
+        raise ValueError(f"statistic {statistic.name!r} gave an infinite value for image(s) {where[:10]}: a value "
+                         "must be finite, or NaN where it is undefined (an infinite mean would pass any gate).")
+    finite = values[~torch.isnan(values)].double()
+    if finite.numel() and not bool(torch.isfinite(finite.sum())):
+        raise ValueError(f"statistic {statistic.name!r}: its values overflow the mean ({finite.abs().max():.3g}).")
+    return values
 
 
 def unregister_statistic(name: str) -> None:

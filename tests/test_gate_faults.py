@@ -1,0 +1,194 @@
+"""Ways user code, odd inputs or a crafted checkpoint could make `lightning-igos check` pass or lie."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import tiny_check_workspace
+from torch import nn
+
+from lightning_igos.cli.commands import main
+from lightning_igos.core.config import IGOSConfig
+from lightning_igos.core.evaluation import evaluate
+from lightning_igos.core.explainers import register_explainer, unregister_explainer
+from lightning_igos.core.solver import Explanation
+from lightning_igos.core.statistics import Statistic, register_statistic, unregister_statistic
+
+MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
+FAST = ["--iterations", "1", "--ig-steps", "2", "--metric-steps", "4", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    return tiny_check_workspace(tmp_path_factory.mktemp("gate_faults"), num_probe=3)
+
+
+@pytest.fixture()
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Writes ``name.py`` (the given source) into an importable folder; undoes its registrations afterwards."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    written: list[str] = []
+
+    def write(name: str, source: str) -> str:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        written.append(name)
+        return name
+
+    yield write
+    import sys
+
+    for name in written:
+        sys.modules.pop(name, None)
+    for explainer in ("exits", "float64_huge", "wrong_shape"):
+        unregister_explainer(explainer)
+    for statistic in ("exits_stat", "doubled", "infinite", "nothing", "scalar0d", "a_list"):
+        unregister_statistic(statistic)
+
+
+def _check(workspace: Path, *extra: str) -> list[str]:
+    return ["check", "--model", MODEL, "--checkpoint", str(workspace / "run.ckpt"),
+            "--probe", str(workspace / "probe.pt"), *FAST, *extra]
+
+
+# ----------------------------------------------------------------------------- SystemExit from user code
+
+EXITING_MODEL = """
+    import sys
+    from lightning_igos.demo.toy_module import ObjectClassifier
+
+    sys.exit(0)
+"""
+
+EXITING_EXPLAINER = """
+    import sys
+    from lightning_igos.core.explainers import register_explainer
+
+    @register_explainer("exits", passes=lambda config: 1)
+    def exits(request):
+        sys.exit(0)
+"""
+
+EXITING_STATISTIC = """
+    import sys
+    from lightning_igos.core.statistics import Statistic, register_statistic
+
+    def leave(evaluation):
+        raise SystemExit(0)
+
+    register_statistic(Statistic("exits_stat", leave))
+"""
+
+
+@pytest.mark.parametrize("where", ["model", "plugin", "explainer", "statistic"])
+def test_a_system_exit_from_user_code_never_passes_the_check(where, workspace, user_module, capsys):
+    extra: list[str] = ["--min-insertion", "0.0"]
+    if where == "model":
+        user_module("exiting_model", EXITING_MODEL)
+        args = _check(workspace, *extra)
+        args[args.index(MODEL)] = "exiting_model:ObjectClassifier"
+    elif where == "plugin":
+        user_module("exiting_plugin", "import sys\nsys.exit(0)\n")
+        args = _check(workspace, "--plugin", "exiting_plugin", *extra)
+    elif where == "explainer":
+        user_module("exiting_explainer", EXITING_EXPLAINER)
+        args = _check(workspace, "--plugin", "exiting_explainer", "--method", "exits", *extra)
+    else:
+        user_module("exiting_statistic", EXITING_STATISTIC)
+        args = _check(workspace, "--plugin", "exiting_statistic", *extra)
+    status = main(args)
+    err = capsys.readouterr().err
+    assert status not in (0, 1), err
+    named = {"model": "exiting_model", "plugin": "exiting_plugin", "explainer": "exiting_explainer",
+             "statistic": "exiting_statistic"}[where]
+    assert named in err and "SystemExit" in err
+
+
+# ----------------------------------------------------------------------------- statistics' results
+
+def _tiny_evaluation():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    return evaluate(model, torch.randn(2, 3, 2, 2), [0, 1], IGOSConfig(method="gradient", metric_steps=2))
+
+
+@pytest.mark.parametrize(
+    ("name", "compute", "message"),
+    [
+        ("doubled", lambda e: e.curves.clean_score.repeat(2), r"statistic 'doubled' must give one value per image"),
+        ("infinite", lambda e: torch.full((len(e),), float("inf")), r"statistic 'infinite' gave an infinite value"),
+        ("nothing", lambda e: None, r"statistic 'nothing' must give a tensor shaped \(B,\).*NoneType"),
+        ("scalar0d", lambda e: torch.tensor(0.5), r"statistic 'scalar0d' must give one value per image"),
+        ("a_list", lambda e: [0.5] * len(e), r"statistic 'a_list' must give a tensor shaped \(B,\).*list"),
+    ],
+)
+def test_a_malformed_statistic_is_an_error_naming_it(name, compute, message, user_module):
+    evaluation = _tiny_evaluation()
+    register_statistic(Statistic(name, compute))
+    with pytest.raises((TypeError, ValueError), match=message):
+        evaluation.per_image()
+
+
+def test_a_statistic_with_an_infinite_mean_fails_the_check(workspace, user_module, capsys):
+    user_module("inf_stat", """
+        import torch
+        from lightning_igos.core.statistics import Statistic, register_statistic
+
+        register_statistic(Statistic("infinite", lambda e: torch.full((len(e),), -float("inf")), False))
+    """)
+    status = main(_check(workspace, "--plugin", "inf_stat", "--require", "infinite<=0.5"))
+    err = capsys.readouterr().err
+    assert status == 3 and "statistic 'infinite'" in err
+
+
+@pytest.mark.parametrize("name", ["target_prob", "seconds", "stability", "passes_per_image", "sanity_correlation",
+                                  "empty_fraction", "target", "index", "empty", "empty_reason", "target_name"])
+def test_a_statistic_may_not_take_a_builtin_scalar_or_report_field_name(name):
+    with pytest.raises(ValueError, match=f"'{name}'"):
+        register_statistic(Statistic(name, lambda e: e.curves.clean_score))
+    with pytest.raises(ValueError, match="'mine'.*taken|reserved"):
+        register_statistic(Statistic("mine", lambda e: e.curves.clean_score, scalar=name))
+
+
+# ----------------------------------------------------------------------------- an explainer's Explanation
+
+def _register_explanation_explainer(name: str, make) -> None:
+    @register_explainer(name, passes=lambda config: 1)
+    def explainer(request):
+        return make(request)
+
+
+def test_a_float64_explanation_past_float32_range_is_empty_not_a_pass(user_module):
+    def huge(request):
+        saliency = torch.rand(len(request.images), 1, *request.images.shape[-2:], dtype=torch.float64) * 1e300
+        return Explanation.from_saliency(saliency, request.targets, torch.ones(len(request.images)), 1.0)
+
+    _register_explanation_explainer("float64_huge", huge)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    result = evaluate(model, torch.randn(2, 3, 4, 4), [0, 1], IGOSConfig(method="float64_huge", metric_steps=2))
+    assert result.empty.all()
+    assert result.empty_reasons == ["non-finite saliency"] * 2
+    assert torch.isfinite(result.saliency).all() and result.saliency.dtype == torch.float32
+
+
+def test_a_float64_saliency_tensor_past_float32_range_is_empty(user_module):
+    @register_explainer("float64_huge", passes=lambda config: 1)
+    def huge(request):
+        return torch.rand(len(request.images), 1, *request.images.shape[-2:], dtype=torch.float64) * 1e300
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    result = evaluate(model, torch.randn(2, 3, 4, 4), [0, 1], IGOSConfig(method="float64_huge", metric_steps=2))
+    assert result.empty_reasons == ["non-finite saliency"] * 2
+
+
+def test_an_explanation_of_the_wrong_shape_is_refused(user_module):
+    def wrong(request):
+        saliency = torch.rand(len(request.images) + 1, 1, *request.images.shape[-2:])
+        return Explanation.from_saliency(saliency, request.targets, torch.ones(len(request.images)), 1.0)
+
+    _register_explanation_explainer("wrong_shape", wrong)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    with pytest.raises(ValueError, match=r"explainer 'wrong_shape' returned an Explanation whose saliency"):
+        evaluate(model, torch.randn(2, 3, 4, 4), [0, 1], IGOSConfig(method="wrong_shape", metric_steps=2))
