@@ -31,7 +31,7 @@ def peaked(height: int, width: int, points: list[tuple[int, int]]) -> torch.Tens
     [
         ((4, 4), True),  # the box's first pixel
         ((7, 5), True),  # its last column (x1 = 8 is end exclusive)
-        ((8, 5), False),  # the first column after it: centre 8.5, 0.5 pixels out
+        ((8, 5), False),  # the first column after it: 1 pixel out
         ((5, 3), False),  # the row above it
         ((20, 20), False),
         ((0, 0), False),
@@ -42,22 +42,27 @@ def test_hits_and_misses_at_known_positions_with_zero_tolerance(point, hit):
     assert pointing_hits(peaked(32, 32, [point]), boxes, tolerance=0.0).tolist() == [hit]
 
 
-def test_the_tolerance_boundary_is_inclusive():
-    # Box [0, 10.5] x [0, 10.5]; the peak pixel (13, 14) has centre (13.5, 14.5): 3 right, 4 below: distance 5.
-    saliency = peaked(32, 32, [(13, 14)])
-    boxes = torch.tensor([[0.0, 0.0, 10.5, 10.5]])
-    assert pointing_hits(saliency, boxes, tolerance=5.0).tolist() == [True]
-    assert pointing_hits(saliency, boxes, tolerance=math.nextafter(5.0, 0.0)).tolist() == [False]
-    assert pointing_hits(saliency, boxes, tolerance=4.999).tolist() == [False]
-    assert pointing_hits(saliency, boxes, tolerance=5.001).tolist() == [True]
+def test_the_tolerance_is_torchrays_strict_distance_between_pixel_indices():
+    # TorchRay counts a hit when the peak's pixel indices are strictly closer than the tolerance to an object
+    # pixel. Box columns 4..7, rows 4..7; peaks 15 to the right, 14 to the right, and 9 right + 12 down (15).
+    saliency = peaked(64, 64, [(22, 5), (21, 5), (16, 19), (18, 18)])
+    boxes = torch.tensor([[4, 4, 8, 8]] * 4)
+    assert pointing_hits(saliency, boxes, tolerance=15.0).tolist() == [False, True, False, False]
+    assert pointing_hits(saliency, boxes, tolerance=math.nextafter(15.0, 16.0)).tolist() == [True, True, True, False]
+    # (11, 11) from the box is 15.56 pixels away; measured from the pixel centre it was 14.85.
+    assert pointing_hits(saliency, boxes, tolerance=15.55).tolist() == [True, True, True, False]
+    assert pointing_hits(saliency, boxes, tolerance=15.56).tolist() == [True, True, True, True]
+    # A fractional box covers the pixels x0 <= x < x1: [0, 10.5) holds columns 0..10.
+    assert pointing_hits(peaked(32, 32, [(13, 14)]), torch.tensor([[0.0, 0.0, 10.5, 10.5]]), 5.0).tolist() == [False]
+    assert pointing_hits(peaked(32, 32, [(13, 14)]), torch.tensor([[0.0, 0.0, 10.5, 10.5]]), 5.01).tolist() == [True]
 
 
-def test_the_pixel_next_to_the_box_is_half_a_pixel_away():
+def test_the_pixel_next_to_the_box_is_one_pixel_away():
     saliency = peaked(16, 16, [(8, 5), (3, 5), (8, 8)])  # right of, left of, diagonal to [4, 8) x [4, 8)
     boxes = torch.tensor([[4, 4, 8, 8]] * 3)
-    assert pointing_hits(saliency, boxes, tolerance=0.49).tolist() == [False, False, False]
-    assert pointing_hits(saliency, boxes, tolerance=0.5).tolist() == [True, True, False]
-    assert pointing_hits(saliency, boxes, tolerance=math.sqrt(0.5)).tolist() == [True, True, True]
+    assert pointing_hits(saliency, boxes, tolerance=1.0).tolist() == [False, False, False]
+    assert pointing_hits(saliency, boxes, tolerance=1.01).tolist() == [True, True, False]
+    assert pointing_hits(saliency, boxes, tolerance=math.sqrt(2.0) + 1e-9).tolist() == [True, True, True]
 
 
 def test_the_default_tolerance_is_torchrays_15_pixels_at_224_scaled_with_the_image():
@@ -65,7 +70,7 @@ def test_the_default_tolerance_is_torchrays_15_pixels_at_224_scaled_with_the_ima
     assert pointing_tolerance(448, 448) == 30.0
     assert pointing_tolerance(112, 300) == pointing_tolerance(300, 112) == 7.5
     assert pointing_tolerance(64, 64) == pytest.approx(15 * 64 / 224)
-    # A peak 20.5 pixels right of the box misses at 224x224 and hits at 448x448 (tolerance 30).
+    # A peak 21 pixels right of the box misses at 224x224 and hits at 448x448 (tolerance 30).
     for size, hit in ((224, False), (448, True)):
         saliency = peaked(size, size, [(60, 45)])
         boxes = torch.tensor([[30, 30, 40, 50]])

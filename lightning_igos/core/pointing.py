@@ -1,11 +1,14 @@
 """The pointing game (Zhang et al., ECCV 2016): does a saliency map's peak land on the object?
 
-Each map points at one pixel, its maximum; the point is a hit when the pixel's centre
-``(x + 0.5, y + 0.5)`` lies within a tolerance of the object's box, measured as the Euclidean
-distance to the box ``[x0, x1] x [y0, y1]`` (0 inside it). Boxes are ``(x0, y0, x1, y1)`` in
-pixels of the images, end exclusive, as in :class:`lightning_igos.synthetic.ObjectImages`, so
-every pixel of the box hits even at tolerance 0. The default tolerance is the TorchRay
-benchmark's 15 pixels at 224x224, scaled with the image (:func:`pointing_tolerance`).
+Each map points at one pixel, its maximum. The rule is TorchRay's: the point is a hit when the
+peak pixel is a pixel of the object's box, or when the Euclidean distance between its pixel
+indices and those of the nearest pixel of the box is strictly less than a tolerance. Boxes are
+``(x0, y0, x1, y1)`` in pixels of the images, end exclusive, as in
+:class:`lightning_igos.synthetic.ObjectImages`: their pixels are the columns ``x0 <= x < x1``
+and the rows ``y0 <= y < y1`` (for boxes with fractional coordinates too). So the pixel next to a
+box is 1 pixel away, and a peak 15 pixels from the box misses at TorchRay's tolerance of 15
+pixels at 224x224 (scaled with the image: :func:`pointing_tolerance`); at tolerance 0 the peak
+must be inside the box.
 
 The pointing accuracy of a set of maps is the mean of :func:`pointing_hits`. It asks only
 where the peak is, not how the rest of the map is ranked; the insertion and deletion curves
@@ -57,8 +60,8 @@ def pointing_hits(saliency: Tensor, boxes: Tensor, tolerance: float | None = Non
             nothing and is never a hit.
         boxes: ``(B, 4)`` boxes ``(x0, y0, x1, y1)`` in pixels of the images, end exclusive
             (integers or floats; boxes may reach outside the image).
-        tolerance: the largest distance in pixels from the peak pixel's centre to the box that
-            still hits; None: :func:`pointing_tolerance` of ``(H, W)``.
+        tolerance: a peak outside the box hits when its distance in pixel indices to the box's
+            nearest pixel is strictly less than this; None: :func:`pointing_tolerance` of ``(H, W)``.
 
     Returns:
         A bool tensor ``(B,)`` on ``saliency``'s device; computed for the whole batch at once.
@@ -70,9 +73,9 @@ def pointing_hits(saliency: Tensor, boxes: Tensor, tolerance: float | None = Non
 
     Example:
         >>> saliency = torch.zeros(1, 8, 8)
-        >>> saliency[0, 2, 7] = 1.0  # centre (7.5, 2.5): 1.5 pixels right of the box
+        >>> saliency[0, 2, 7] = 1.0  # column 7: 2 pixels right of the box's last column, 5
         >>> box = torch.tensor([[2, 1, 6, 4]])
-        >>> pointing_hits(saliency, box, tolerance=1.0).tolist(), pointing_hits(saliency, box, 1.5).tolist()
+        >>> pointing_hits(saliency, box, tolerance=2.0).tolist(), pointing_hits(saliency, box, 2.01).tolist()
         ([False], [True])
         >>> pointing_hits(torch.ones(1, 8, 8), box).tolist()  # a constant map points at nothing
         [False]
@@ -85,13 +88,13 @@ def pointing_hits(saliency: Tensor, boxes: Tensor, tolerance: float | None = Non
     dtype = torch.float32 if s.device.type == "mps" else torch.float64
     flat = s.reshape(batch, height * width)
     peak = flat.argmax(dim=1)
-    cx = (peak % width).to(dtype) + 0.5
-    cy = torch.div(peak, width, rounding_mode="floor").to(dtype) + 0.5
-    x0, y0, x1, y1 = b.to(device=s.device, dtype=dtype).unbind(1)
-    # Distance to an interval: at most one of the two terms is positive since x0 <= x1.
-    dx = (x0 - cx).clamp_min(0) + (cx - x1).clamp_min(0)
-    dy = (y0 - cy).clamp_min(0) + (cy - y1).clamp_min(0)
-    within = torch.hypot(dx, dy) <= tol
+    px = (peak % width).to(dtype)
+    py = torch.div(peak, width, rounding_mode="floor").to(dtype)
+    # The box's pixels: first column ceil(x0), last ceil(x1) - 1 (end exclusive), rows alike.
+    x0, y0, x1, y1 = b.to(device=s.device, dtype=dtype).ceil().unbind(1)
+    dx = (x0 - px).clamp_min(0) + (px - (x1 - 1)).clamp_min(0)
+    dy = (y0 - py).clamp_min(0) + (py - (y1 - 1)).clamp_min(0)
+    within = ((dx == 0) & (dy == 0)) | (dx * dx + dy * dy < tol * tol)
     points = torch.isfinite(flat).all(dim=1) & (flat.amax(dim=1) > flat.amin(dim=1))
     return within & points
 
