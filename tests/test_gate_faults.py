@@ -192,3 +192,33 @@ def test_an_explanation_of_the_wrong_shape_is_refused(user_module):
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
     with pytest.raises(ValueError, match=r"explainer 'wrong_shape' returned an Explanation whose saliency"):
         evaluate(model, torch.randn(2, 3, 4, 4), [0, 1], IGOSConfig(method="wrong_shape", metric_steps=2))
+
+
+# ----------------------------------------------------------------------------- a crafted checkpoint
+
+MARKER_MODULE = """
+    from pathlib import Path
+
+    def mark(cls, kwargs):
+        Path(__file__).with_name("instantiator_ran").write_text("ran")
+        return cls(**kwargs)
+"""
+
+
+@pytest.mark.parametrize("key", ["hyper_parameters", "hparams"])
+def test_a_checkpoint_cannot_name_code_for_lightning_to_run(key, workspace, tmp_path, user_module, capsys):
+    """``load_from_checkpoint`` of Lightning before 2.6.6 imports and calls ``hyper_parameters["_instantiator"]``."""
+    user_module("instantiator_marker", MARKER_MODULE)
+    content = torch.load(workspace / "run.ckpt", weights_only=True)
+    params = dict(content.pop("hyper_parameters"))
+    params["_instantiator"] = "instantiator_marker.mark"
+    content[key] = params
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save(content, crafted)
+    args = _check(workspace, "--report", str(tmp_path / "r.json"))
+    args[args.index(str(workspace / "run.ckpt"))] = str(crafted)
+    status = main(args)
+    err = capsys.readouterr().err
+    assert not (tmp_path / "instantiator_ran").exists()
+    assert status in (0, 1), err  # the model was built from its plain hyper-parameters
+    assert json.loads((tmp_path / "r.json").read_text())["settings"]["num_images"] == 3

@@ -129,7 +129,7 @@ def _lightning_model(
     runs no code whatever the torch version or environment.
     """
     buffer = io.BytesIO()
-    torch.save(dict(content), buffer)
+    torch.save(without_code_references(content), buffer)
     buffer.seek(0)
     loader = model_class.load_from_checkpoint
     options: dict[str, Any] = {"map_location": device}
@@ -144,6 +144,34 @@ def _lightning_model(
     except (Exception, SystemExit) as err:
         raise InputError(f"checkpoint '{checkpoint}' does not fit --model {spec}: {type(err).__name__}: {err}") \
             from err
+
+
+#: The hyper-parameter entries that older Lightning releases (before 2.6.6) import and call, or import, when
+#: loading: ``load_from_checkpoint`` ran ``hyper_parameters["_instantiator"]`` (a dotted name, which passes
+#: weights-only loading) to build the module.
+CODE_REFERENCE_KEYS = ("_instantiator", "_class_path")
+#: Where a checkpoint keeps the module's hyper-parameters (the current key and those of old releases).
+HYPER_PARAMETER_KEYS = ("hyper_parameters", "hparams", "module_arguments")
+
+
+def without_code_references(content: Mapping) -> dict:
+    """A copy of a Lightning checkpoint's content without the hyper-parameters that name code to run.
+
+    The module is then built as ``cls(**hyper_parameters)`` on every Lightning version: a crafted
+    checkpoint cannot make ``load_from_checkpoint`` import and call what it names.
+
+    Example:
+        >>> clean = without_code_references({"state_dict": {}, "hyper_parameters": {
+        ...     "_instantiator": "builtins.print", "width": 4}})
+        >>> clean["hyper_parameters"]
+        {'width': 4}
+    """
+    cleaned = dict(content)
+    for key in HYPER_PARAMETER_KEYS:
+        params = cleaned.get(key)
+        if isinstance(params, Mapping) and any(name in params for name in CODE_REFERENCE_KEYS):
+            cleaned[key] = {name: value for name, value in params.items() if name not in CODE_REFERENCE_KEYS}
+    return cleaned
 
 
 def _not_lightning_checkpoint(checkpoint: Path, content: object) -> str:
