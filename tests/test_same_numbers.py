@@ -61,3 +61,16 @@ def test_the_seed_still_matters(trained_cnn, probe_data):
     _, other, _ = per_image(trained_cnn, images, labels, seed=1)
     assert torch.equal(first, again)
     assert (first - other).abs().max() > 1e-3
+
+
+def test_integrated_gradients_has_one_default_number_of_steps(trained_cnn, probe_data):
+    """The public function and the registered explainer that the callback and the check run give the same map."""
+    from lightning_igos.core.evaluation import explain
+    from lightning_igos.core.gradients import integrated_gradients
+
+    images, labels = probe_data.images[:2], probe_data.labels[:2]
+    public = integrated_gradients(trained_cnn, images, labels)
+    registered = explain(trained_cnn, images, labels, IGOSConfig(method="integrated_gradients")).saliency
+    torch.testing.assert_close(public, registered, rtol=0, atol=0)
+    other = integrated_gradients(trained_cnn, images, labels, steps=IGOSConfig().ig_steps + 1)
+    assert (other - public).abs().max() > 0

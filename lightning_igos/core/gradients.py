@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_igos.core.baselines import BaselineLike, check_baseline, make_baseline
+from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.runner import ModelRunner
 from lightning_igos.core.runtime import chunks, usable
 from lightning_igos.core.scoring import ScoreFn
@@ -87,7 +88,7 @@ def integrated_gradients(
     images: Tensor,
     targets: TargetsLike,
     *,
-    steps: int = 20,
+    steps: int | None = None,
     baseline: BaselineLike = "blur",
     score_fn: ScoreFn | None = None,
     max_batch_size: int | None = None,
@@ -97,6 +98,9 @@ def integrated_gradients(
     ``(x - b) * mean_k grad(b + k/steps * (x - b))`` with a right Riemann sum; the
     channel sum keeps the sign, so pixels that support the target rank first.
     Returns ``(B, 1, H, W)``; all path points go through the model in batches.
+    ``steps`` None takes ``IGOSConfig().ig_steps``, the default of the registered
+    ``"integrated_gradients"`` explainer that the callback and ``check --method`` run, so the
+    same name gives the same map.
 
     Example:
         >>> import torch
@@ -105,7 +109,7 @@ def integrated_gradients(
         >>> integrated_gradients(model, torch.randn(4, 3, 8, 8), 0, steps=5).shape
         torch.Size([4, 1, 8, 8])
     """
-    steps = check_positive_int(steps, "steps")
+    steps = IGOSConfig().ig_steps if steps is None else check_positive_int(steps, "steps")
     check_baseline(baseline)
     runner, x, targets_t = _checked(model, images, targets, score_fn, max_batch_size)
     with runner.running(grad=False):
