@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -222,3 +223,36 @@ def test_a_checkpoint_cannot_name_code_for_lightning_to_run(key, workspace, tmp_
     assert not (tmp_path / "instantiator_ran").exists()
     assert status in (0, 1), err  # the model was built from its plain hyper-parameters
     assert json.loads((tmp_path / "r.json").read_text())["settings"]["num_images"] == 3
+
+
+# ----------------------------------------------------------------------------- gates that cannot decide
+
+@pytest.mark.parametrize(
+    ("requirement", "message"),
+    [
+        ("insertion_auc>=5", r"--require insertion_auc>=5 could never pass: insertion_auc lies in \[0, 1\]"),
+        ("insertion_auc>1", r"could never pass"),
+        ("deletion_auc>=-1", r"--require deletion_auc>=-1 could never fail"),
+        ("deletion_auc<2", r"could never fail"),
+        ("insertion_auc_normalized<-0.5", r"could never pass: insertion_auc_normalized lies in \[0, inf\]"),
+    ],
+)
+def test_a_require_outside_the_statistic_range_is_refused_before_the_work(requirement, message, workspace,
+                                                                          monkeypatch, capsys):
+    import lightning_igos.cli.check as check
+
+    monkeypatch.setattr(check, "load_model", lambda *a, **k: pytest.fail("the work ran"))
+    assert main(_check(workspace, "--require", requirement)) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_require_at_an_end_of_the_range_is_accepted(workspace, capsys):
+    assert main(_check(workspace, "--require", "insertion_auc>=0", "--require", "deletion_auc<=1")) == 0
+
+
+def test_max_sanity_correlation_without_sanity_is_a_usage_error(workspace, monkeypatch, capsys):
+    import lightning_igos.cli.check as check
+
+    monkeypatch.setattr(check, "load_model", lambda *a, **k: pytest.fail("the work ran"))
+    assert main(_check(workspace, "--max-sanity-correlation", "0.2")) == 2
+    assert "--max-sanity-correlation 0.2 is only read with --sanity" in capsys.readouterr().err

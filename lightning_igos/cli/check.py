@@ -141,11 +141,20 @@ def import_plugins(modules: tuple[str, ...]) -> None:
 
 def check_requirements(settings: CheckSettings, probe: Probe) -> None:
     """Every gate names a statistic this run reports (before any work); an unknown one lists those that exist."""
-    known = [s.name for s in statistics(settings.config, probe.boxes is not None) if s.in_report]
+    from lightning_igos.core.statistics import value_range
+
+    reported = {s.name: s for s in statistics(settings.config, probe.boxes is not None) if s.in_report}
+    known = list(reported)
     for requirement in settings.requirements():
         if requirement.statistic not in known:
             raise InputError(f"--require {requirement}: no statistic named {requirement.statistic!r} in this run; "
                              f"the reported ones are: {', '.join(known)}.")
+        bounds = value_range(reported[requirement.statistic])
+        verdict = None if bounds is None else requirement.decided(*bounds)
+        if verdict is not None and requirement.name == "require":
+            low, high = bounds
+            raise InputError(f"--require {requirement} could never {'pass' if verdict == 'fail' else 'fail'}: "
+                             f"{requirement.statistic} lies in [{low:g}, {high:g}].")
 
 
 def _caption(row: dict[str, Any]) -> str:
@@ -194,6 +203,11 @@ def check_thresholds(settings: Any) -> None:
         ...
         lightning_igos.cli.errors.InputError: --min-insertion 1.5 could never pass: raw AUCs lie in [0, 1].
     """
+    default_sanity = CheckSettings.__dataclass_fields__["max_sanity_correlation"].default
+    if not getattr(settings, "sanity", False) and getattr(settings, "max_sanity_correlation", default_sanity) \
+            != default_sanity:
+        raise InputError(f"--max-sanity-correlation {settings.max_sanity_correlation:g} is only read with --sanity; "
+                         "add --sanity to run the sanity check, or drop it.")
     for option, value in (("--min-insertion", settings.min_insertion), ("--max-deletion", settings.max_deletion)):
         if value is None:
             continue

@@ -50,6 +50,24 @@ class Requirement:
     def holds(self, value: float) -> bool:
         return bool(_OPERATORS[self.op](value, self.limit))
 
+    def decided(self, low: float, high: float) -> str | None:
+        """``"fail"`` when no value in ``[low, high]`` meets it, ``"pass"`` when every value past the range's ends
+        does, else None.
+
+        A limit at an end that some value meets decides nothing (``insertion_auc>=0`` is how one
+        gates on NaN alone); ``insertion_auc>1`` can never pass.
+
+        Example:
+            >>> Requirement("insertion_auc", ">=", 5).decided(0, 1), Requirement("road_gap", ">=", -2).decided(-1, 1)
+            ('fail', 'pass')
+        """
+        upward = self.op in (">=", ">")
+        if self.limit > high or (self.limit == high and self.op == ">"):
+            return "fail" if upward else "pass"
+        if self.limit < low or (self.limit == low and self.op == "<"):
+            return "pass" if upward else "fail"
+        return None
+
     def __str__(self) -> str:
         return f"{self.statistic}{self.op}{self.limit:g}"
 

@@ -60,6 +60,9 @@ class Statistic:
         applies: ``applies(config, has_boxes) -> bool``: whether an evaluation with this
             :class:`~lightning_igos.core.config.IGOSConfig` (and probe boxes or not) has it,
             known before it runs (the callback declares its scalars up front). None: always.
+        bounds: ``(low, high)``, the values it can take with the softmax score (``-math.inf``
+            or ``math.inf`` for an open end), or None when unknown: a ``--require`` gate that
+            could never pass or never fail is refused (:func:`value_range`).
     """
 
     name: str
@@ -72,6 +75,7 @@ class Statistic:
     scalar: str | None = None
     in_report: bool = True
     applies: Callable[[IGOSConfig, bool], bool] | None = None
+    bounds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -83,6 +87,11 @@ class Statistic:
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {self.reduction!r}.")
         format(0.5, self.fmt)  # a bad format spec fails here, not in a report
+        if self.bounds is not None:
+            low, high = (float(v) for v in self.bounds)
+            if not low <= high:
+                raise ValueError(f"`bounds` must be (low, high) with low <= high, got {self.bounds!r}.")
+            object.__setattr__(self, "bounds", (low, high))
 
     def applies_to(self, config: IGOSConfig, has_boxes: bool = False) -> bool:
         return True if self.applies is None else bool(self.applies(config, has_boxes))
@@ -134,6 +143,28 @@ def register_statistic(statistic: Statistic, *, replace: bool = False) -> Statis
                                  f"{other.name!r} (its name or logged scalar); choose another name.")
     _REGISTRY[statistic.name] = statistic
     return statistic
+
+
+#: The range of each built-in statistic with the softmax score (what the check uses).
+_BUILTIN_BOUNDS: dict[str, tuple[float, float]] = {
+    **dict.fromkeys(("clean_score", "insertion_auc", "deletion_auc", "mask_mean", "mask_min", "mask_frac_below_half",
+                     "road_morf", "road_lerf", "pointing", "empty_fraction"), (0.0, 1.0)),
+    "insertion_auc_normalized": (0.0, float("inf")), "deletion_auc_normalized": (0.0, float("inf")),
+    "road_gap": (-1.0, 1.0),
+}
+
+
+def value_range(statistic: Statistic) -> tuple[float, float] | None:
+    """The values ``statistic`` can take (its :attr:`~Statistic.bounds`, or a built-in's), None when unknown.
+
+    Example:
+        >>> value_range(get_statistic("road_gap"))
+        (-1.0, 1.0)
+    """
+    if statistic.bounds is not None:
+        return statistic.bounds
+    builtin = _BUILTIN_BOUNDS.get(statistic.name)
+    return builtin if builtin is not None and _BUILTIN_COMPUTE.get(statistic.name) is statistic.compute else None
 
 
 def statistic_values(statistic: Statistic, evaluation: Evaluation) -> Tensor:
@@ -230,6 +261,7 @@ def _pointing(evaluation: Evaluation) -> Tensor:
 
 
 _BUILTINS_REGISTERED = False
+_BUILTIN_COMPUTE: dict[str, Callable] = {}  # name -> compute of each built-in (a replaced one has another)
 
 
 def _register_builtins() -> None:
@@ -263,3 +295,4 @@ def _register_builtins() -> None:
                   in_report=False),
     ):
         _REGISTRY[statistic.name] = statistic
+        _BUILTIN_COMPUTE[statistic.name] = statistic.compute
