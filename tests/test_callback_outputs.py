@@ -144,7 +144,7 @@ def test_tensorboard_layout_once_and_cost_scalars(tmp_path: Path, loaders) -> No
         igos_logger.removeHandler(handler)
         igos_logger.setLevel(level)
     assert len(handler_records) == 1, handler_records
-    assert handler_records[0].startswith("IGOSCallback: explaining 2 probe images took ")
+    assert handler_records[0].startswith("IGOSCallback igos: explaining 2 probe images with I-GOS took ")
     assert "model passes per image" in handler_records[0] and "every epoch" in handler_records[0]
     logger.experiment.flush()
     events = EventAccumulator(logger.log_dir, size_guidance={"tensors": 0, "scalars": 0})
@@ -173,4 +173,4 @@ def test_progress_bar_says_explanations_are_computed(tmp_path: Path, loaders) ->
     bar = TQDMProgressBar()
     _fit(tmp_path, IGOSCallback(log_images=False, **FAST), loaders, module=module, enable_progress_bar=True,
          callbacks=[bar])
-    assert seen and all(text.startswith("I-GOS: explaining 2 probe images, ") for text in seen)
+    assert seen and all(text == "igos: explaining 2 probe images with I-GOS" for text in seen)

@@ -138,9 +138,9 @@ def test_the_metrics_have_their_direction_and_the_layout_its_charts() -> None:
     assert "val/stability" not in module.logged and "val/sanity_correlation" not in module.logged
     layout = custom_scalars_layout({"igos": [(s.short, s.group) for s in callback_scalars(sanity=True)],
                                     "pp": [(s.short, s.group) for s in scalars]})
-    assert "stability across epochs" not in layout["igos"]
-    assert layout["pp"]["stability across epochs"] == ["Multiline", ["^pp/stability$"]]
-    assert layout["igos"]["sanity check"] == ["Multiline", ["^igos/sanity_correlation$"]]
+    assert "stability" not in layout["igos"]
+    assert layout["pp"]["stability"] == ["Multiline", ["^pp/stability$"]]
+    assert layout["igos"]["sanity_correlation"] == ["Multiline", ["^igos/sanity_correlation$"]]
 
 
 def _validate(root: Path, callback: IGOSCallback, module: ObjectClassifier, loader: DataLoader,

@@ -4,12 +4,10 @@ log, MLflow 3, checkpoint file names, and the README's recipes, run as written."
 
 from __future__ import annotations
 
-import io
 import math
 import re
 import shlex
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
@@ -18,15 +16,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 import yaml
-from pytorch_lightning.callbacks import TQDMProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
 from lightning_igos.callback import IGOSCallback
 from lightning_igos.callback.hooks import _IGOSCallbackLogic
-from lightning_igos.callback.status import ExplainStatus
-from lightning_igos.core.config import IGOSConfig
-from lightning_igos.core.evaluation import planned_passes
 from lightning_igos.demo.synthetic import SmallCNN, make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
 
@@ -281,72 +275,12 @@ def test_two_callbacks_share_one_custom_scalars_layout(tmp_path: Path, monkeypat
     assert len(configs) == 1  # two callbacks, two explained epochs: one layout
     layout = layout_pb2.Layout.FromString(configs[0].tensor_proto.string_val[0])
     categories = {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
-    assert set(categories) == {"igos", "igospp"}
-    assert categories["igospp"]["insertion and deletion AUC"] == ["^igospp/insertion_auc$", "^igospp/deletion_auc$"]
-    assert categories["igos"]["mask"] == ["^igos/mask_mean$", "^igos/mask_min$", "^igos/mask_frac_below_half$"]
+    assert list(categories) == ["igos vs igospp", "igos", "igospp"]  # the comparison first
+    assert categories["igos vs igospp"]["insertion_auc"] == ["^igos/insertion_auc$", "^igospp/insertion_auc$"]
+    assert categories["igospp"]["insertion_auc"] == ["^igospp/insertion_auc$"]  # one statistic per chart
+    assert all(len(tags) == 1 for prefix in ("igos", "igospp") for tags in categories[prefix].values())
     for prefix in ("igos", "igospp"):  # every tag of the layout is a logged scalar
         assert len(events.Scalars(f"{prefix}/insertion_auc_normalized")) == 2
-
-
-# ----------------------------------------------------------------------------- the progress bar
-
-
-class _Stream(io.StringIO):
-    def __init__(self, tty: bool) -> None:
-        super().__init__()
-        self.tty = tty
-
-    def isatty(self) -> bool:
-        return self.tty
-
-
-def _fit_with_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tty: bool, epochs: int = 2) -> str:
-    """Fit with Lightning's tqdm bar writing to a terminal (``tty``) or a log file; what it wrote."""
-    stream = _Stream(tty)
-    monkeypatch.setattr(sys, "stdout", stream)  # where Lightning's bars and tqdm.write go
-    monkeypatch.setattr(ExplainStatus, "INTERVAL_S", 0.0)  # redraw at every pass: the most a log could get
-    trainer = pl.Trainer(
-        accelerator="cpu", devices=1, max_epochs=epochs, callbacks=[IGOSCallback(**FAST), TQDMProgressBar()],
-        logger=False, default_root_dir=tmp_path, enable_model_summary=False, enable_checkpointing=False,
-        num_sanity_val_steps=0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(_module(), *_loaders(val_size=2))
-    return stream.getvalue()
-
-
-def _plain(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
-
-
-def test_progress_bar_shows_done_of_total_passes_and_an_eta(tmp_path: Path, monkeypatch) -> None:
-    out = _fit_with_bar(tmp_path, monkeypatch, tty=True, epochs=1)
-    solver, metrics = planned_passes(IGOSConfig(iterations=1, ig_steps=2, metric_steps=4), 2)
-    total = solver + metrics
-    shown = re.findall(r"I-GOS: explaining 2 probe images, (\d+)/(\d+) passes, \d+:\d\d elapsed, ETA (--|\d+:\d\d)",
-                       out)
-    assert shown, out[-2000:]
-    assert {int(t) for _, t, _ in shown} == {total}  # the total is known from the first draw on
-    done = [int(d) for d, _, _ in shown]
-    assert done[0] == 0 and done[-1] == total and done == sorted(done)
-    assert any(eta != "--" for _, _, eta in shown)
-    # The first run's cost line is a line of its own, not glued to a bar.
-    lines = [_plain(line).strip("\r ") for line in out.split("\n")]
-    cost = [line for line in lines if "IGOSCallback: explaining 2 probe images took" in line]
-    assert len(cost) == 1 and cost[0].startswith("IGOSCallback: ") and "it/s" not in cost[0]
-
-
-def test_progress_into_a_log_is_one_line_per_explained_epoch(tmp_path: Path, monkeypatch) -> None:
-    out = _fit_with_bar(tmp_path, monkeypatch, tty=False, epochs=3)
-    segments = [_plain(s).strip() for s in re.split(r"[\r\n]", out)]
-    ours = [s for s in segments if "I-GOS" in s or "IGOSCallback" in s]
-    assert len(ours) == 3, ours  # epochs 0, 1 and 2: the cost line, then one line each
-    assert ours[0].startswith("IGOSCallback: explaining 2 probe images took ")
-    solver, metrics = planned_passes(IGOSConfig(iterations=1, ig_steps=2, metric_steps=4), 2)
-    for epoch, line in zip((1, 2), ours[1:]):
-        assert re.fullmatch(rf"I-GOS epoch {epoch}: explained 2 probe images in [\d.]+ s, "
-                            rf"{solver + metrics}/{solver + metrics} passes \(\d+ model passes in all\)", line), line
 
 
 # ----------------------------------------------------------------------------- MLflow 3

@@ -530,7 +530,7 @@ class _IGOSCallbackLogic:
                                 what="scalars", local=True)
         out.warn_empty(trainer, reports, len(probe_images))
         if trainer.is_global_zero:
-            out.after_scalars(trainer, pl_module, result, len(probe_images), self.every_n_epochs)
+            out.after_scalars(trainer, pl_module, result, len(probe_images), self.every_n_epochs, self.config.method)
         rendered = [r.result for r in reports if r.result is not None and len(r.result) > 0]
         if self.log_images and trainer.is_global_zero and rendered and not panel_failures:
             try:
@@ -557,7 +557,7 @@ class _IGOSCallbackLogic:
         # the same noise and epochs are comparable. The status counts the passes and shows the work
         # on the progress bar (done/total passes and the time left).
         boxes = None if self.store.boxes is None else self.store.boxes[indices].to(pl_module.device)
-        with ExplainStatus(trainer, len(indices), self.config) as status:
+        with ExplainStatus(trainer, len(indices), self.config, self.prefix) as status:
             evaluation = evaluate(pl_module, images, targets, self.config, on_stage=status.on_stage,
                                   on_forward=status.count, boxes=boxes)
         result = ShareResult.of(indices, evaluation)

@@ -40,7 +40,9 @@ from torch import Tensor
 
 from lightning_igos.render import to_pil_image
 
-__all__ = ["ImageSink", "artifact_folder", "custom_scalars_layout", "image_sinks", "write_custom_scalars"]
+__all__ = [
+    "ImageSink", "artifact_folder", "comparison_title", "custom_scalars_layout", "image_sinks", "write_custom_scalars",
+]
 
 # (tag, image (3, H, W) in [0, 1], caption)
 Panel = tuple[str, Tensor, str]
@@ -115,24 +117,30 @@ Charts = Mapping[str, Sequence[tuple[str, str]]]
 
 
 def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict[str, dict[str, list[Any]]]:
-    """TensorBoard's Custom Scalars layout of the ``<prefix>/`` scalars: one category per prefix.
+    """TensorBoard's Custom Scalars layout of the ``<prefix>/`` scalars: one chart per statistic.
 
     ``charts`` maps each prefix to its scalars and their chart groups (what
     :func:`~lightning_igos.callback.outputs.callback_scalars` declares, from the statistics
     registry); a prefix or a list of prefixes stands for the default callback's scalars.
-    Scalars of one group share a chart (raw AUCs in one, normalised in another, so each chart
-    keeps one scale; the mask statistics in one). Tags are anchored regular expressions
+    Each prefix gets a category with one chart per scalar, in the registry's order (so the
+    scalars of a group sit side by side): TensorBoard draws every series of one run in one
+    colour, told apart only by small markers, so a chart of one statistic is the one that
+    reads alone, and its y-range fits that statistic. When several callbacks of one Trainer
+    (``igos`` and ``igos_pp``) log the same statistic, a first category, ``igos vs igos_pp``,
+    overlays them in one chart per shared statistic. Tags are anchored regular expressions
     (``igos/insertion_auc`` alone would match its ``_normalized`` variant too). TensorBoard
-    keeps one layout per run, so several callbacks of one Trainer (``igos`` and ``igos_pp``)
-    share one layout with a category each: pass all their prefixes.
+    keeps one layout per run, so the callbacks of one Trainer share one layout: pass all
+    their prefixes.
 
     Example:
-        >>> custom_scalars_layout()["igos"]["insertion and deletion AUC"]
-        ['Multiline', ['^igos/insertion_auc$', '^igos/deletion_auc$']]
+        >>> custom_scalars_layout()["igos"]["insertion_auc"]
+        ['Multiline', ['^igos/insertion_auc$']]
         >>> list(custom_scalars_layout(["igos", "igos_pp"]))
-        ['igos', 'igos_pp']
+        ['igos vs igos_pp', 'igos', 'igos_pp']
+        >>> custom_scalars_layout(["igos", "igos_pp"])["igos vs igos_pp"]["deletion_auc"]
+        ['Multiline', ['^igos/deletion_auc$', '^igos_pp/deletion_auc$']]
         >>> custom_scalars_layout({"igos": [("road_morf", "ROAD"), ("road_lerf", "ROAD")]})
-        {'igos': {'ROAD': ['Multiline', ['^igos/road_morf$', '^igos/road_lerf$']]}}
+        {'igos': {'road_morf': ['Multiline', ['^igos/road_morf$']], 'road_lerf': ['Multiline', ['^igos/road_lerf$']]}}
     """
     if isinstance(charts, str) or not isinstance(charts, Mapping):
         from lightning_igos.callback.outputs import callback_scalars
@@ -140,13 +148,36 @@ def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict
         prefixes = [charts] if isinstance(charts, str) else list(dict.fromkeys(charts))
         default = [(s.short, s.group) for s in callback_scalars()]
         charts = {p: default for p in prefixes}
-    layout: dict[str, dict[str, list[Any]]] = {}
+
+    def tag(prefix: str, short: str) -> str:
+        return f"^{re.escape(prefix)}/{re.escape(short)}$"
+
+    own: dict[str, dict[str, list[Any]]] = {}
+    shared: dict[str, list[str]] = {}
     for prefix, scalars in charts.items():
+        # The registry's order, a group's scalars kept together.
         groups: dict[str, list[str]] = {}
         for short, group in scalars:
-            groups.setdefault(group or short, []).append(f"^{re.escape(prefix)}/{re.escape(short)}$")
-        layout[prefix] = {group: ["Multiline", tags] for group, tags in groups.items()}
-    return layout
+            groups.setdefault(group or short, []).append(short)
+        shorts = [short for members in groups.values() for short in members]
+        own[prefix] = {short: ["Multiline", [tag(prefix, short)]] for short in shorts}
+        for short in shorts:
+            shared.setdefault(short, []).append(prefix)
+    compared = {short: ["Multiline", [tag(p, short) for p in prefixes]]
+                for short, prefixes in shared.items() if len(prefixes) > 1}
+    if not compared:
+        return own
+    return {comparison_title(list(charts)): compared, **own}
+
+
+def comparison_title(prefixes: Sequence[str]) -> str:
+    """The title of the Custom Scalars category that overlays several callbacks' statistics.
+
+    Example:
+        >>> comparison_title(["igos", "igos_pp"])
+        'igos vs igos_pp'
+    """
+    return " vs ".join(prefixes)
 
 
 # Set on a SummaryWriter once it holds the layout: every callback of the Trainer then leaves it alone.

@@ -419,7 +419,8 @@ class Outputs:
     # --------------------------------------------------------------------- layout and cost (rank 0)
 
     def after_scalars(
-        self, trainer: Any, pl_module: Any, result: ShareResult | None, num_images: int, every_n_epochs: int
+        self, trainer: Any, pl_module: Any, result: ShareResult | None, num_images: int, every_n_epochs: int,
+        method: str = "igos",
     ) -> None:
         """The TensorBoard custom-scalars layout (one for all the Trainer's IGOSCallbacks, once per run); after
         the first run its cost, and after later runs, when the progress bar writes into a log, the run's line."""
@@ -437,7 +438,8 @@ class Outputs:
         if not self.cost_reported:
             self.cost_reported = True
             passes = round(result.passes / len(result) * num_images)  # under DDP: rank 0's share, scaled
-            say(trainer, cost_line(num_images, passes, result.seconds, every_n_epochs, pl_module.device))
+            say(trainer, cost_line(num_images, passes, result.seconds, every_n_epochs, pl_module.device, self.prefix,
+                                   method))
             return
         bar = progress_bar(trainer)
         if bar is not None and result.summary and not terminal_output(bar):

@@ -2,23 +2,27 @@
 
 :class:`ExplainStatus` is a context manager around one explanation run of the callback. It
 counts the images that go through the model (it listens to the evaluation's model runner,
-``evaluate(..., on_forward=status.count)``) and, when the
-trainer shows a progress bar (Lightning's ``TQDMProgressBar`` or ``RichProgressBar``), writes
+``evaluate(..., on_forward=status.count)``) and, when the trainer shows a progress bar
+(Lightning's ``TQDMProgressBar`` or ``RichProgressBar``), turns the validation bar into a bar of
+the explaining while it runs:
 
-    I-GOS: explaining 8 probe images, 640/1440 passes, 0:05 elapsed, ETA 0:12
+    igos: explaining 8 probe images with I-GOS  29%|###      | 320/1112 [00:05<00:12, 64.0 passes/s]
 
-into the validation bar's description, and puts the old description back afterwards. The
-total is known before the first pass, from the configuration
+The bar counts passes done out of the total, with its own clock, rate and time left (the
+validation batches' bar would sit at 100% while its rate fell); afterwards the validation
+bar is put back. The total is known before the first pass, from the configuration
 (:func:`~lightning_igos.core.evaluation.planned_passes`): the explainer's gradient passes (for
 ``igos`` at most ``iterations * ig_steps`` per image, twice for ``igos++``) and the metrics'
 passes (``2 * metric_steps - 1`` per image after the shared clean forward).
 When every image converges before ``iterations`` the count jumps to the end of the solver's
 share. The solver's forward-only line-search trials are not in the count but are in the
-time, so the ETA (the time per counted pass so far, times the passes left) includes them.
+time, so the time left (the time per counted pass so far, times the passes left) includes them.
+Every line starts with the callback's prefix and names the method.
 
 Outside a terminal (a CI log, output sent to a file) the bar is not redrawn while explaining:
-a log would get a status line per redraw. The callback prints one line per explained epoch
-instead (:meth:`ExplainStatus.summary`, through the progress bar's own ``print``). Without a
+a log would get a status line per redraw. The log gets one line when the explaining starts
+(:meth:`ExplainStatus.start_line`) and the callback prints one when it ends
+(:meth:`ExplainStatus.summary`), both through the progress bar's own ``print``. Without a
 progress bar it only counts.
 
 Example:
@@ -35,7 +39,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["ExplainStatus", "clock", "cost_line", "progress_bar", "terminal_output"]
+__all__ = ["ExplainStatus", "clock", "cost_line", "method_label", "progress_bar", "terminal_output"]
 
 
 def clock(seconds: float) -> str:
@@ -77,9 +81,20 @@ def terminal_output(callback: Any) -> bool:
         return False
 
 
+def method_label(method: str) -> str:
+    """The explainer's name as people write it: ``I-GOS``, ``iGOS++``, else the registered name.
+
+    Example:
+        >>> method_label("igos"), method_label("igos++"), method_label("integrated_gradients")
+        ('I-GOS', 'iGOS++', 'integrated_gradients')
+    """
+    return {"igos": "I-GOS", "igos++": "iGOS++"}.get(method, method)
+
+
 class ExplainStatus:
     """Count the images passed through ``module`` and show the run's progress on the trainer's progress bar.
 
+    ``prefix`` (the callback's) leads every line, so two callbacks' lines are told apart.
     Attributes (after the ``with`` block): ``passes`` (images through the model, all
     forwards counted, with or without gradients), ``passes_per_image``, ``seconds``
     (wall time of the block), ``done`` and ``total`` (the counted passes, see the module's
@@ -88,10 +103,11 @@ class ExplainStatus:
 
     INTERVAL_S = 0.25
 
-    def __init__(self, trainer: Any, num_images: int, config: Any = None) -> None:
+    def __init__(self, trainer: Any, num_images: int, config: Any = None, prefix: str = "igos") -> None:
         from lightning_igos.core.evaluation import planned_passes
 
-        self.trainer, self.num_images = trainer, num_images
+        self.trainer, self.num_images, self.prefix = trainer, num_images, prefix
+        self.method = method_label(getattr(config, "method", "igos"))
         self.passes = 0
         self.seconds = 0.0
         self.solver_budget, metric_budget = planned_passes(config, num_images) if config is not None else (0, 0)
@@ -110,20 +126,28 @@ class ExplainStatus:
     def elapsed(self) -> float:
         return time.perf_counter() - self._started if self._started else self.seconds
 
+    def lead(self) -> str:
+        """What is explained, by whom: the start of every line."""
+        return f"{self.prefix}: explaining {self.num_images} probe images with {self.method}"
+
     def text(self) -> str:
-        """The progress bar's text: passes done of the total, time so far and the time left."""
-        lead = f"I-GOS: explaining {self.num_images} probe images"
+        """The status in words: passes done of the total, time so far and the time left."""
         if self.total is None:
-            return f"{lead}, {self.passes} passes"
+            return f"{self.lead()}, {self.passes} passes"
         elapsed = self.elapsed()
         eta = "--" if self.done == 0 else clock(elapsed / self.done * (self.total - self.done))
-        return f"{lead}, {self.done}/{self.total} passes, {clock(elapsed)} elapsed, ETA {eta}"
+        return f"{self.lead()}, {self.done}/{self.total} passes, {clock(elapsed)} elapsed, ETA {eta}"
+
+    def start_line(self) -> str:
+        """The line a log gets when the explaining starts (its last bar would otherwise read 100%)."""
+        planned = "" if self.total is None else f", {self.total} passes planned"
+        return f"{self.lead()}{planned} ..."
 
     def summary(self, epoch: int) -> str:
         """The one line of an explained epoch, for a log (no terminal)."""
         counted = "" if self.total is None else f", {self.done}/{self.total} passes"
-        return (f"I-GOS epoch {epoch}: explained {self.num_images} probe images in {self.seconds:.1f} s"
-                f"{counted} ({self.passes} model passes in all)")
+        return (f"{self.prefix} epoch {epoch}: {self.method} explained {self.num_images} probe images in "
+                f"{self.seconds:.1f} s{counted} ({self.passes} model passes in all)")
 
     def on_stage(self, stage: str) -> None:
         """``evaluate``'s stage callback: at ``"scoring"`` the solver's share is done, converged early or not."""
@@ -135,7 +159,7 @@ class ExplainStatus:
     def __enter__(self) -> ExplainStatus:
         self._started = time.perf_counter()
         try:
-            self._show(self.text())
+            self._show()
         except Exception:  # a progress bar we cannot write to never stops the explanations
             self._bar = self._restore = None
         return self
@@ -167,59 +191,99 @@ class ExplainStatus:
         if force or now - self._drawn >= self.INTERVAL_S:
             self._drawn = now
             try:
-                self._bar(self.text())
+                self._bar()
             except Exception:
                 self._bar = None
 
-    def _show(self, text: str) -> None:
-        """Find the validation bar of the trainer's progress bar callback and write ``text`` into it.
+    def _show(self) -> None:
+        """Turn the validation bar of the trainer's progress bar callback into a bar of the explaining.
 
-        On a terminal the bar is redrawn; into a log the text is only set (nothing is written).
+        While the probe is explained the bar counts passes done out of the total (its clock, rate
+        and time left are those of the explaining, not of the validation batches, and it never
+        reads 100% before the end); afterwards the validation bar is put back as it was. On a
+        terminal the bar is redrawn; into a log it is not (a log would get a line per redraw):
+        the log gets :meth:`start_line` now, and the callback prints :meth:`summary` at the end.
         """
         callback = progress_bar(self.trainer)
         if callback is None:
             return
         live = self._live = terminal_output(callback)
-        # Rich: a task of a rich.progress.Progress.
+        if not live and callable(getattr(callback, "print", None)):
+            callback.print(self.start_line())
         progress, task_id = getattr(callback, "progress", None), getattr(callback, "val_progress_bar_id", None)
-        if progress is not None and task_id is not None and callable(getattr(progress, "update", None)):
-            old = progress.tasks[task_id].description
-
-            def show_rich(value: str) -> None:
-                progress.update(task_id, description=value)
-                if live:
-                    progress.refresh()
-
-            show_rich(text)
-            self._bar, self._restore = show_rich, lambda: show_rich(old)
+        if progress is not None and task_id is not None and callable(getattr(progress, "reset", None)):
+            self._show_rich(progress, task_id, live)
             return
-        # tqdm: the validation bar exists between on_validation_start and on_validation_end.
-        try:
+        try:  # tqdm: the validation bar exists between on_validation_start and on_validation_end.
             bar = callback.val_progress_bar
         except Exception:
             return
-        if bar is None or not callable(getattr(bar, "set_description_str", None)):
-            return
-        old_desc = getattr(bar, "desc", "")
+        if bar is not None and callable(getattr(bar, "set_description_str", None)):
+            self._show_tqdm(bar, live)
 
-        def show_tqdm(value: str) -> None:
-            bar.set_description_str(value, refresh=live)
+    def _description(self) -> str:
+        # With a total the bar itself shows done/total, the time and the rate; the words say what runs.
+        return self.lead() if self.total is not None else self.text()
 
-        show_tqdm(text)
-        self._bar, self._restore = show_tqdm, lambda: show_tqdm(old_desc)
+    def _show_rich(self, progress: Any, task_id: Any, live: bool) -> None:
+        task = progress.tasks[task_id]
+        old = (task.description, task.total, task.completed)
+
+        def draw() -> None:
+            progress.update(task_id, description=self._description(), completed=self.done)
+            if live:
+                progress.refresh()
+
+        def restore() -> None:
+            description, total, completed = old
+            progress.reset(task_id, total=total, completed=completed, description=description)
+
+        # A fresh task clock: the time and speed columns then measure the explaining.
+        progress.reset(task_id, total=self.total if self.total is not None else None, completed=0,
+                       description=self._description())
+        if live:
+            progress.refresh()
+        self._bar, self._restore = draw, restore
+
+    def _show_tqdm(self, bar: Any, live: bool) -> None:
+        names = ("total", "n", "desc", "unit", "start_t", "last_print_t", "last_print_n")
+        old = {name: getattr(bar, name, None) for name in names}
+
+        def draw() -> None:
+            if live:
+                bar.update(self.done - bar.n)  # tqdm's own rate and time left follow the passes
+                bar.set_description_str(self._description(), refresh=True)
+            else:
+                bar.n = self.done
+
+        def restore() -> None:
+            for name, value in old.items():
+                if value is not None or name == "total":
+                    setattr(bar, name, value)
+            bar.set_description_str(old["desc"] or "", refresh=False)
+
+        if self.total is not None:
+            bar.unit = " passes"
+            if live:
+                bar.reset(total=self.total)  # a fresh clock and rate: the bar's numbers are the explaining's
+            else:
+                bar.total, bar.n = self.total, 0
+        bar.set_description_str(self._description(), refresh=live)
+        self._bar, self._restore = draw, restore
 
 
-def cost_line(num_images: int, passes: int, seconds: float, every_n_epochs: int, device: object) -> str:
+def cost_line(num_images: int, passes: int, seconds: float, every_n_epochs: int, device: object,
+              prefix: str = "igos", method: str = "igos") -> str:
     """The one line the callback prints after its first run: what explaining costs per epoch.
 
     Example:
-        >>> cost_line(8, 1200, 3.14159, 2, "cpu")  # doctest: +NORMALIZE_WHITESPACE
-        'IGOSCallback: explaining 8 probe images took 3.1 s on cpu (150 model passes per image,
-        1200 in all), every 2 epochs: about 1.6 s per epoch on average (every_n_epochs sets how often).'
+        >>> cost_line(8, 1200, 3.14159, 2, "cpu", prefix="igos_pp", method="igos++")  # doctest: +NORMALIZE_WHITESPACE
+        'IGOSCallback igos_pp: explaining 8 probe images with iGOS++ took 3.1 s on cpu (150 model passes per
+        image, 1200 in all), every 2 epochs: about 1.6 s per epoch on average (every_n_epochs sets how often).'
     """
     per_epoch = seconds / every_n_epochs
     per_image = passes / num_images if num_images else 0.0
     often = "every epoch" if every_n_epochs == 1 else f"every {every_n_epochs} epochs"
-    return (f"IGOSCallback: explaining {num_images} probe images took {seconds:.1f} s on {device} "
-            f"({per_image:.0f} model passes per image, {passes} in all), {often}: about {per_epoch:.1f} s per "
-            "epoch on average (every_n_epochs sets how often).")
+    return (f"IGOSCallback {prefix}: explaining {num_images} probe images with {method_label(method)} took "
+            f"{seconds:.1f} s on {device} ({per_image:.0f} model passes per image, {passes} in all), {often}: "
+            f"about {per_epoch:.1f} s per epoch on average (every_n_epochs sets how often).")
