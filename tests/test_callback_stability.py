@@ -139,8 +139,8 @@ def test_the_metrics_have_their_direction_and_the_layout_its_charts() -> None:
     layout = custom_scalars_layout({"igos": [(s.short, s.group) for s in callback_scalars(sanity=True)],
                                     "pp": [(s.short, s.group) for s in scalars]})
     assert "stability" not in layout["igos"]
-    assert layout["pp"]["stability"] == ["Multiline", ["^pp/stability$"]]
-    assert layout["igos"]["sanity_correlation"] == ["Multiline", ["^igos/sanity_correlation$"]]
+    assert layout["pp"]["stability"] == ["Margin", ["pp/stability"] * 3]
+    assert layout["igos"]["sanity_correlation"] == ["Margin", ["igos/sanity_correlation"] * 3]
 
 
 def _validate(root: Path, callback: IGOSCallback, module: ObjectClassifier, loader: DataLoader,

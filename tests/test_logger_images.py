@@ -43,10 +43,10 @@ def test_tensorboard_gets_images_and_one_layout(tmp_path: Path) -> None:
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     layout = layout_pb2.Layout.FromString(configs[0].tensor_proto.string_val[0])
-    charts = {c.title: list(c.multiline.tag) for c in layout.category[0].chart}
-    expected = custom_scalars_layout()["igos"]
-    assert charts == {title: spec[1] for title, spec in expected.items()}
-    assert charts["insertion_auc_normalized"] == ["^igos/insertion_auc_normalized$"]
+    charts = {c.title: c.margin.series[0] for c in layout.category[0].chart}
+    assert list(charts) == list(custom_scalars_layout()["igos"])
+    band = charts["insertion_auc_normalized"]
+    assert band.value == band.lower == band.upper == "igos/insertion_auc_normalized"
 
 
 def test_wandb_offline_gets_images_at_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

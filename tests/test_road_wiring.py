@@ -106,7 +106,7 @@ def test_the_layout_has_a_road_chart_only_for_road_prefixes() -> None:
     layout = custom_scalars_layout(charts)
     assert not {"road_morf", "road_lerf", "road_gap"} & set(layout["igos"])
     assert [layout["igospp"][name] for name in ("road_morf", "road_lerf", "road_gap")] == [
-        ["Multiline", ["^igospp/road_morf$"]], ["Multiline", ["^igospp/road_lerf$"]], ["Multiline", ["^igospp/road_gap$"]]]
+        ["Margin", [f"igospp/{name}"] * 3] for name in ("road_morf", "road_lerf", "road_gap")]
     assert "road_morf" not in layout["igos vs igospp"]  # only statistics both log are compared
     assert "road_morf" not in custom_scalars_layout()["igos"]
 

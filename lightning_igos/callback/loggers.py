@@ -125,22 +125,26 @@ def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict
     Each prefix gets a category with one chart per scalar, in the registry's order (so the
     scalars of a group sit side by side): TensorBoard draws every series of one run in one
     colour, told apart only by small markers, so a chart of one statistic is the one that
-    reads alone, and its y-range fits that statistic. When several callbacks of one Trainer
+    reads alone. It is a margin chart whose band is the statistic itself (value, lower and upper
+    bound the same tag): TensorBoard's default "ignore outliers in chart scaling" drops the values
+    outside their 5th-95th percentile before it fits the y-range, which, with 2-5 points, leaves
+    out the first and the last (the line runs off the chart, or the chart is empty); a band counts
+    each value three times, so every point stays in the range. When several callbacks of one Trainer
     (``igos`` and ``igos_pp``) log the same statistic, a first category, ``igos vs igos_pp``,
-    overlays them in one chart per shared statistic. Tags are anchored regular expressions
-    (``igos/insertion_auc`` alone would match its ``_normalized`` variant too). TensorBoard
+    overlays them in a multiline chart per shared statistic, whose tags are anchored regular
+    expressions (``igos/insertion_auc`` alone would match its ``_normalized`` variant too). TensorBoard
     keeps one layout per run, so the callbacks of one Trainer share one layout: pass all
     their prefixes.
 
     Example:
         >>> custom_scalars_layout()["igos"]["insertion_auc"]
-        ['Multiline', ['^igos/insertion_auc$']]
+        ['Margin', ['igos/insertion_auc', 'igos/insertion_auc', 'igos/insertion_auc']]
         >>> list(custom_scalars_layout(["igos", "igos_pp"]))
         ['igos vs igos_pp', 'igos', 'igos_pp']
         >>> custom_scalars_layout(["igos", "igos_pp"])["igos vs igos_pp"]["deletion_auc"]
         ['Multiline', ['^igos/deletion_auc$', '^igos_pp/deletion_auc$']]
-        >>> custom_scalars_layout({"igos": [("road_morf", "ROAD"), ("road_lerf", "ROAD")]})
-        {'igos': {'road_morf': ['Multiline', ['^igos/road_morf$']], 'road_lerf': ['Multiline', ['^igos/road_lerf$']]}}
+        >>> list(custom_scalars_layout({"igos": [("road_morf", "ROAD"), ("road_lerf", "ROAD")]})["igos"])
+        ['road_morf', 'road_lerf']
     """
     if isinstance(charts, str) or not isinstance(charts, Mapping):
         from lightning_igos.callback.outputs import callback_scalars
@@ -160,7 +164,7 @@ def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict
         for short, group in scalars:
             groups.setdefault(group or short, []).append(short)
         shorts = [short for members in groups.values() for short in members]
-        own[prefix] = {short: ["Multiline", [tag(prefix, short)]] for short in shorts}
+        own[prefix] = {short: ["Margin", [f"{prefix}/{short}"] * 3] for short in shorts}
         for short in shorts:
             shared.setdefault(short, []).append(prefix)
     compared = {short: ["Multiline", [tag(p, short) for p in prefixes]]
