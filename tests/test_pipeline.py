@@ -101,14 +101,18 @@ def test_require_gates_on_any_reported_statistic(workspace, monkeypatch, capsys)
     assert failing.returncode == 1 and "FAIL" in failing.stdout
 
 
-@pytest.mark.parametrize("gate, known", [("road_lerf>=0.4", "insertion_auc"), ("pointing>=0.5", "deletion_auc"),
-                                         ("nonsense<=1", "mask_mean")])
+@pytest.mark.parametrize("gate, known, hint", [
+    ("road_lerf>=0.4", "insertion_auc", "(it is a ROAD statistic: add --road)"),
+    ("pointing>=0.5", "deletion_auc", "(it needs a probe with boxes, and this probe has none"),
+    ("nonsense<=1", "mask_mean", None)])
 def test_a_gate_on_a_statistic_this_run_lacks_lists_the_ones_it_has(workspace, monkeypatch, capsys, gate,
-                                                                    known) -> None:
+                                                                    known, hint) -> None:
     result = run_main(workspace, monkeypatch, capsys, *check_args("--require", gate))
     assert result.returncode == 2
     assert "no statistic named" in result.stderr and known in result.stderr and "road_lerf" not in \
         result.stderr.split("reported ones are:")[1]
+    # What would add the statistic, when one would.
+    assert (hint in result.stderr) if hint else ("(it" not in result.stderr), result.stderr
 
 
 @pytest.mark.parametrize("gate", ["road_lerf", "road_lerf=>0.4", "road_lerf>=high", "road_lerf>=nan"])

@@ -40,6 +40,8 @@ from torch import Tensor, nn
 
 from lightning_igos.callback.messages import EmptyExplanationWarning, IGOSWarning, error_text
 from lightning_igos.callback.outputs import (
+    SANITY_SCALAR,
+    STABILITY_SCALAR,
     Outputs,
     RankReport,
     ShareResult,
@@ -168,10 +170,17 @@ class _IGOSCallbackLogic:
             ``n*every_n_epochs-1, 2n*every_n_epochs-1, ...``; ``trainer.validate()`` always) run
             :func:`~lightning_igos.core.sanity.sanity_check` on the probe with the epoch's saliency and
             log ``<prefix>/sanity_correlation`` (lower is better): the probe mean Spearman correlation
-            with the saliency on a randomised deep copy of the model (re-initialised from the callback's
-            own seed, the same every epoch). It doubles the solver's cost on those epochs (one more
-            explanation) and holds two more copies of the model while it runs; a failure there skips the epoch
-            like a failed explanation. Other epochs get the unexplained epoch's stand-in for this key.
+            with the saliency on a randomised copy of the model (the head and last quarter of the layers
+            its forward runs, re-initialised from the callback's own seed, the same every epoch; their
+            names are in ``sanity_reinitialized``). Only the network the forward runs is copied: the
+            module's other attributes are shared, not copied. It doubles the solver's cost on those
+            epochs (one more explanation) and holds one more copy of that network while it runs; a failure
+            there skips the epoch like a failed explanation. Other epochs get the unexplained epoch's
+            stand-in for this key.
+
+            For both: an image whose explanation is empty (ranks no pixel) has no correlation; the mean is
+            over the other images, with a warning, and an epoch where no image has one logs no value (the
+            monitors get the stand-in), never a correlation of 1.
 
     Besides the igos/ quality scalars it logs ``<prefix>/empty_fraction`` (the fraction of probe
     images whose explanation is empty: a mask that never moved, or gradients that were not
@@ -276,6 +285,8 @@ class _IGOSCallbackLogic:
         self.sanity_every_n = None if sanity_every_n is None else check_positive_int(sanity_every_n, "sanity_every_n")
         # This rank's slice of the saliency of the last logged explained epoch (stability=True), on the CPU.
         self.previous_saliency: Tensor | None = None
+        # The modules the last sanity check re-initialised (model.named_modules() names).
+        self.sanity_reinitialized: tuple[str, ...] = ()
         self.log_images = check_bool(log_images, "log_images")
         self.on_error = check_choice(on_error, "on_error", ERROR_MODES)
         mean, std = check_display_stats(mean, std)
@@ -510,6 +521,7 @@ class _IGOSCallbackLogic:
             result=result if self.log_images and error is None else None,
             empty_reasons=[] if result is None else result.empty_reasons,
             stability_maps=None if result is None or not self.stability else self._stability_maps(result.saliency),
+            correlations={} if result is None else self._correlation_counts(result),
         )
         reports = self._gather(trainer, report)
         failed = [r for r in reports if not r.explained]
@@ -523,6 +535,7 @@ class _IGOSCallbackLogic:
             self.store.remember_targets(torch.cat([r.targets for r in reports]))
         if self.stability:  # the epoch is logged on every rank: the next one compares with it (the whole probe)
             self.previous_saliency = torch.cat([r.stability_maps for r in reports])
+        self._drop_undefined_correlations(trainer, reports, result)
         try:
             out.log_scalars(pl_module, result)
         except Exception as err:  # pl_module.log refused them (the loggers get them later, from Lightning)
@@ -569,6 +582,8 @@ class _IGOSCallbackLogic:
             # The same images of the same probe (any world size); another probe compares nothing.
             same = previous.shape[0] == len(self.store.images) and previous.shape[1:] == current.shape[1:]
             result.stability = spearman(current, previous[indices]) if same else torch.empty(0)
+            if same:  # an empty explanation this epoch has no correlation with the last one
+                result.stability = result.stability.masked_fill(evaluation.empty.cpu(), float("nan"))
         if sanity:
             start = time.perf_counter()
             result.sanity = self._sanity_correlation(trainer, pl_module, images, evaluation).cpu()
@@ -596,14 +611,48 @@ class _IGOSCallbackLogic:
         return explained % self.sanity_every_n == 0
 
     def _sanity_correlation(self, trainer: Any, pl_module: nn.Module, images: Tensor, evaluation: Evaluation) -> Tensor:
-        """Per-image Spearman ``(n,)`` of the epoch's saliency with that of a randomised deep copy of the model."""
-        # sanity_check re-initialises a deep copy, never the user's module; the copy leaves the Trainer out
-        # (a LightningModule refers to it), and the re-initialisation draws from the callback's own seed.
-        detached = deepcopy(pl_module, {id(trainer): None})
+        """Per-image Spearman ``(n,)`` of the epoch's saliency with that of a randomised copy of the model (NaN
+        where either explanation is empty)."""
+        # sanity_check re-initialises a copy of the network the forward runs, never the user's module; the
+        # module's other attributes (the Trainer, metrics, data) are shared, not copied, and the
+        # re-initialisation draws from the callback's own seed.
         generator = torch.Generator().manual_seed(self.config.seed)
-        result = sanity_check(detached, images, evaluation.targets.to(images.device), self.config,
-                              saliency=evaluation.saliency, generator=generator)
+        result = sanity_check(pl_module, images, evaluation.targets.to(images.device), self.config,
+                              saliency=evaluation.saliency, empty=evaluation.empty, generator=generator)
+        self.sanity_reinitialized = result.reinitialized
         return result.correlation
+
+    @staticmethod
+    def _correlation_counts(result: ShareResult) -> dict[str, tuple[int, int]]:
+        """The share's defined and undefined (NaN: an empty map) stability and sanity correlations."""
+        counts = {}
+        for short, values in ((STABILITY_SCALAR, result.stability), (SANITY_SCALAR, result.sanity)):
+            if values is not None:
+                undefined = int(torch.isnan(values).sum())
+                counts[short] = (values.numel() - undefined, undefined)
+        return counts
+
+    def _drop_undefined_correlations(self, trainer: Any, reports: list[RankReport], result: ShareResult) -> None:
+        """Log the stability and sanity means over the images whose correlation is defined; warn (rank 0) about
+        the others; log no value when no image of the probe has one, so the monitors get the stand-in of an
+        epoch without it (the decision is the same on every rank: it reads the gathered counts)."""
+        for short, attribute in ((STABILITY_SCALAR, "stability"), (SANITY_SCALAR, "sanity")):
+            values = getattr(result, attribute)
+            if values is None:
+                continue
+            defined = sum(r.correlations.get(short, (0, 0))[0] for r in reports)
+            undefined = sum(r.correlations.get(short, (0, 0))[1] for r in reports)
+            setattr(result, attribute, values[~torch.isnan(values)] if defined else None)
+            if undefined and trainer.is_global_zero:
+                what = "stability" if short == STABILITY_SCALAR else "sanity check"
+                logged = (f"the logged {self.prefix}/{short} is the mean of the other {defined}" if defined else
+                          f"no {self.prefix}/{short} is logged (a monitor on it gets the stand-in of an epoch "
+                          "without it)")
+                warnings.warn(
+                    f"IGOSCallback: {undefined} of {defined + undefined} probe images have no {what} correlation at "
+                    f"epoch {trainer.current_epoch}: an explanation is empty (the same everywhere: it ranks no "
+                    f"pixel), so its rank correlation is undefined; {logged}.", IGOSWarning, stacklevel=2,
+                )
 
     @staticmethod
     def _gather(trainer: Any, report: RankReport) -> list[RankReport]:

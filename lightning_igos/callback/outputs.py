@@ -179,6 +179,8 @@ class RankReport:
     result: ShareResult | None = None
     empty_reasons: list[str] = field(default_factory=list)
     stability_maps: Tensor | None = None  # with stability=True: the share's saliency as kept for the next epoch
+    # stability/sanity_correlation -> (defined, undefined) correlations of the share (an empty map has none)
+    correlations: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def empty_result(metric_steps: int, scalars: tuple[Scalar, ...] = ()) -> ShareResult:

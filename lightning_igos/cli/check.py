@@ -147,14 +147,31 @@ def check_requirements(settings: CheckSettings, probe: Probe) -> None:
     known = list(reported)
     for requirement in settings.requirements():
         if requirement.statistic not in known:
-            raise InputError(f"--require {requirement}: no statistic named {requirement.statistic!r} in this run; "
-                             f"the reported ones are: {', '.join(known)}.")
+            hint = _missing_statistic_hint(requirement.statistic, settings, probe)
+            raise InputError(f"--require {requirement}: no statistic named {requirement.statistic!r} in this run"
+                             f"{hint}; the reported ones are: {', '.join(known)}.")
         bounds = value_range(reported[requirement.statistic])
         verdict = None if bounds is None else requirement.decided(*bounds)
         if verdict is not None and requirement.name == "require":
             low, high = bounds
             raise InputError(f"--require {requirement} could never {'pass' if verdict == 'fail' else 'fail'}: "
                              f"{requirement.statistic} lies in [{low:g}, {high:g}].")
+
+
+def _missing_statistic_hint(name: str, settings: CheckSettings, probe: Probe) -> str:
+    """Why a registered statistic is not in this run, and what would add it (``--road``, a probe with boxes)."""
+    import dataclasses
+
+    registered = {s.name: s for s in statistics()}
+    if name not in registered:
+        return ""
+    statistic, has_boxes = registered[name], probe.boxes is not None
+    if not settings.config.road and statistic.applies_to(dataclasses.replace(settings.config, road=True), has_boxes):
+        return " (it is a ROAD statistic: add --road)"
+    if not has_boxes and statistic.applies_to(settings.config, True):
+        return (" (it needs a probe with boxes, and this probe has none: save one with boxes, "
+                "save_probe(path, images, labels, boxes=...))")
+    return " (it does not apply to this run's options)"
 
 
 def _caption(row: dict[str, Any]) -> str:

@@ -88,6 +88,15 @@ def empty_text(report: Mapping[str, Any]) -> str:
     return f"{count} of {len(rows)} explanations {verb} empty ({listed})"
 
 
+def _sanity_failure(sanity: Mapping[str, Any]) -> str:
+    mean, limit = sanity.get("mean_correlation"), sanity.get("max_correlation")
+    if mean is None or mean != mean:  # None in the JSON, NaN before it
+        return "the sanity check has no correlation (every image has an empty explanation)"
+    if limit is not None and mean > limit:
+        return "the sanity check failed (the explanations barely change when the model is randomised)"
+    return f"the sanity check has no correlation for {sanity.get('num_empty')} images (an explanation is empty)"
+
+
 def sanity_text(report: Mapping[str, Any]) -> str:
     """The ``--sanity`` line, or ``""`` when the report has no ``sanity`` object.
 
@@ -101,7 +110,15 @@ def sanity_text(report: Mapping[str, Any]) -> str:
     mean = sanity.get("mean_correlation")
     shown = "nan" if mean is None else f"{mean:.4f}"
     verdict = "pass" if sanity.get("passed") else "FAIL"
-    return f"sanity (model randomisation): mean Spearman {shown} <= {sanity.get('max_correlation'):g} {verdict}"
+    line = f"sanity (model randomisation): mean Spearman {shown} <= {sanity.get('max_correlation'):g} {verdict}"
+    if sanity.get("num_empty"):
+        line += (f"; {sanity['num_empty']} of {len(sanity.get('correlation', []))} images have no correlation "
+                 "(an explanation is empty)")
+    names = list(sanity.get("reinitialized") or [])
+    if names:
+        shown_names = ", ".join(names) if len(names) <= 3 else f"{names[0]}, ..., {names[-1]}"
+        line += f" (re-initialised {len(names)} module{'s' if len(names) > 1 else ''}: {shown_names})"
+    return line
 
 
 def verdict_text(report: Mapping[str, Any]) -> str:
@@ -130,7 +147,7 @@ def verdict_text(report: Mapping[str, Any]) -> str:
         failures.append(empty)
     sanity = report.get("sanity")
     if sanity and not sanity.get("passed"):
-        failures.append("the sanity check failed (the explanations barely change when the model is randomised)")
+        failures.append(_sanity_failure(sanity))
     return "FAIL: " + ("; ".join(failures) or "see the report")
 
 

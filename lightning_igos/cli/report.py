@@ -16,6 +16,7 @@ from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.outputs import write_bytes
 from lightning_igos.cli.settings import CheckSettings
 from lightning_igos.core.evaluation import Evaluation
+from lightning_igos.core.sanity import SanityResult
 from lightning_igos.core.statistics import statistics
 from lightning_igos.probe import Probe
 
@@ -43,7 +44,7 @@ def build_report(
     evaluation: Evaluation,
     elapsed_s: float,
     class_names: ClassNames | None = None,
-    sanity: Tensor | None = None,
+    sanity: Tensor | SanityResult | None = None,
 ) -> dict[str, Any]:
     """The JSON report: per-image AUCs, means, thresholds with pass/fail, empty explanations, settings, versions.
 
@@ -55,9 +56,10 @@ def build_report(
     (index -> name). Each image row and ``mean`` carry every registered statistic that applies
     to the run (:mod:`lightning_igos.core.statistics`: with ``road`` also ``road_morf``,
     ``road_lerf`` and ``road_gap``, with probe boxes ``pointing``), and ``statistics`` describes
-    them (name, table label, format, which way is better) for the tables. With ``sanity`` (the per-image Spearman
-    correlations of ``--sanity``) the report carries a ``sanity`` object (``mean_correlation``,
-    ``correlation``, ``max_correlation``, ``passed``), and fails when it did not pass.
+    them (name, table label, format, which way is better) for the tables. With ``sanity`` (the
+    :class:`~lightning_igos.core.sanity.SanityResult` of ``--sanity``, or its per-image Spearman correlations)
+    the report carries a ``sanity`` object (:func:`sanity_report`: ``mean_correlation``, ``correlation``,
+    ``max_correlation``, ``num_empty``, ``empty``, ``reinitialized``, ``passed``), and fails when it did not pass.
     """
     reported = [st for st in statistics(settings.config, evaluation.boxes is not None) if st.in_report]
     every = evaluation.per_image()
@@ -84,7 +86,8 @@ def build_report(
     config = settings.config
     options = config.as_dict()
     solver = {name: options[name] for name in REPORTED_OPTIONS}
-    sanity_block = None if sanity is None else sanity_report(sanity, settings.max_sanity_correlation)
+    sanity_block = None if sanity is None else sanity_report(
+        sanity, settings.max_sanity_correlation, allow_empty=settings.allow_empty)
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -128,19 +131,35 @@ def build_report(
     }
 
 
-def sanity_report(correlation: Tensor, max_correlation: float) -> dict[str, Any]:
-    """The report's ``sanity`` object: the mean and per-image Spearman correlations, the limit, pass/fail.
+def sanity_report(correlation: Tensor | SanityResult, max_correlation: float, *,
+                  allow_empty: bool = False) -> dict[str, Any]:
+    """The report's ``sanity`` object: the mean and per-image Spearman correlations, the limit, pass/fail,
+    the images without a correlation and the re-initialised modules.
 
-    A NaN mean fails.
+    ``correlation``: a :class:`~lightning_igos.core.sanity.SanityResult`, or its per-image correlations.
+    An image whose explanation is empty on either model has no correlation (NaN, ``null`` in the JSON,
+    listed in ``empty``); the mean is over the others. The check fails when no image has a
+    correlation (``mean_correlation`` NaN), and when any lacks one unless ``allow_empty``.
 
     Example:
-        >>> sanity_report(torch.tensor([0.25, 0.5]), 0.5)
-        {'mean_correlation': 0.375, 'correlation': [0.25, 0.5], 'max_correlation': 0.5, 'passed': True}
+        >>> sanity_report(torch.tensor([0.25, 0.5]), 0.5)["mean_correlation"]
+        0.375
+        >>> block = sanity_report(torch.tensor([float("nan"), float("nan")]), 0.5)
+        >>> block["mean_correlation"], block["empty"], block["passed"]
+        (nan, [0, 1], False)
     """
-    values = [float(v) for v in correlation.detach().cpu().double().tolist()]
-    mean = _mean(correlation.detach().cpu())
-    return {"mean_correlation": mean, "correlation": values, "max_correlation": float(max_correlation),
-            "passed": bool(mean <= max_correlation)}
+    reinitialized: list[str] = []
+    if isinstance(correlation, SanityResult):
+        reinitialized = list(correlation.reinitialized)
+        correlation = correlation.correlation
+    values = correlation.detach().cpu().double()
+    undefined = torch.isnan(values)
+    mean = _mean(values[~undefined]) if bool((~undefined).any()) else math.nan
+    empty = [int(i) for i in undefined.nonzero().flatten().tolist()]
+    passed = not math.isnan(mean) and mean <= max_correlation and (not empty or allow_empty)
+    return {"mean_correlation": mean, "correlation": [float(v) for v in values.tolist()],
+            "max_correlation": float(max_correlation), "num_empty": len(empty), "empty": empty,
+            "reinitialized": reinitialized, "passed": bool(passed)}
 
 
 def evaluate_thresholds(settings: CheckSettings, mean: dict[str, float]) -> list[dict[str, Any]]:
