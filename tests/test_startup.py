@@ -180,3 +180,25 @@ def test_the_probe_cap_is_read_when_parsing(monkeypatch) -> None:
     monkeypatch.setattr(probe, "MAX_PROBE_ELEMENTS", 123)
     args = parser.parse_args(["check", "--model", "m:M", "--checkpoint", "c", "--probe", "p"])
     assert args.max_probe_elements == 123
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing checkpoint", "lightning-igos: error: checkpoint file 'missing.ckpt' does not exist."),
+    ("missing probe", "lightning-igos: error: probe file 'missing.pt' does not exist."),
+    ("--min-insertion 1.5", "lightning-igos: error: --min-insertion 1.5 could never pass: raw AUCs lie in [0, 1]."),
+    ("--max-deletion -0.1", "lightning-igos: error: --max-deletion -0.1 could never pass: raw AUCs lie in [0, 1]."),
+])
+def test_missing_files_and_impossible_thresholds_are_reported_before_torch_loads(tmp_path: Path, case: str,
+                                                                                  message: str) -> None:
+    (tmp_path / "model.ckpt").write_bytes(b"")
+    (tmp_path / "probe.pt").write_bytes(b"")
+    args = {"--model": "no_such_package.models:Net", "--checkpoint": "model.ckpt", "--probe": "probe.pt"}
+    if case.startswith("missing"):
+        args["--checkpoint" if "checkpoint" in case else "--probe"] = "missing." + ("ckpt" if "checkpoint" in case
+                                                                                    else "pt")
+    extra = case.split() if case.startswith("--") else []
+    result = _run(tmp_path, "check", *[x for pair in args.items() for x in pair], *extra)
+    assert result.returncode == 2
+    assert result.stdout == "" and [line for line in result.stderr.splitlines()
+                                     if not line.startswith("import time:")] == [message]
+    assert not _heavy(_imported(result.stderr))  # said at once, not after seconds of imports

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning_igos
+from lightning_igos.cli.early import early_input_error
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.options import add_config_options, config_options, number, positive_int
 from lightning_igos.cli.source import imported_value, source_value
@@ -67,7 +68,10 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         if getattr(parsed, "command", None) == "check":
-            _fill_defaults(parsed)
+            # Mistakes seen without torch are reported before the imports that fill the defaults.
+            parsed.early_error = early_input_error(parsed)
+            if parsed.early_error is None:
+                _fill_defaults(parsed)
         return parsed, extras
 
 
@@ -224,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_usage(sys.stderr)
         print(f"{PROG}: error: a command is required (check or demo)", file=sys.stderr)
+        return EXIT_USAGE
+    if getattr(args, "early_error", None) is not None:
+        print(f"{PROG}: error: {_one_line(str(args.early_error))}", file=sys.stderr)
         return EXIT_USAGE
     return _guarded(lambda: _check(args), verbose=args.verbose)
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_igos.cli.early import file_problem
 from lightning_igos.cli.errors import InputError
 from lightning_igos.core.runtime import load_failure_reason, load_weights_only, safe_loading
 
@@ -66,12 +67,9 @@ def check_input_file(path: Path, what: str) -> Path:
         ...
         lightning_igos.cli.errors.InputError: checkpoint file 'no/such.ckpt' does not exist.
     """
-    if path.is_dir():
-        raise InputError(f"{what} '{path}' is a directory, not a file.")
-    if not path.exists():
-        raise InputError(f"{what} file '{path}' does not exist.")
-    if not path.is_file():
-        raise InputError(f"{what} '{path}' is not a regular file.")
+    problem = file_problem(path, what)
+    if problem is not None:
+        raise InputError(problem)
     return path
 
 
