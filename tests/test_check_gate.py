@@ -255,7 +255,7 @@ def test_outputs_are_replaced_atomically(workspace, monkeypatch, capsys):
     leftovers = [p.name for p in [*workspace.iterdir(), *(workspace / "atomic").iterdir()] if p.name.endswith(".tmp")]
     assert leftovers == []
     assert sorted(p.name for p in (workspace / "atomic").iterdir()) == [
-        "overlays.png", "probe_0.png", "probe_1.png", "probe_2.png", "probe_3.png"]
+        "manifest.json", "overlays.png", "probe_0.png", "probe_1.png", "probe_2.png", "probe_3.png"]
 
 
 def test_a_failed_write_leaves_the_previous_file(tmp_path):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +97,81 @@ def test_html_path_checked_before_the_work(workspace: Path, tmp_path: Path, caps
     assert _check(workspace, "--html", str(tmp_path)) == 2
     assert "--html" in capsys.readouterr().err
     assert _check(workspace, "--class-names", str(tmp_path / "missing.txt")) == 2
+
+
+# ----------------------------------------------------------------------------- one run's outputs
+
+
+def test_every_output_carries_the_run_id_and_stale_panels_are_removed(workspace: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    images = tmp_path / "panels"
+    images.mkdir()
+    for i in range(6):  # an earlier run's panels of a 6-image probe
+        (images / f"probe_{i}.png").write_bytes(b"old")
+    (images / "notes.txt").write_text("mine")  # not a panel: kept
+    report_path, html_path = tmp_path / "report.json", tmp_path / "report.html"
+    assert _check(workspace, "--report", str(report_path), "--html", str(html_path), "--images", str(images)) == 0
+
+    report = json.loads(report_path.read_text())
+    run_id = report["run_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", run_id)
+    assert f'<td id="run-id">{run_id}</td>' in html_path.read_text(encoding="utf-8")
+    manifest = json.loads((images / "manifest.json").read_text())
+    assert manifest == {"run_id": run_id, "files": ["overlays.png", "probe_0.png", "probe_1.png", "probe_2.png"]}
+    assert sorted(p.name for p in images.iterdir()) == ["manifest.json", "notes.txt", "overlays.png",
+                                                        "probe_0.png", "probe_1.png", "probe_2.png"]
+    assert (images / "probe_0.png").read_bytes().startswith(b"\x89PNG")
+
+    from lightning_igos.cli.html_report import render_markdown
+
+    assert f"run {run_id}" in render_markdown(report)
+
+    assert _check(workspace, "--report", str(report_path)) == 0  # each run has its own id
+    assert json.loads(report_path.read_text())["run_id"] != run_id
+
+
+def test_an_interrupted_check_leaves_every_previous_output_as_it_was(workspace: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    import lightning_igos.cli.check as check
+
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    report_path, html_path, images = tmp_path / "report.json", tmp_path / "report.html", tmp_path / "panels"
+    assert _check(workspace, "--report", str(report_path), "--html", str(html_path), "--images", str(images)) == 0
+    before = {p: p.read_bytes() for p in [report_path, html_path, *images.iterdir()]}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C after the report and the panels were written, before the HTML
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(check, "write_html", interrupted)
+    assert _check(workspace, "--report", str(report_path), "--html", str(html_path), "--images", str(images)) == 130
+    after = {p: p.read_bytes() for p in [report_path, html_path, *images.iterdir()]}
+    assert after == before
+    leftovers = [p.name for p in [*tmp_path.iterdir(), *images.iterdir()] if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="folder locks are POSIX flock")
+def test_a_concurrent_run_waits_for_the_outputs_folder(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+    import time
+
+    from lightning_igos.cli.outputs import one_run, write_bytes
+
+    target = tmp_path / "report.json"
+    target.write_bytes(b"old")
+    descriptor = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)  # another run replacing its outputs there
+
+    def run() -> None:
+        with one_run("second"):
+            write_bytes(target, b"new")
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(0.5)
+    assert target.read_bytes() == b"old"  # waiting for the lock
+    os.close(descriptor)
+    worker.join(10)
+    assert target.read_bytes() == b"new"

@@ -256,3 +256,105 @@ def test_max_sanity_correlation_without_sanity_is_a_usage_error(workspace, monke
     monkeypatch.setattr(check, "load_model", lambda *a, **k: pytest.fail("the work ran"))
     assert main(_check(workspace, "--max-sanity-correlation", "0.2")) == 2
     assert "--max-sanity-correlation 0.2 is only read with --sanity" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- which code ran
+
+REPLACING_IGOS = """
+    import torch
+    from lightning_igos.core.explainers import register_explainer
+
+    @register_explainer("igos", passes=lambda config: 1, replace=True)
+    def flattering(request):
+        return torch.rand(len(request.images), 1, *request.images.shape[-2:])
+"""
+
+
+def test_the_report_names_the_plugins_and_the_explainers_module(workspace, tmp_path, user_module, capsys):
+    from lightning_igos.core import explainers
+
+    original = explainers.get_explainer("igos")
+    user_module("replaces_igos", REPLACING_IGOS)
+    try:
+        assert main(_check(workspace, "--plugin", "replaces_igos", "--report", str(tmp_path / "r.json"))) in (0, 1)
+    finally:
+        register_explainer("igos", original.explain, passes=original.passes, description=original.description,
+                           has_mask=original.has_mask, replace=True)
+    settings = json.loads((tmp_path / "r.json").read_text())["settings"]
+    assert settings["method"] == "igos"
+    assert settings["plugins"] == ["replaces_igos"]
+    assert settings["explainer"] == "replaces_igos.flattering"
+
+
+# ----------------------------------------------------------------------------- spawned workers
+
+def test_a_callback_in_a_process_without_its_plugins_says_where_to_register(user_module):
+    from lightning_igos import IGOSCallback
+
+    @register_explainer("exits", passes=lambda config: 1)
+    def explainer(request):
+        return torch.rand(len(request.images), 1, *request.images.shape[-2:])
+
+    register_statistic(Statistic("doubled", lambda e: e.curves.clean_score * 2))
+    callback = IGOSCallback(method="exits", num_probe=2)
+    trainer = type("Trainer", (), {"callbacks": [callback]})()
+    callback.setup(trainer, None, "fit")  # the process that registered them
+
+    # A ddp_spawn worker: the callback arrives pickled, the `__main__` block that registered them never ran.
+    unregister_explainer("exits")
+    unregister_statistic("doubled")
+    with pytest.raises(RuntimeError, match=r"explainer 'exits' and the statistic 'doubled' are not registered.*"
+                                           r"module level of an importable module"):
+        callback.setup(trainer, None, "fit")
+
+
+# ----------------------------------------------------------------------------- --normalized and a misclassified image
+
+SIGN_MODEL = """
+    import torch
+    from torch import nn
+
+    CHECKER = ((torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2 - 1).float().expand(3, 8, 8)
+
+    class Checker(nn.Module):
+        # Two classes: the sign of the image's correlation with a checkerboard, confidently (a blur scores 0.5).
+
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3 * 8 * 8, 2)
+            with torch.no_grad():
+                pattern = CHECKER.flatten() / 16
+                self.linear.weight.copy_(torch.stack([-pattern, pattern]))
+                self.linear.bias.zero_()
+
+        def forward(self, x):
+            return self.linear(x.flatten(1))
+"""
+
+
+def test_a_misclassified_image_cannot_carry_the_normalized_mean(tmp_path, user_module, capsys):
+    from lightning_igos.probe import save_probe
+
+    user_module("sign_model", SIGN_MODEL)
+    import sign_model
+
+    torch.save(sign_model.Checker().state_dict(), tmp_path / "sign.pt")
+    images = torch.cat([-sign_model.CHECKER[None], sign_model.CHECKER.expand(3, 3, 8, 8)])
+    images += 0.3 * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    save_probe(tmp_path / "probe.pt", images, torch.tensor([1, 1, 1, 1]))  # image 0 is scored ~1e-10 for class 1
+    args = ["check", "--model", "sign_model:Checker", "--checkpoint", str(tmp_path / "sign.pt"),
+            "--probe", str(tmp_path / "probe.pt"), "--method", "integrated_gradients", "--ig-steps", "2",
+            "--metric-steps", "4", "--device", "cpu",
+            "--normalized", "--min-insertion", "2", "--report", str(tmp_path / "r.json")]
+    status = main(args)
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = report["images"]
+    assert rows[0]["clean_score"] < 1e-6 and rows[0]["insertion_auc_normalized"] > 1e3  # the row keeps its value
+    assert report["normalized_excluded"] == {"floor": 0.5, "images": [0]}
+    kept = [row["insertion_auc_normalized"] for row in rows[1:]]
+    assert report["normalized_mean"]["insertion_auc"] == pytest.approx(sum(kept) / 3)
+    assert report["normalized_mean"]["insertion_auc"] < 2
+    assert report["num_empty"] == 0
+    assert status == 1  # the one image no longer passes the gate for the probe
+    assert "below chance" in out

@@ -442,6 +442,13 @@ class _IGOSCallbackLogic:
     # --------------------------------------------------------------------- Lightning hooks
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        from lightning_igos.core.statistics import missing_registrations
+
+        # In a spawned worker the plug-ins registered under `if __name__ == "__main__":` are missing.
+        missing = missing_registrations(self.config.method, [s.statistic for s in self.outputs.scalars
+                                                             if s.statistic is not None])
+        if missing is not None:
+            raise RuntimeError(f"IGOSCallback: {missing}")
         self.outputs.begin_run()
         clash = [cb for cb in getattr(trainer, "callbacks", []) if cb is not self
                  and isinstance(cb, _IGOSCallbackLogic) and cb.prefix == self.prefix]

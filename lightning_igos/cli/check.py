@@ -24,7 +24,6 @@ import torch
 from torch import Tensor, nn
 
 from lightning_igos.class_names import ClassNames, fitting_class_names, read_class_names
-from lightning_igos.cli.early import threshold_problem
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.html_report import append_step_summary, write_html
 from lightning_igos.cli.images import check_panels, write_images
@@ -63,6 +62,21 @@ class CheckResult:
 
 
 def run_check(settings: CheckSettings, progress: IO[str] | None = None) -> CheckResult:
+    """Load the model, explain and score the probe, compare with the thresholds and write the outputs.
+
+    The outputs are one run's (:func:`~lightning_igos.cli.outputs.one_run`): each records the run id
+    (``report["run_id"]``, the HTML and Markdown reports, the ``--images`` folder's ``manifest.json``),
+    they replace the previous ones together at the end (a failed or interrupted check leaves those
+    as they were, a concurrent check waits), and an earlier, larger probe's panels are removed.
+    The rest is as :func:`_run_check` says.
+    """
+    from lightning_igos.cli.outputs import one_run
+
+    with one_run():
+        return _run_check(settings, progress)
+
+
+def _run_check(settings: CheckSettings, progress: IO[str] | None = None) -> CheckResult:
     """Load the model, explain and score the probe, compare with the thresholds and write the outputs.
 
     Problems the user can fix raise :class:`~lightning_igos.cli.errors.InputError` before the
@@ -227,9 +241,15 @@ def check_thresholds(settings: Any) -> None:
         raise InputError(f"--max-sanity-correlation {settings.max_sanity_correlation:g} is only read with --sanity; "
                          "add --sanity to run the sanity check, or drop it.")
     for option, value in (("--min-insertion", settings.min_insertion), ("--max-deletion", settings.max_deletion)):
-        problem = threshold_problem(option, value, settings.normalized)
-        if problem is not None:
-            raise InputError(problem)
+        if value is None:
+            continue
+        lower = option == "--min-insertion"  # the AUC must be at least the value
+        if settings.normalized and value < 0:
+            verdict = "fail" if lower else "pass"
+            raise InputError(f"{option} {value:g} could never {verdict}: normalized AUCs are >= 0.")
+        if not settings.normalized and not 0 <= value <= 1:
+            verdict = "pass" if (value > 1) == lower else "fail"
+            raise InputError(f"{option} {value:g} could never {verdict}: raw AUCs lie in [0, 1].")
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when available, else the CPU; an unavailable device is an input error.
 

@@ -305,6 +305,8 @@ def render_html(
         parts.append(f"<tr><th>elapsed</th><td>{e(_number(report['elapsed_s'], '{:.1f}'))} s</td></tr>")
     for key, value in (report.get("versions") or {}).items():
         parts.append(f"<tr><th>{e(str(key))} version</th><td>{e(str(value))}</td></tr>")
+    if report.get("run_id"):  # the check's run: its JSON report and panel manifest carry the same id
+        parts.append(f'<tr><th>run id</th><td id="run-id">{e(str(report["run_id"]))}</td></tr>')
     parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
@@ -352,6 +354,8 @@ def render_markdown(report: Mapping[str, Any], title: str = "lightning-igos chec
     verdict = verdict_text(report)
     mark = "" if report.get("passed", True) else ":x: "
     lines = [f"## {_md(title)}: {mark}{_md(verdict)}", ""]
+    if report.get("run_id"):  # the check's run: its JSON report and panel manifest carry the same id
+        lines += [f"<sub>run {_md(str(report['run_id']))}</sub>", ""]
     settings = report.get("settings") or {}
     if "model" in settings and "num_images" in settings:
         lines += [f"{settings['num_images']} probe images, model `{_md(settings['model'])}`"

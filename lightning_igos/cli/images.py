@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from lightning_igos.cli.errors import InputError
-from lightning_igos.cli.outputs import write_with
+from lightning_igos.cli.outputs import note_panels, write_with
 from lightning_igos.core.evaluation import Evaluation
 from lightning_igos.probe import Probe
 
@@ -52,4 +52,5 @@ def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, 
             write_with(written[-1], lambda temporary, image=image: save_png(image, temporary))
         except OSError as err:
             raise InputError(f"cannot write '{written[-1]}': {err}") from err
+    note_panels(folder, [path.name for path in written])  # within one_run: the manifest, stale panels removed
     return written

@@ -12,6 +12,16 @@
   folder, flush and fsync it, then :func:`os.replace` it onto the destination: a reader never
   sees half a file, and a failed write leaves the previous file as it was.
 
+* :func:`one_run` makes the outputs of one check one run's: inside it, :func:`write_with` only
+  prepares each file (written and flushed under a hidden temporary name); when the run ends
+  without an error the prepared files replace their destinations in one short step, with the
+  output folders locked (a concurrent check waits for it, so two checks never mix their files)
+  and SIGINT/SIGTERM held back until it is done. Each output carries the run's id
+  (:func:`current_run_id`): the JSON report, the HTML and Markdown reports, and
+  ``manifest.json`` in the ``--images`` folder, which lists that run's panels; panels an earlier
+  run left there (``probe_<i>.png`` past this probe's size) are removed. A failed or interrupted
+  run leaves every previous output as it was.
+
 Symbolic links: an output that is a link is written *through* it, as ``open(path, "w")``
 would: the file it points at is replaced (the link stays; a dangling link's target is
 created, with its missing folders, when the results are written). This is why the collision
@@ -20,18 +30,28 @@ check compares resolved paths, and existing files by device and inode too (hard 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
+import signal
 import tempfile
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightning_igos.cli.errors import InputError
 
-__all__ = ["IMAGE_FILES", "check_outputs", "resolved", "write_bytes", "write_with"]
+__all__ = ["IMAGE_FILES", "MANIFEST", "check_outputs", "current_run_id", "note_panels", "one_run", "resolved",
+           "write_bytes", "write_with"]
 
+#: The manifest ``--images`` writes into its folder: the run id and the panels of that run.
+MANIFEST = "manifest.json"
 #: The names of the files ``--images`` writes into its folder.
-IMAGE_FILES = re.compile(r"probe_\d+\.png|overlays\.png")
+IMAGE_FILES = re.compile(r"probe_\d+\.png|overlays\.png|manifest\.json")
+_PANEL_FILE = re.compile(r"probe_\d+\.png")
 
 #: A file name to suggest when an output file option names a folder.
 _EXAMPLE_NAMES = {"--report": "report.json", "--html": "report.html"}
@@ -211,11 +231,18 @@ def write_with(path: str | os.PathLike, produce: Callable[[Path], object]) -> Pa
     with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp",
                                      delete=False) as handle:
         temporary = Path(handle.name)
+    run = _RUN.get()
     try:
         produce(temporary)
         with open(temporary, "rb+") as stream:
             os.fsync(stream.fileno())
         os.chmod(temporary, mode)
+        if run is not None:  # replaced when the run ends (one_run)
+            earlier = run.pending.pop(target, None)
+            if earlier is not None:
+                earlier.unlink(missing_ok=True)
+            run.pending[target] = temporary
+            return target
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -247,3 +274,128 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(descriptor)
+
+
+# ----------------------------------------------------------------------------- one run's outputs
+
+
+@dataclass
+class _Run:
+    run_id: str
+    pending: dict[Path, Path] = field(default_factory=dict)  # destination -> prepared temporary file
+    panels: dict[Path, list[str]] = field(default_factory=dict)  # --images folder -> this run's image files
+
+
+_RUN: ContextVar[_Run | None] = ContextVar("lightning_igos_check_run", default=None)
+
+
+def current_run_id() -> str | None:
+    """The id of the :func:`one_run` in progress (what every output of it records), else None.
+
+    Example:
+        >>> with one_run() as run_id:
+        ...     current_run_id() == run_id
+        True
+    """
+    run = _RUN.get()
+    return None if run is None else run.run_id
+
+
+def note_panels(folder: str | os.PathLike, names: list[str]) -> None:
+    """Record that this run's ``--images`` folder holds ``names``: on commit the manifest lists them and
+    older ``probe_<i>.png`` files not among them are removed. Outside :func:`one_run` it does nothing."""
+    run = _RUN.get()
+    if run is not None:
+        run.panels[resolved(folder)] = list(names)
+
+
+@contextlib.contextmanager
+def one_run(run_id: str | None = None) -> Iterator[str]:
+    """Make the files written inside (:func:`write_with`) one run's outputs; yields the run id.
+
+    On a normal exit the prepared files replace their destinations with the output folders
+    locked (``flock``; a concurrent run waits) and SIGINT and SIGTERM held back (delivered
+    right after), the ``--images`` folders get their ``manifest.json`` and lose the panels of
+    earlier runs. On an error, or an interrupt before that step, the prepared files are
+    removed and every destination is left as it was.
+
+    Example:
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> with one_run("run-1"):
+        ...     _ = write_bytes(folder / "r.json", b"{}")
+        ...     (folder / "r.json").exists()
+        False
+        >>> (folder / "r.json").read_bytes()
+        b'{}'
+    """
+    run = _Run(run_id or uuid.uuid4().hex)
+    token = _RUN.set(run)
+    try:
+        yield run.run_id
+        for folder, names in run.panels.items():
+            manifest = {"run_id": run.run_id, "files": sorted(names)}
+            write_bytes(folder / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+    except BaseException:
+        _RUN.reset(token)
+        for temporary in run.pending.values():
+            temporary.unlink(missing_ok=True)
+        raise
+    _RUN.reset(token)
+    _commit(run)
+
+
+def _commit(run: _Run) -> None:
+    """Replace every destination by its prepared file, then remove stale panels: folders locked, signals held."""
+    folders = sorted({target.parent for target in run.pending} | set(run.panels), key=str)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_signals_held())
+        for folder in folders:
+            stack.enter_context(_folder_lock(folder))
+        try:
+            for target, temporary in run.pending.items():
+                os.replace(temporary, target)
+        except BaseException:
+            for temporary in run.pending.values():
+                temporary.unlink(missing_ok=True)
+            raise
+        for folder, names in run.panels.items():
+            keep = set(names)
+            for entry in _image_files(folder):
+                if _PANEL_FILE.fullmatch(entry.name) and entry.name not in keep:
+                    entry.unlink(missing_ok=True)
+        for folder in folders:
+            _sync_folder(folder)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``folder`` (where the system has it): concurrent runs commit one at a time."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no folder locks; each file is still replaced atomically
+        yield
+        return
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back (POSIX, this thread) while the outputs are replaced; delivered after."""
+    held = {signal.SIGINT, getattr(signal, "SIGTERM", signal.SIGINT)}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -13,8 +13,8 @@ from torch import Tensor
 
 import lightning_igos
 from lightning_igos.cli.errors import InputError
-from lightning_igos.cli.outputs import write_bytes
-from lightning_igos.cli.settings import CheckSettings
+from lightning_igos.cli.outputs import current_run_id, write_bytes
+from lightning_igos.cli.settings import CheckSettings, code_sources
 from lightning_igos.core.evaluation import Evaluation
 from lightning_igos.core.sanity import SanityResult
 from lightning_igos.core.statistics import statistics
@@ -35,6 +35,22 @@ REPORTED_OPTIONS = (
 
 def _mean(values: Tensor) -> float:
     return float(values.double().mean())
+
+
+def normalized_exclusions(evaluation: Evaluation) -> tuple[float, list[int]]:
+    """The chance level ``1 / num_classes`` and the images whose clean probability is below it.
+
+    A normalised AUC divides by the clean probability; for an image the model scores below chance
+    (typically misclassified) that divides by noise: a clean probability of 1.4e-5 turned an
+    insertion AUC of 0.48 into 34,548, enough to carry the mean of a whole probe. The check's
+    normalised means (``mean``, ``normalized_mean`` and the ``--normalized`` gates) leave those
+    images out and the report names them (``normalized_excluded``, ``warnings``); their rows
+    keep their values.
+    """
+    classes = evaluation.num_classes or 1
+    floor = 1.0 / max(classes, 1)
+    clean = evaluation.curves.clean_score.detach().cpu().double()
+    return floor, [int(i) for i in torch.nonzero(clean < floor).flatten().tolist()]
 
 
 def build_report(
@@ -80,6 +96,13 @@ def build_report(
         if name is not None:
             row["target_name"] = name
     mean = {name: _mean(values) for name, values in per_image.items()}
+    floor, excluded = normalized_exclusions(evaluation)
+    if excluded:  # the normalised means leave out the images the model scores below chance
+        kept = torch.ones(len(probe), dtype=torch.bool)
+        kept[excluded] = False
+        for name, values in per_image.items():
+            if name.endswith("_normalized"):
+                mean[name] = _mean(values[kept]) if bool(kept.any()) else math.nan
     normalized_mean = {name: mean[f"{name}_normalized"] for name in ("insertion_auc", "deletion_auc")}
     thresholds = evaluate_thresholds(settings, mean)
     num_empty = sum(empty)
@@ -91,6 +114,8 @@ def build_report(
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
+        "run_id": current_run_id(),  # the check's run (cli.outputs.one_run): its other outputs carry it too
+        "normalized_excluded": {"floor": floor, "images": excluded},  # left out of the normalised means
         "passed": all(t["passed"] for t in thresholds) and (num_empty == 0 or settings.allow_empty)
         and (sanity_block is None or sanity_block["passed"]),
         "thresholds": thresholds,
@@ -103,6 +128,7 @@ def build_report(
         "images": images,
         "settings": {
             "model": settings.model,
+            **code_sources(settings),  # the --plugin modules and the explainer's defining module
             "checkpoint": str(settings.checkpoint),
             "probe": str(settings.probe),
             "num_images": len(probe),

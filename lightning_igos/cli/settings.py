@@ -91,6 +91,21 @@ def parse_requirement(text: str) -> Requirement:
     return Requirement(match.group(1), match.group(2), limit)
 
 
+def code_sources(settings: CheckSettings) -> dict[str, object]:
+    """What the report records of the code behind a run: the ``--plugin`` modules and where the explainer of
+    the run's method is defined (``module.function``), so a plug-in that replaces a built-in explainer shows.
+
+    Example:
+        >>> code_sources(CheckSettings("m:M", "c", "p", plugins=["my_plugin"]))
+        {'plugins': ['my_plugin'], 'explainer': 'lightning_igos.core.explainers._igos'}
+    """
+    from lightning_igos.core.explainers import get_explainer
+
+    function = get_explainer(settings.config.method).explain
+    where = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', type(function).__name__)}"
+    return {"plugins": list(settings.plugins), "explainer": where}
+
+
 @dataclass(frozen=True)
 class CheckSettings:
     """What ``lightning-igos check`` runs with (one field per command-line option).

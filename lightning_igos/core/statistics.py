@@ -145,10 +145,38 @@ def register_statistic(statistic: Statistic, *, replace: bool = False) -> Statis
     return statistic
 
 
+def missing_registrations(method: str, statistic_names: list[str] | tuple[str, ...]) -> str | None:
+    """Why this process cannot run what a callback was configured with, or None: ``method`` is not a registered
+    explainer or a statistic of ``statistic_names`` is not registered here.
+
+    A spawned worker (``ddp_spawn``, a ``spawn`` start method) imports the training script's
+    modules but does not run its ``if __name__ == "__main__":`` block: what was registered
+    there exists in the parent only.
+
+    Example:
+        >>> missing_registrations("igos", ["insertion_auc"]) is None
+        True
+        >>> print(missing_registrations("igos", ["my_score"]))  # doctest: +ELLIPSIS
+        the statistic 'my_score' is not registered in this process ...
+    """
+    from lightning_igos.core.explainers import explainer_names
+
+    _register_builtins()
+    missing = [] if method in explainer_names() else [f"the explainer {method!r}"]
+    missing += [f"the statistic {name!r}" for name in statistic_names if name not in _REGISTRY]
+    if not missing:
+        return None
+    return (f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not registered in this process "
+            "(a worker started by ddp_spawn or another spawning strategy runs the module level of the training "
+            "script's modules, not its `if __name__ == \"__main__\":` block). Call register_explainer / "
+            "register_statistic at the module level of an importable module, and import it at the top of the "
+            "training script.")
+
+
 #: The range of each built-in statistic with the softmax score (what the check uses).
 _BUILTIN_BOUNDS: dict[str, tuple[float, float]] = {
     **dict.fromkeys(("clean_score", "insertion_auc", "deletion_auc", "mask_mean", "mask_min", "mask_frac_below_half",
-                     "road_morf", "road_lerf", "pointing", "empty_fraction"), (0.0, 1.0)),
+                     "road_morf", "road_lerf", "pointing", "empty_fraction", "needed_fraction"), (0.0, 1.0)),
     "insertion_auc_normalized": (0.0, float("inf")), "deletion_auc_normalized": (0.0, float("inf")),
     "road_gap": (-1.0, 1.0),
 }
