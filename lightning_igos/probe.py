@@ -69,8 +69,10 @@ VERSION_WITHOUT_BOXES = 1
 #: hold: 64 images of 3x512x512, about 200 MB as float32. A probe is explained at every check (and
 #: every explained epoch), so a larger one is usually a mistake; raise the cap on purpose with
 #: ``max_elements=`` (:func:`load_probe`, :func:`read_probe`), ``--max-probe-elements`` (the check),
-#: or by setting this attribute (the callback's ``probe=``).
+#: or by setting this attribute (the callback's ``probe=`` and the probe it captures).
 MAX_PROBE_ELEMENTS = 64 * 3 * 512 * 512
+#: The most class indices a probe's repr lists.
+MAX_LISTED_CLASSES = 10
 #: The dtypes probe images may have.
 PROBE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: Bytes a probe file may unpack to per allowed image element: float64 images (8), int64
@@ -130,6 +132,15 @@ class Probe:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def __repr__(self) -> str:
+        """What the probe holds, not its pixels: count, image shape, dtype, classes and boxes.
+
+        Example:
+            >>> Probe(torch.zeros(3, 3, 8, 8), [2, 0, 2], boxes=[[0, 0, 4, 4]] * 3)
+            Probe(3 images of 3x8x8, float32, classes [0, 2] (1-2 per class), boxes)
+        """
+        return probe_summary(self.images, self.targets, self.boxes, type(self).__name__)
+
 
 def save_probe(
     path: PathLike,
@@ -142,7 +153,9 @@ def save_probe(
     """Write a probe file (format in the module docstring); returns its path.
 
     Args:
-        path: where to write; missing parent folders are created.
+        path: where to write; missing parent folders are created. The file is replaced
+            atomically: written to a temporary file in the same folder, flushed, then moved
+            onto ``path``, so an interrupted write leaves the previous file whole.
         images: ``(B, C, H, W)`` floating point images, normalised as the model takes them.
         targets: one class index per image (sequence or integer tensor ``(B,)``).
         mean, std: per-channel normalisation of ``images`` (one number serves every channel),
@@ -166,7 +179,6 @@ def save_probe(
     """
     probe = Probe(images, targets, _as_tuple(mean), _as_tuple(std), boxes)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     content: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION_WITHOUT_BOXES if probe.boxes is None else VERSION,
@@ -177,8 +189,37 @@ def save_probe(
     }
     if probe.boxes is not None:
         content["boxes"] = probe.boxes
-    torch.save(content, path)
+    # The same atomic write as the check's outputs: a temporary file in the folder, then os.replace,
+    # so a reader (or a kill mid-write) never sees half a probe and the old file stays whole until then.
+    from lightning_igos.cli.outputs import write_with
+
+    write_with(path, lambda temporary: torch.save(content, temporary))
     return path
+
+
+def probe_summary(images: Tensor, targets: Tensor | None, boxes: Tensor | None = None, name: str = "Probe") -> str:
+    """One line that says what a probe holds: count, image shape, dtype, classes (images per class) and boxes.
+
+    Example:
+        >>> probe_summary(torch.zeros(4, 1, 16, 16), torch.tensor([3, 3, 3, 3]))
+        'Probe(4 images of 1x16x16, float32, classes [3] (4 per class), no boxes)'
+        >>> probe_summary(torch.zeros(1, 3, 8, 8, dtype=torch.float16), None)
+        'Probe(1 image of 3x8x8, float16, no targets, no boxes)'
+    """
+    count = images.shape[0]
+    shape = "x".join(str(size) for size in images.shape[1:])
+    dtype = str(images.dtype).replace("torch.", "")
+    if targets is None:
+        classes = "no targets"
+    else:
+        values, counts = torch.unique(targets, return_counts=True)
+        listed = [str(v) for v in values.tolist()[:MAX_LISTED_CLASSES]] + (["..."] if len(values) > MAX_LISTED_CLASSES
+                                                                           else [])
+        low, high = int(counts.min()), int(counts.max())
+        classes = f"classes [{', '.join(listed)}] ({low if low == high else f'{low}-{high}'} per class)"
+    plural = "s" if count != 1 else ""
+    boxed = "boxes" if boxes is not None else "no boxes"
+    return f"{name}({count} image{plural} of {shape}, {dtype}, {classes}, {boxed})"
 
 
 def _as_tuple(values: object) -> object:
@@ -296,6 +337,33 @@ def _raise_the_cap(limit: int) -> str:
     return (f"the cap is {limit:,} image elements (by default MAX_PROBE_ELEMENTS, 64 images of 3x512x512); "
             "raise it on purpose with --max-probe-elements N (lightning-igos check), max_elements=N "
             "(load_probe, read_probe) or lightning_igos.probe.MAX_PROBE_ELEMENTS = N (the callback)")
+
+
+def check_probe_elements(num_images: int, image_shape: Sequence[int], what: str = "the probe") -> None:
+    """Refuse a probe of ``num_images`` images of ``image_shape`` (``C, H, W``) past :data:`MAX_PROBE_ELEMENTS`.
+
+    For a probe that is still to be gathered (the callback's capture): checked from the first
+    batch's image shape, before any image is kept.
+
+    Raises:
+        ValueError: more elements than the cap; the message says how to raise it.
+
+    Example:
+        >>> check_probe_elements(8, (3, 224, 224))
+        >>> check_probe_elements(1000, (3, 512, 512))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: the probe would hold 786,432,000 image elements (1000 images of 3x512x512), more than allowed: ...
+    """
+    limit = _element_cap(None)
+    per_image = 1
+    for size in image_shape:
+        per_image *= int(size)
+    count = int(num_images) * per_image
+    if count > limit:
+        shape = "x".join(str(int(size)) for size in image_shape)
+        raise ValueError(f"{what} would hold {count:,} image elements ({num_images} images of {shape}), more than "
+                         f"allowed: {_raise_the_cap(limit)}; or take fewer images (num_probe).")
 
 
 def check_probe_tensors(images: object, targets: object = None, *, max_elements: int | None = None) -> None:

@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.data import DataLoader
 
 from lightning_igos.callback import EmptyExplanationWarning, IGOSCallback, IGOSWarning
+from lightning_igos.callback.probe_state import select_probe
 from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
 
@@ -131,9 +132,11 @@ def test_tensorboard_scalars_and_images_per_epoch(tmp_path: Path, loaders) -> No
     panel = events.Images("igos/probe_0")[0]
     assert panel.width > panel.height >= 128
     assert all(0 <= e.value <= 1 for e in events.Scalars("igos/insertion_auc"))
-    # The probe is the first num_probe validation samples.
-    val_images = loaders[1].dataset.tensors[0]
-    assert torch.equal(callback.probe[0], val_images[:4])
+    # The probe covers the classes of the validation samples: round-robin, each class's first samples first.
+    val_images, val_labels = loaders[1].dataset.tensors[:2]
+    chosen = select_probe(val_labels.tolist(), 4)
+    assert torch.equal(callback.probe[0], val_images[chosen])
+    assert callback.probe[1].tolist() == val_labels[chosen].tolist() and len(set(callback.probe[1].tolist())) > 1
 
 
 def test_every_n_epochs(tmp_path: Path, loaders) -> None:

@@ -32,6 +32,7 @@ SCRIPT = textwrap.dedent(
     from lightning_igos.core.config import IGOSConfig
     from lightning_igos.core.evaluation import evaluate
     from lightning_igos.callback import IGOSCallback
+    from lightning_igos.callback.probe_state import select_probe
     from lightning_igos.demo.synthetic import make_object_images
     from lightning_igos.demo.toy_module import ObjectClassifier
 
@@ -53,6 +54,7 @@ SCRIPT = textwrap.dedent(
         module = ObjectClassifier(num_classes=4, width=4)
         trainer.fit(module, DataLoader(train.dataset(), batch_size=16, shuffle=True),
                     DataLoader(val.dataset(), batch_size=4))
+        torch.save(callback.probe, f"{out_dir}/probe_rank{trainer.global_rank}.pt")
         if not trainer.is_global_zero:
             return
         # Recompute each rank's slice in this process with the final weights.
@@ -65,9 +67,13 @@ SCRIPT = textwrap.dedent(
             "world_size": trainer.world_size,
             "logged": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("igos/")},
             "shares": shares,
-            # Rank 0's first four samples: the DistributedSampler gives it every other one.
-            "probe_is_rank_zero_first_images": bool(torch.equal(images, val.images[0:8:2])),
+            # Chosen from rank 0's samples (the DistributedSampler gives it every other one), round-robin over classes.
+            "probe_is_rank_zero_balanced_choice": bool(torch.equal(
+                images, val.images[0::2][select_probe(val.labels[0::2].tolist(), 4)])),
+            "probe_classes": targets.tolist(),
+            "rank_zero_classes": sorted(set(val.labels[0::2].tolist())),
             "log_dir": trainer.logger.log_dir,
+            "out_dir": out_dir,
             # Stability keeps the whole probe's maps on every rank (gathered), as the checkpoint does.
             "previous_shape": list(callback.previous_saliency.shape),
             "state_shape": list(callback.state_dict()["previous_saliency"].shape),
@@ -105,7 +111,14 @@ def test_ddp_logs_road_and_stability_and_keeps_the_whole_probes_maps(ddp_run: di
 
 def test_ddp_metrics_are_the_mean_over_all_ranks(ddp_run: dict) -> None:
     assert ddp_run["world_size"] == 2
-    assert ddp_run["probe_is_rank_zero_first_images"]
+    assert ddp_run["probe_is_rank_zero_balanced_choice"]
+    assert set(ddp_run["probe_classes"]) == set(ddp_run["rank_zero_classes"][:4])
+
+
+def test_ddp_every_rank_explains_rank_zeros_probe(ddp_run: dict) -> None:
+    out_dir = Path(ddp_run["out_dir"])
+    zero, one = (torch.load(out_dir / f"probe_rank{rank}.pt", weights_only=True) for rank in (0, 1))
+    assert torch.equal(zero[0], one[0]) and torch.equal(zero[1], one[1])
     shares = ddp_run["shares"]
     insertion = [v for share in shares for v in share["insertion"]]
     deletion = [v for share in shares for v in share["deletion"]]

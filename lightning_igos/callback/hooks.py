@@ -53,6 +53,7 @@ from lightning_igos.callback.probe_state import (
     BatchToProbe,
     ProbeStore,
     check_display_stats,
+    check_probe_choice,
     given_probe,
     is_probe_state,
     saved_options,
@@ -114,13 +115,30 @@ class _IGOSCallbackLogic:
             them), an ``(images, targets, boxes)`` triple (``boxes`` ``(B, 4)`` the objects'
             ``(x0, y0, x1, y1)`` in pixels, end exclusive: adds the pointing game,
             ``<prefix>/pointing``), a :class:`lightning_igos.probe.Probe`, the path of a probe file, or None to
-            take the first ``num_probe`` samples of the first validation dataloader at the first
-            validation epoch (not the sanity check; under DDP the first samples rank 0 sees, which
-            with Lightning's DistributedSampler are every ``world_size``-th sample). The probe is
-            kept on the callback and saved in its checkpoint state, so a resumed run explains the
-            same images; a checkpointed probe replaces one given here, also when the run is resumed
-            with another ``method``, ``target`` or ``prefix`` (see *Checkpoints* below).
-        num_probe: images to capture when ``probe`` is None.
+            capture ``num_probe`` samples of the first validation dataloader at the first validation
+            epoch (not the sanity check), chosen as ``probe_selection`` says among its first
+            ``probe_pool`` samples (under DDP those rank 0 sees, which with Lightning's
+            DistributedSampler are every ``world_size``-th sample; rank 0's probe is broadcast). The
+            probe is kept on the callback and saved in its checkpoint state, so a resumed run explains
+            the same images; a checkpointed probe replaces one given here (with a warning when they
+            differ), also when the run is resumed with another ``method``, ``target`` or ``prefix``
+            (see *Checkpoints* below).
+        num_probe: images to capture when ``probe`` is None, at most 1024.
+        probe_selection: how a captured probe is chosen: ``"balanced"`` (default) takes samples
+            round-robin over the classes of the labels seen (the first of each class in ascending
+            class index, then the second of each, ...), so a loader sorted by class (an
+            ``ImageFolder``) still gives every class; ``"first"`` the first ``num_probe`` samples.
+            Without labels (``target="pred"``) the probe is the first ``num_probe`` samples. A probe
+            of one class while the labels read show several warns once.
+        probe_pool: how many validation samples (from the first) a captured probe is chosen among;
+            None: ``max(8 * num_probe, 256)``. Reading them costs their labels and at most one CPU
+            copy of each image, and no extra batch: the validation epoch reads them anyway.
+        probe_indices: the probe as indices into the first validation dataloader's dataset
+            (``dataset[i]``, collated by that dataloader), read at the first validation epoch;
+            ``num_probe`` and ``probe_selection`` are then unused. An index outside the dataset is an
+            error at that epoch.
+        probe_classes: capture only samples of these class indices, round-robin among them in the
+            order given (the classes must appear within ``probe_pool``).
         every_n_epochs: explain at the validation of every n-th epoch (epochs ``n-1, 2n-1, ...``,
             as Lightning's ``check_val_every_n_epoch``); ``trainer.validate()`` always explains. The
             other epochs are unexplained (see *Monitoring* below).
@@ -260,6 +278,10 @@ class _IGOSCallbackLogic:
         std: Sequence[float] | Tensor | None = None,
         score_fn: ScoreFn | None = DEFAULTS.score_fn,
         batch_to_probe: BatchToProbe | None = None,
+        probe_selection: str = "balanced",
+        probe_pool: int | None = None,
+        probe_indices: Sequence[int] | None = None,
+        probe_classes: Sequence[int] | None = None,
         prefix: str = "igos",
         class_names: ClassNamesLike | None = None,
         road: bool = DEFAULTS.road,
@@ -271,6 +293,9 @@ class _IGOSCallbackLogic:
         self.num_probe = check_positive_int(num_probe, "num_probe")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.target = check_choice(target, "target", TARGET_MODES)
+        # How a captured probe is chosen: checked (conflicts with `probe` included) before a probe file is read.
+        self.probe_selection, self.probe_pool, self.probe_indices, self.probe_classes = check_probe_choice(
+            probe, self.num_probe, probe_selection, probe_pool, probe_indices, probe_classes)
         # The solver and metric options: defaults and validation are IGOSConfig's.
         options = dict(
             method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
@@ -308,7 +333,9 @@ class _IGOSCallbackLogic:
         self.mean, self.std = mean, std
         # The probe and the checkpoint state; what is logged, and what the logging keeps between hooks.
         self.store = ProbeStore(images, targets, num_probe=self.num_probe, target=self.target,
-                                batch_to_probe=batch_to_probe, on_error=self.on_error, boxes=boxes)
+                                batch_to_probe=batch_to_probe, on_error=self.on_error, boxes=boxes,
+                                selection=self.probe_selection, pool=self.probe_pool, indices=self.probe_indices,
+                                classes=self.probe_classes)
         self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std),
                                scalars=self._scalars())
 
@@ -485,6 +512,8 @@ class _IGOSCallbackLogic:
                 return
             if self.store.images is None:
                 return
+        else:
+            self.store.check_coverage(trainer)  # once: a given or restored probe of one class among several
         if not self._should_run(trainer):
             return
         self._run(trainer, pl_module)

@@ -3,13 +3,20 @@
 The probe is given (a pair, a :class:`~lightning_igos.probe.Probe` or a probe file) or
 captured from the first validation batches; it is kept on the CPU and saved in the
 callback's checkpoint state, so a resumed run explains the same images.
+
+A captured probe is chosen by :class:`ProbeSelector` from the first ``probe_pool`` samples
+of the first validation epoch: round-robin over the classes seen (``"balanced"``), or the
+first ``num_probe`` (``"first"``); only the images chosen so far are kept, so the reading
+costs the labels of the pool and at most one CPU copy per sample. ``probe_indices`` reads
+given samples of the first validation dataloader's dataset instead.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
@@ -20,18 +27,192 @@ from lightning_igos.callback.messages import IGOSWarning, error_text
 from lightning_igos.class_names import ClassNames
 from lightning_igos.core.runtime import cpu_copy
 from lightning_igos.core.validation import check_channel_stats, check_images, check_targets
-from lightning_igos.probe import ProbeLike, check_boxes, read_probe
+from lightning_igos.probe import ProbeLike, check_boxes, check_probe_elements, probe_summary, read_probe
 
 # Keys tried, in order, when a validation batch is a dict.
 IMAGE_KEYS = ("image", "images", "input", "inputs", "x")
 TARGET_KEYS = ("label", "labels", "target", "targets", "y")
 
 __all__ = [
-    "ProbeStore", "batch_parts", "check_display_stats", "given_probe", "is_probe_state",
-    "saved_options",
+    "MAX_NUM_PROBE", "SELECTIONS", "ProbeSelector", "ProbeStore", "batch_parts", "check_display_stats",
+    "check_probe_choice", "default_probe_pool", "given_probe", "is_probe_state", "saved_options", "select_probe",
 ]
 
 STATE_VERSION = 1
+
+#: How a captured probe is chosen from the pool: round-robin over the classes, or the first samples.
+SELECTIONS = ("balanced", "first")
+#: The most images a probe may be asked for (``num_probe``, ``probe_indices``): every one is explained at
+#: every explained epoch and kept in every checkpoint; a larger evaluation is a job for ``lightning-igos check``.
+MAX_NUM_PROBE = 1024
+#: The default pool is ``max(POOL_PER_PROBE_IMAGE * num_probe, MIN_PROBE_POOL)`` validation samples.
+POOL_PER_PROBE_IMAGE = 8
+MIN_PROBE_POOL = 256
+
+
+def default_probe_pool(num_probe: int) -> int:
+    """The validation samples read to choose a probe of ``num_probe`` images when ``probe_pool`` is None.
+
+    Example:
+        >>> default_probe_pool(8), default_probe_pool(64)
+        (256, 512)
+    """
+    return max(POOL_PER_PROBE_IMAGE * num_probe, MIN_PROBE_POOL)
+
+
+def _check_index_list(values: object, name: str, what: str) -> tuple[int, ...]:
+    """A non-empty sequence of distinct non-negative ints (a tensor or array of them too)."""
+    if isinstance(values, Tensor):
+        if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool or values.dim() > 1:
+            raise TypeError(f"`{name}` must be a sequence of {what} (ints), got a tensor of dtype {values.dtype} "
+                            f"and shape {tuple(values.shape)}.")
+        values = values.reshape(-1).tolist()
+    elif hasattr(values, "tolist") and not isinstance(values, (str, bytes)):
+        values = values.tolist()  # a numpy array
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, (list, tuple, range)):
+        raise TypeError(f"`{name}` must be a sequence of {what} (ints), e.g. [0, 5, 17], got {type(values).__name__}.")
+    bad = [v for v in values if not isinstance(v, numbers.Integral) or isinstance(v, bool)]
+    if bad:
+        raise TypeError(f"`{name}` must hold ints ({what}), got {bad[0]!r} ({type(bad[0]).__name__}).")
+    result = tuple(int(v) for v in values)
+    if not result:
+        raise ValueError(f"`{name}` must name at least one of the {what}, got an empty sequence; "
+                         "leave it None to choose automatically.")
+    negative = [v for v in result if v < 0]
+    if negative:
+        raise ValueError(f"`{name}` must hold non-negative {what}, got {negative[0]}.")
+    repeated = sorted({v for v in result if result.count(v) > 1})
+    if repeated:
+        raise ValueError(f"`{name}` must not repeat an entry, got {repeated[0]} more than once.")
+    return result
+
+
+def check_probe_choice(
+    probe: object, num_probe: int, probe_selection: object, probe_pool: object, probe_indices: object,
+    probe_classes: object,
+) -> tuple[str, int, tuple[int, ...] | None, tuple[int, ...] | None]:
+    """The options that choose a captured probe, checked: ``(selection, pool, indices, classes)``.
+
+    ``num_probe`` must already be a positive int. ``probe`` given with ``probe_indices`` or
+    ``probe_classes`` is a conflict (``ValueError``), as are ``probe_indices`` with ``probe_classes``.
+
+    Example:
+        >>> check_probe_choice(None, 8, "balanced", None, None, [3, 1])
+        ('balanced', 256, None, (3, 1))
+        >>> check_probe_choice(None, 8, "random", None, None, None)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `probe_selection` must be one of 'balanced', 'first', got 'random'...
+    """
+    if num_probe > MAX_NUM_PROBE:
+        raise ValueError(
+            f"`num_probe` must be at most {MAX_NUM_PROBE}, got {num_probe}: every probe image is explained at every "
+            "explained epoch (hundreds of model passes each) and kept in every checkpoint. Explain a larger set "
+            "once with `lightning-igos check` on a probe file."
+        )
+    if not isinstance(probe_selection, str) or probe_selection not in SELECTIONS:
+        raise ValueError(
+            f"`probe_selection` must be one of {', '.join(repr(s) for s in SELECTIONS)}, got {probe_selection!r}: "
+            "'balanced' takes validation samples round-robin over the classes, 'first' the first num_probe samples."
+        )
+    if probe_pool is None:
+        pool = default_probe_pool(num_probe)
+    else:
+        if not isinstance(probe_pool, numbers.Integral) or isinstance(probe_pool, bool):
+            raise TypeError(f"`probe_pool` must be an int or None, got {type(probe_pool).__name__}.")
+        pool = int(probe_pool)
+        if pool < num_probe:
+            raise ValueError(f"`probe_pool` must be at least num_probe={num_probe} (the probe is chosen among "
+                             f"the first probe_pool validation samples), got {pool}. Leave it None for "
+                             f"max({POOL_PER_PROBE_IMAGE} * num_probe, {MIN_PROBE_POOL}).")
+    indices = None if probe_indices is None else _check_index_list(probe_indices, "probe_indices", "dataset indices")
+    classes = None if probe_classes is None else _check_index_list(probe_classes, "probe_classes", "class indices")
+    if indices is not None and len(indices) > MAX_NUM_PROBE:
+        raise ValueError(f"`probe_indices` must name at most {MAX_NUM_PROBE} samples (the largest probe), got "
+                         f"{len(indices)}.")
+    given = [name for name, value in (("probe_indices", indices), ("probe_classes", classes)) if value is not None]
+    if probe is not None and given:
+        raise ValueError(
+            f"pass either `probe` (the images to explain) or {' and '.join(f'`{n}`' for n in given)} (which choose "
+            "them from the validation data), not both."
+        )
+    if len(given) == 2:
+        raise ValueError("pass either `probe_indices` (exactly these samples) or `probe_classes` (samples of these "
+                         "classes), not both.")
+    return probe_selection, pool, indices, classes
+
+
+class ProbeSelector:
+    """Chooses a probe of ``count`` samples from samples offered in order, keeping only the chosen ones.
+
+    ``"balanced"``: round-robin over the classes, the first sample of each class, then the
+    second of each, ...; the classes in ascending index (in the order of ``classes`` when
+    given), each class's samples in the order seen. ``"first"``: the first ``count``. With
+    ``classes``, samples of other classes are never chosen. Unlabelled samples (label None)
+    can only be chosen ``"first"``.
+
+    A sample that is not chosen when it is offered is never chosen later (offering more
+    samples only pushes samples out), so :meth:`offer` returns the positions chosen so far and
+    the caller keeps only their images. The chosen positions come in probe order.
+
+    Example:
+        >>> selector = ProbeSelector(4)
+        >>> selector.offer([0, 0, 0, 0])
+        [0, 1, 2, 3]
+        >>> selector.offer([1, 1, 2, 2])
+        [0, 4, 6, 1]
+        >>> selector.class_counts
+        {0: 4, 1: 2, 2: 2}
+    """
+
+    def __init__(self, count: int, selection: str = "balanced", classes: Sequence[int] | None = None) -> None:
+        self.count, self.selection = count, selection
+        self.order = None if classes is None else {int(c): i for i, c in enumerate(classes)}
+        self.seen = 0
+        #: How many samples of each class were offered (all classes, chosen or not).
+        self.class_counts: dict[int, int] = {}
+        self._chosen: list[tuple[tuple[int, int], int]] = []  # (sort key, position), in probe order
+
+    def offer(self, labels: Sequence[int | None]) -> list[int]:
+        """Offer the next samples (their labels, None for unlabelled); the positions chosen so far, in probe order."""
+        candidates = list(self._chosen)
+        for label in labels:
+            position, self.seen = self.seen, self.seen + 1
+            rank = 0
+            if label is not None:
+                rank = self.class_counts.get(label, 0)
+                self.class_counts[label] = rank + 1
+                if self.order is not None and label not in self.order:
+                    continue
+            if self.selection == "first" or label is None:
+                key = (position, 0)
+            else:
+                key = (rank, label if self.order is None else self.order[label])
+            candidates.append((key, position))
+        candidates.sort()
+        self._chosen = candidates[: self.count]
+        return [position for _, position in self._chosen]
+
+
+def select_probe(
+    labels: Sequence[int], count: int, selection: str = "balanced", classes: Sequence[int] | None = None
+) -> list[int]:
+    """The positions in ``labels`` that a captured probe of ``count`` images takes, in probe order.
+
+    The rule of :class:`ProbeSelector` applied to one sequence: with an ``ImageFolder``-like
+    loader sorted by class, ``"balanced"`` takes one sample per class before a second of any.
+
+    Example:
+        >>> labels = [0] * 4 + [1] * 4 + [2] * 4
+        >>> select_probe(labels, 4)
+        [0, 4, 8, 1]
+        >>> select_probe(labels, 4, "first")
+        [0, 1, 2, 3]
+        >>> select_probe(labels, 3, classes=[2, 1])
+        [8, 4, 9]
+    """
+    return ProbeSelector(count, selection, classes).offer(list(labels))
+
 
 BatchToProbe = Callable[[Any], tuple[Tensor, Union[Tensor, None]]]
 
@@ -101,76 +282,244 @@ class ProbeStore:
     def __init__(
         self, images: Tensor | None, targets: Tensor | None, *, num_probe: int, target: str,
         batch_to_probe: BatchToProbe | None, on_error: str, boxes: Tensor | None = None,
+        selection: str = "balanced", pool: int | None = None, indices: Sequence[int] | None = None,
+        classes: Sequence[int] | None = None,
     ) -> None:
         self.images, self.targets = images, targets
         self.boxes = boxes  # (B, 4) the objects' boxes of a given probe (the pointing game), or None
+        self.given = images is not None  # a probe given to the callback (a checkpoint's replaces it with a warning)
         self.num_probe = num_probe
         self.target = target
         self.batch_to_probe = batch_to_probe
         self.on_error = on_error
-        self.captured: list[tuple[Tensor, Tensor | None]] = []
+        self.selection = selection
+        self.pool = default_probe_pool(num_probe) if pool is None else pool
+        self.indices = None if indices is None else tuple(indices)
+        self.classes = None if classes is None else tuple(classes)
         self.capture_error: Exception | None = None
         self.last_targets: Tensor | None = None
+        self._reset_capture()
+        # Labels of the first validation epoch seen beside a probe that is already fixed (one-class warning).
+        self._surveyed: dict[int, int] | None = {} if images is not None else None
+
+    def _reset_capture(self) -> None:
+        self._selector: ProbeSelector | None = None
+        self._kept: dict[int, tuple[Tensor, int | None]] = {}  # position in the pool -> (image, label), CPU
+        self._image_shape: tuple[int, ...] | None = None
+        self._labelled: bool | None = None
+        self._read = 0
+        self._pool_closed = False
+
+    @property
+    def selection_record(self) -> dict[str, Any]:
+        """How a captured probe is chosen, as the checkpoint records it (plain values)."""
+        return {"probe_selection": self.selection,
+                "probe_indices": None if self.indices is None else list(self.indices),
+                "probe_classes": None if self.classes is None else list(self.classes)}
 
     # --------------------------------------------------------------------- capture
 
+    def _parts(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        return self.batch_to_probe(batch) if self.batch_to_probe is not None else batch_parts(batch)
+
+    def _labels(self, targets: Any, count: int, device: Any) -> Tensor | None:
+        """The batch's labels as a long tensor, or None where ``target="pred"`` can do without them."""
+        if targets is None:
+            return None
+        try:
+            return check_targets(targets, count, device, "validation batch labels")
+        except (TypeError, ValueError):
+            if self.target == "label":
+                raise
+            # "pred" explains the predictions and needs no labels: one-hot or soft labels are left out.
+            return None
+
     def capture(self, batch: Any) -> None:
-        """Keep the first ``num_probe`` images (and labels) of the batches; a failure is kept for epoch end."""
-        if self.images is not None or self.capture_error is not None:
+        """Offer a validation batch to the probe's choice; a failure is kept for the epoch's end.
+
+        Only the first :attr:`pool` samples are read (their labels, and a CPU copy of the
+        images chosen so far); with ``probe_indices`` nothing is (the dataset is read at the
+        epoch's end). Beside a probe that is already fixed, the labels are only counted.
+        """
+        if self.capture_error is not None:
             return
-        if sum(len(c[0]) for c in self.captured) >= self.num_probe:
+        if self.images is not None:
+            self._survey(batch)
+            return
+        if self.indices is not None or self._pool_closed or self._read >= self.pool:
             return
         try:
-            images, targets = self.batch_to_probe(batch) if self.batch_to_probe is not None else batch_parts(batch)
-            take = self.num_probe - sum(len(c[0]) for c in self.captured)
-            images = check_images(images, "validation batch images")
-            if targets is not None:
-                device = getattr(targets, "device", torch.device("cpu"))
-                try:
-                    targets = check_targets(targets, images.shape[0], device, "validation batch labels")
-                except (TypeError, ValueError):
-                    if self.target == "label":
-                        raise
-                    # "pred" explains the predictions and needs no labels: one-hot or soft labels are left out.
-                    targets = None
-            if targets is not None:
-                targets = cpu_copy(targets[:take])
-            self.captured.append((cpu_copy(images[:take]), targets))
+            images, targets = self._parts(batch)
+            if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+                check_images(images, "validation batch images")  # raises with the message that says what is wrong
+            shape = tuple(images.shape[1:])
+            if self._image_shape is None:
+                check_probe_elements(self.num_probe, shape, "the captured probe")
+                self._image_shape = shape
+            elif shape != self._image_shape:
+                raise ValueError(f"the validation batches hold images of different sizes ({self._image_shape} and "
+                                 f"{shape}); pass `probe=(images, targets)` or `probe_indices=` instead.")
+            labels = self._labels(targets, images.shape[0], getattr(targets, "device", torch.device("cpu")))
+            if self._labelled is None:
+                self._labelled = labels is not None
+                # Without labels ("pred"), the probe is the first num_probe samples.
+                selection = self.selection if self._labelled else "first"
+                self._selector = ProbeSelector(self.num_probe, selection, self.classes if self._labelled else None)
+            elif self._labelled != (labels is not None):
+                self._pool_closed = True  # batches with and without labels: the pool ends where they change
+                return
+            take = min(images.shape[0], self.pool - self._read)
+            values: list[int | None] = [None] * take if labels is None else labels[:take].tolist()
+            chosen = self._selector.offer(values)
+            start, self._read = self._read, self._read + take
+            new = [position for position in chosen if position >= start]
+            if new:
+                rows = torch.tensor([position - start for position in new], device=images.device)
+                copies = check_images(cpu_copy(images.index_select(0, rows)), "validation batch images")
+                for row, position in enumerate(new):
+                    self._kept[position] = (copies[row], values[position - start])
+            kept = set(chosen)
+            for position in [p for p in self._kept if p not in kept]:
+                del self._kept[position]  # pushed out by a sample that came later; never chosen again
         except Exception as err:  # reported at epoch end, through the same path as other failures
             self.capture_error = err
 
+    def _survey(self, batch: Any) -> None:
+        """Count the labels of the first ``pool`` samples beside a fixed probe (for the one-class warning)."""
+        if self._surveyed is None or sum(self._surveyed.values()) >= self.pool:
+            return
+        try:
+            images, targets = self._parts(batch)
+            labels = check_targets(targets, len(images), getattr(targets, "device", torch.device("cpu")))
+        except Exception:  # the labels only serve a warning; batches the probe could not be read from give none
+            return
+        for label in labels[: self.pool - sum(self._surveyed.values())].tolist():
+            self._surveyed[label] = self._surveyed.get(label, 0) + 1
+
+    def _read_indices(self, trainer: Any) -> tuple[Tensor, Tensor | None]:
+        """The samples ``probe_indices`` names, from the first validation dataloader's dataset, collated by it."""
+        loaders = getattr(trainer, "val_dataloaders", None)
+        if isinstance(loaders, Mapping):
+            loaders = next(iter(loaders.values()), None)
+        elif isinstance(loaders, (list, tuple)):
+            loaders = loaders[0] if loaders else None
+        dataset = getattr(loaders, "dataset", None)
+        if dataset is None:
+            raise ValueError("`probe_indices` names samples of the first validation dataloader's dataset, but the "
+                             "validation dataloader has no `dataset`; pass `probe=(images, targets)` instead.")
+        if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__getitem__"):
+            raise ValueError(f"`probe_indices` needs a dataset that is indexed (dataset[i]), but the first validation "
+                             f"dataloader reads an iterable {type(dataset).__name__}; pass `probe=(images, targets)`.")
+        try:
+            size = len(dataset)
+        except TypeError:
+            size = None
+        if size is not None:
+            outside = [i for i in self.indices if i >= size]
+            if outside:
+                raise ValueError(f"`probe_indices` holds {outside[0]}, outside the first validation dataloader's "
+                                 f"dataset of {size} samples (indices 0 to {size - 1}).")
+        collate = getattr(loaders, "collate_fn", None) or torch.utils.data.default_collate
+        samples = [dataset[i] for i in self.indices]
+        images, targets = self._parts(collate(samples))
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            check_images(images, "probe_indices images")
+        check_probe_elements(images.shape[0], tuple(images.shape[1:]), "the probe of `probe_indices`")
+        images = check_images(cpu_copy(images), "probe_indices images")
+        labels = self._labels(targets, images.shape[0], torch.device("cpu"))
+        return images, None if labels is None else cpu_copy(labels)
+
+    def _chosen(self) -> tuple[Tensor, Tensor | None, list[str]] | str | None:
+        """This rank's choice from the pool it read: ``(images, targets, notes)``, an error text, or None."""
+        if self._selector is None:
+            return None
+        order = [position for position in self._selector.offer([]) if position in self._kept]
+        if not order:
+            wanted = ", ".join(str(c) for c in self.classes or ())
+            seen = ", ".join(str(c) for c in sorted(self._selector.class_counts)) or "none"
+            return (f"none of `probe_classes` [{wanted}] is among the first {self._read} validation samples "
+                    f"(classes seen: {seen}); choose classes that the validation data holds, or raise `probe_pool`")
+        with torch.inference_mode(False):
+            images = torch.stack([self._kept[position][0] for position in order])
+            labels = [self._kept[position][1] for position in order]
+            targets = None if any(label is None for label in labels) else torch.tensor(labels, dtype=torch.long)
+        notes = []
+        if len(order) < self.num_probe:
+            which = "" if self.classes is None else " of `probe_classes`"
+            notes.append(f"IGOSCallback: the first validation epoch held {len(order)} images{which} within the "
+                         f"probe pool of {self.pool} samples, fewer than num_probe={self.num_probe}; the probe keeps "
+                         "those.")
+        if targets is not None:
+            note = self._one_class_note(targets, self._selector.class_counts, self._read)
+            if note:
+                notes.append(note)
+        return images, targets, notes
+
+    def _one_class_note(self, targets: Tensor, seen: Mapping[int, int], read: int) -> str | None:
+        """The warning for a probe of one class while the labels read show several (None: no warning)."""
+        classes = set(targets.tolist())
+        if len(targets) < 2 or len(classes) != 1 or len(seen) < 2 or self.classes is not None:
+            return None
+        (only,) = classes
+        if self.given:
+            remedy = ("Give a probe of several classes, or capture one that covers the classes: `probe=None` "
+                      "with the default probe_selection='balanced'")
+        elif self.indices is not None:
+            remedy = "Name samples of several classes in `probe_indices`, or leave it None to cover the classes"
+        else:
+            remedy = "Use probe_selection='balanced' (the default), or raise `probe_pool`"
+        return (f"IGOSCallback: every one of the {len(targets)} probe images is of class {only}, while the first "
+                f"{read} validation samples hold {len(seen)} classes: the logged values describe the explanations "
+                f"of one class, not the model's. {remedy}; pass probe_classes=[{only}] if one class is what you want.")
+
     def settle(self, trainer: Any) -> str | None:
-        """Fix the probe from this epoch's captured batches (rank 0's, under DDP); return an error text."""
-        local: tuple[Tensor, Tensor | None] | str | None
+        """Fix the probe from this epoch's reading (rank 0's, under DDP); return an error text.
+
+        Warnings about the probe (fewer images than asked, one class among several) are given once, on rank 0.
+        """
+        local: tuple[Tensor, Tensor | None, list[str]] | str | None
         if self.capture_error is not None:
             local = error_text(self.capture_error)
-        elif self.captured:
-            labels = [c[1] for c in self.captured]
-            with torch.inference_mode(False):
-                images = torch.cat([c[0] for c in self.captured])
-                targets = None if any(t is None for t in labels) else torch.cat(labels)
-            local = (images, targets)
-            if targets is None and self.target == "label":
-                local = ("the validation batches carry no labels; use target='pred' "
-                         "or pass probe=(images, targets)")
+        elif self.indices is not None:
+            if trainer.is_global_zero:
+                try:
+                    images, targets = self._read_indices(trainer)
+                    local = (images, targets, [])
+                except Exception as err:  # the same path as a failed capture: warn, or raise with on_error="raise"
+                    self.capture_error = err
+                    local = error_text(err)
+            else:
+                local = None  # rank 0 reads the dataset; its probe is broadcast
         else:
-            local = None
-        self.captured = []
+            local = self._chosen()
+        if isinstance(local, tuple) and local[1] is None and self.target == "label":
+            local = ("the validation batches carry no labels; use target='pred' "
+                     "or pass probe=(images, targets)")
+        self._reset_capture()
         if trainer.world_size > 1:
             local = trainer.strategy.broadcast(local, src=0)
         if isinstance(local, str):
             return local
         if local is not None:
             # Under trainer.validate() this runs in inference mode: keep normal tensors.
-            images, targets = local
+            images, targets, notes = local
             self.images = cpu_copy(images)
             self.targets = None if targets is None else cpu_copy(targets)
-            if len(self.images) < self.num_probe:
-                warnings.warn(
-                    f"IGOSCallback: the first validation epoch held {len(self.images)} images, fewer "
-                    f"than num_probe={self.num_probe}; the probe keeps those.", IGOSWarning, stacklevel=2,
-                )
+            self._surveyed = None
+            if trainer.is_global_zero:
+                for note in notes:
+                    warnings.warn(note, IGOSWarning, stacklevel=2)
         return None
+
+    def check_coverage(self, trainer: Any) -> None:
+        """Once, after the first validation epoch beside a given (or restored) probe: warn if it holds one class
+        while the labels read show several (rank 0's labels, on rank 0)."""
+        seen, self._surveyed = self._surveyed, None
+        if not seen or self.targets is None or not trainer.is_global_zero:
+            return
+        note = self._one_class_note(self.targets, seen, sum(seen.values()))
+        if note:
+            warnings.warn(note, IGOSWarning, stacklevel=2)
 
     def take_capture_error(self) -> Exception | None:
         """The capture's failure, reported once: the next epoch tries again."""
@@ -207,6 +556,8 @@ class ProbeStore:
             state["probe_boxes"] = self.boxes
         if options is not None:
             state["options"] = dict(options)
+        if not self.given:
+            state["selection"] = self.selection_record  # how the probe was chosen: a resume that asks otherwise warns
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> bool:
@@ -232,11 +583,42 @@ class ProbeStore:
                 stacklevel=2,
             )
             return False
+        replaced = self._replaced_text(images, targets, boxes, state_dict.get("selection"))
+        if replaced:
+            warnings.warn(replaced, IGOSWarning, stacklevel=2)
         self.images = cpu_copy(images)
         self.targets = None if targets is None else cpu_copy(targets)
         self.boxes = None if boxes is None else cpu_copy(boxes)
-        self.captured, self.capture_error = [], None
+        self._reset_capture()
+        self.capture_error = None
+        self._surveyed = {}
         return True
+
+    def _replaced_text(self, images: Tensor, targets: Tensor | None, boxes: Tensor | None, saved: object) -> str | None:
+        """The warning for a checkpoint's probe that replaces the one this callback was given or asked for."""
+        used = ("It explains the checkpoint's probe, so the values before and after the resume describe the same "
+                "images; to explain the other probe, start a new run (or give this callback another prefix).")
+        if self.images is not None and self.given:
+            same = (self.images.shape == images.shape and torch.equal(self.images, images.to(self.images.dtype))
+                    and _same(self.targets, targets) and _same(self.boxes, boxes))
+            if not same:
+                return (f"IGOSCallback was given a probe ({probe_summary(self.images, self.targets, self.boxes)}), "
+                        f"and the checkpoint holds another ({probe_summary(images, targets, boxes)}). {used}")
+            return None
+        if isinstance(saved, Mapping) and self.images is None:
+            record = self.selection_record
+            changed = [f"{name}: {saved.get(name)!r} -> {value!r}" for name, value in record.items()
+                       if name in saved and saved.get(name) != value]
+            if changed:
+                return (f"IGOSCallback asks for a probe chosen otherwise than the checkpoint's ({'; '.join(changed)}). "
+                        f"{used}")
+        return None
+
+
+def _same(a: Tensor | None, b: Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and torch.equal(a.cpu(), b.cpu().to(a.dtype))
 
 
 def is_probe_state(state: object) -> bool:
