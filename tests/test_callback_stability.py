@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from lightning_igos import IGOSCallback
 from lightning_igos.callback.loggers import custom_scalars_layout
+from lightning_igos.callback.messages import IGOSWarning
 from lightning_igos.callback.outputs import LowerIsBetterMean, Outputs, ShareResult, callback_scalars
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import evaluate
@@ -180,3 +183,68 @@ def test_large_probes_keep_pooled_maps() -> None:
     maps = callback._stability_maps(torch.rand(40, 1, 256, 256))
     assert maps.shape[:2] == (40, 1) and maps.numel() <= 2**21 and maps.shape[-1] < 256
     assert callback._stability_maps(torch.rand(0, 1, 256, 256)).shape == (0, 1, *maps.shape[-2:])
+
+
+class _GuardedClassifier(ObjectClassifier):
+    """A LightningModule holding a lock and a large tensor that is not a buffer: neither is part of the network."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.lock = threading.Lock()
+        self.big = torch.zeros(2_000_000)
+
+
+def test_the_sanity_check_copies_only_the_network(tmp_path: Path, loaders, monkeypatch) -> None:
+    copied: list[int] = []
+    original = torch.Tensor.__deepcopy__
+
+    def recording(self, memo):
+        copied.append(self.data_ptr())
+        return original(self, memo)
+
+    monkeypatch.setattr(torch.Tensor, "__deepcopy__", recording)
+    pl.seed_everything(0)
+    module = _GuardedClassifier(num_classes=4, width=4)
+    callback = IGOSCallback(num_probe=2, log_images=False, sanity_every_n=1, **FAST)
+    trainer = pl.Trainer(callbacks=[callback], accelerator="cpu", devices=1, max_epochs=1,
+                         logger=CSVLogger(tmp_path, name="csv"), enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IGOSWarning)
+        trainer.fit(module, *loaders)
+    # Deep-copying the lock once dropped every igos/ scalar of the epoch, with a warning.
+    assert not [w for w in caught if "lock" in str(w.message) or "sanity" in str(w.message)]
+    module.trainer_logger_dir = trainer.logger.log_dir
+    assert sorted(_values(module, SANITY)) == [0] and _values(module, "igos/insertion_auc")
+    assert copied and module.big.data_ptr() not in copied
+    assert callback.sanity_reinitialized == ("model.features.8", "model.classifier")
+
+
+class _ZeroInitLinear(torch.nn.Linear):
+    def reset_parameters(self) -> None:
+        torch.nn.init.zeros_(self.weight)
+        torch.nn.init.zeros_(self.bias)
+
+
+def test_an_epoch_whose_randomised_explanations_are_all_empty_logs_no_sanity_value(tmp_path: Path, loaders) -> None:
+    class ZeroHead(ObjectClassifier):
+        def __init__(self) -> None:
+            super().__init__(num_classes=4, width=4)
+            head = self.model.classifier
+            self.model.classifier = _ZeroInitLinear(head.in_features, head.out_features)
+            self.model.classifier.load_state_dict(head.state_dict())
+
+    callback = IGOSCallback(num_probe=2, log_images=False, sanity_every_n=1, **FAST)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor=SANITY, mode="min", save_top_k=1)
+    pl.seed_everything(0)
+    module = ZeroHead()
+    trainer = pl.Trainer(callbacks=[callback, checkpoint], accelerator="cpu", devices=1, max_epochs=1,
+                         logger=CSVLogger(tmp_path, name="csv"), enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0)
+    with pytest.warns(IGOSWarning, match="2 of 2 probe images have no sanity check correlation"):
+        trainer.fit(module, *loaders)
+    module.trainer_logger_dir = trainer.logger.log_dir
+    assert not _values(module, SANITY)  # never a confident 1.0 (or any value) for explanations that are empty
+    assert _values(module, "igos/insertion_auc")
+    # The monitor reads the stand-in of an epoch without the value, not a correlation.
+    assert float(trainer.callback_metrics[SANITY]) == torch.finfo(torch.float32).max

@@ -39,6 +39,7 @@ from lightning_igos.cli.report import build_report, write_report
 from lightning_igos.cli.settings import CheckSettings
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import Evaluation, clean_forward, evaluate, planned_passes
+from lightning_igos.core.sanity import SanityResult, sanity_check
 from lightning_igos.core.statistics import statistics
 from lightning_igos.core.validation import check_logits, check_mask_size
 from lightning_igos.probe import Probe, load_probe
@@ -130,14 +131,12 @@ def _run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Chec
 
 
 def _sanity(model: nn.Module, probe: Probe, device: torch.device, config: IGOSConfig,
-            evaluation: Evaluation) -> Tensor:
+            evaluation: Evaluation) -> SanityResult:
     """``--sanity``: the per-image Spearman correlation between the evaluation's explanations and
-    I-GOS's on a randomised copy of the model (:func:`~lightning_igos.core.sanity.sanity_check`)."""
-    from lightning_igos.core.sanity import sanity_check
-
-    result = sanity_check(model, probe.images.to(device), evaluation.targets, config,
-                          saliency=evaluation.saliency)
-    return result.correlation.detach().cpu()
+    the method's on a randomised copy of the model (:func:`~lightning_igos.core.sanity.sanity_check`),
+    NaN for an image whose explanation is empty on either, and the re-initialised modules."""
+    return sanity_check(model, probe.images.to(device), evaluation.targets, config,
+                        saliency=evaluation.saliency, empty=evaluation.empty)
 
 
 def import_plugins(modules: tuple[str, ...]) -> None:
