@@ -58,6 +58,7 @@ from lightning_igos.callback.probe_state import (
     is_probe_state,
     saved_options,
 )
+from lightning_igos.callback.report_writer import ExplainedRun, explained_run
 from lightning_igos.callback.status import ExplainStatus
 from lightning_igos.class_names import ClassNames, ClassNamesLike
 from lightning_igos.core.baselines import BaselineLike
@@ -338,6 +339,9 @@ class _IGOSCallbackLogic:
                                 classes=self.probe_classes)
         self.outputs = Outputs(prefix, self.on_error, self.class_names, display=(mean, std),
                                scalars=self._scalars())
+        self._last_run: ExplainedRun | None = None  # what save_report writes
+        self._mask_size_used: tuple[int, int] | None = None
+        self._num_classes: int | None = None
 
     def _scalars(self) -> tuple:
         return callback_scalars(self.config, self.store.boxes is not None, self.stability,
@@ -371,6 +375,33 @@ class _IGOSCallbackLogic:
             'probe.pt'
         """
         return self.store.save(path, self.outputs.display)
+
+    def save_report(self, path: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Path:
+        """Write the last explained epoch as a report of ``lightning-igos check`` (its ``--report`` format).
+
+        The report carries every probe image's statistics, the means with their 95% intervals, the
+        probe's hash, the options and versions, so a later ``lightning-igos check --baseline-report``
+        (or ``lightning-igos compare``) of a checkpoint on the same probe (:meth:`save_probe`)
+        compares with this run without explaining it again. ``checkpoint`` is recorded as the
+        report's checkpoint (default: the training run and its epoch). Under DDP the other ranks'
+        results reach rank 0 only with ``log_images=True``.
+
+        Raises:
+            RuntimeError: no epoch was explained yet (or, under DDP, not every rank's results are here).
+
+        Example:
+            >>> IGOSCallback().save_report("report.json")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            RuntimeError: IGOSCallback(prefix='igos') has no explained epoch to report yet: ...
+        """
+        from lightning_igos.callback.report_writer import callback_report
+        from lightning_igos.cli.report import write_report
+
+        if self._last_run is None:
+            raise RuntimeError(f"IGOSCallback(prefix={self.prefix!r}) has no explained epoch to report yet: call "
+                               "save_report after fit or validate.")
+        return write_report(callback_report(self, self._last_run, checkpoint), Path(path))
 
     # --------------------------------------------------------------------- checkpointing
 
@@ -578,6 +609,8 @@ class _IGOSCallbackLogic:
             out.handle_failures(trainer, [RankReport(trainer.global_rank, error_text(err))], own_error=err,
                                 what="scalars", local=True)
         out.warn_empty(trainer, reports, len(probe_images))
+        self._last_run = explained_run(trainer, pl_module, result, reports, self._mask_size_used, out.display,
+                                       out.names, self._num_classes)
         if trainer.is_global_zero:
             out.after_scalars(trainer, pl_module, result, len(probe_images), self.every_n_epochs, self.config.method)
         rendered = [r.result for r in reports if r.result is not None and len(r.result) > 0]
@@ -610,6 +643,9 @@ class _IGOSCallbackLogic:
             evaluation = evaluate(pl_module, images, targets, self.config, on_stage=status.on_stage,
                                   on_forward=status.count, boxes=boxes)
         result = ShareResult.of(indices, evaluation)
+        mask = evaluation.explanation.mask
+        self._mask_size_used = None if mask is None else (int(mask.shape[-2]), int(mask.shape[-1]))
+        self._num_classes = evaluation.num_classes
         result.passes, result.seconds = status.passes, status.seconds
         result.summary = status.summary(trainer.current_epoch)
         self.outputs.use_class_names(run_class_names(self.class_names, pl_module, evaluation.num_classes, result))

@@ -11,6 +11,9 @@ AUCs, prints a table, optionally writes a JSON report and PNG panels, and exits
 * 2 for a usage or input error (one line on stderr, no traceback unless ``--verbose``),
 * 3 for an unexpected failure (a bug or the environment, e.g. out of memory).
 
+``lightning-igos compare OLD.json NEW.json [--max-drop NAME=X]`` compares two reports of the same
+probe image by image (no model is loaded; the same comparison as ``check --baseline-report OLD.json``):
+0 when no statistic got worse than its margin, 1 when one did, 2 when the reports cannot be compared.
 ``lightning-igos demo [ARGS]`` runs the demo; ``lightning-igos --version`` prints the version.
 
 Example:
@@ -44,6 +47,16 @@ EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 PROG: str = source_value("lightning_igos.cli.report", "PROG")
 
 # --------------------------------------------------------------------------- arguments
+
+
+def _max_drop(value: str) -> tuple[str, float | None]:
+    """``NAME=X`` or ``NAME=none`` (:func:`lightning_igos.cli.compare.parse_max_drop`, no torch import)."""
+    from lightning_igos.cli.compare import parse_max_drop
+
+    try:
+        return parse_max_drop(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _device_name(value: str) -> str:
@@ -87,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {lightning_igos.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
     _add_check_parser(commands)
+    _add_compare_parser(commands)
     commands.add_parser("demo", help="run the demo (arguments are passed to it; see `lightning-igos demo --help`)")
     return parser
 
@@ -148,8 +162,12 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     gate.add_argument("--max-sanity-correlation", type=number, default=unset, metavar="X",
                       help=f"with --sanity, the highest mean Spearman correlation that passes (default: {max_sanity})")
 
+    _add_baseline_options(check.add_argument_group("against a baseline report"), check_options=True)
+
     outputs = check.add_argument_group("outputs")
     outputs.add_argument("--report", type=Path, metavar="FILE", help="write a JSON report here")
+    outputs.add_argument("--markdown", type=Path, metavar="FILE",
+                         help="write the Markdown summary here (it is also appended to $GITHUB_STEP_SUMMARY when set)")
     outputs.add_argument("--images", type=Path, metavar="DIR",
                          help="write probe_<i>.png panels and overlays.png here")
     outputs.add_argument("--html", type=Path, metavar="FILE",
@@ -159,6 +177,40 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
 
     # Generated from IGOSConfig's field declarations: "dest" is the field each option sets.
     add_config_options(check.add_argument_group("solver and metric options (defaults as in igos and IGOSCallback)"))
+
+
+def _add_baseline_options(group: Any, check_options: bool) -> None:
+    """``--baseline-report`` (check only) and ``--max-drop``, shared by ``check`` and ``compare``."""
+    defaults = source_value("lightning_igos.cli.compare", "DEFAULT_MAX_DROP")
+    if check_options:
+        group.add_argument("--baseline-report", type=Path, metavar="OLD.json",
+                           help="compare each statistic, image by image, with this earlier report of the same probe "
+                                "and method (another probe or method is an input error, another option a warning)")
+    group.add_argument("--max-drop", type=_max_drop, action="append", default=[], metavar="NAME=X",
+                       help="fail when the mean of statistic NAME got worse than the baseline's by more than X, "
+                            "in the direction the statistic declares; NAME=none: show it, gate nothing; repeatable "
+                            "(default: " + ", ".join(f"{k}={v:g}" for k, v in defaults.items()) + ")")
+
+
+def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser(
+        "compare",
+        help="compare two check reports of the same probe image by image (no model is loaded)",
+        description=(
+            "Compare NEW with OLD, two JSON reports of lightning-igos check (--report) of the same probe and "
+            "method, image by image, with the 95%% interval of each paired change; the same comparison as "
+            "check --baseline-report OLD. Exit status: 0 no statistic got worse than its margin, 1 one did, "
+            "2 usage or input error (e.g. another probe or method)."
+        ),
+    )
+    compare.add_argument("old", type=Path, metavar="OLD.json", help="the baseline report")
+    compare.add_argument("new", type=Path, metavar="NEW.json", help="the report to judge")
+    _add_baseline_options(compare, check_options=False)
+    compare.add_argument("--markdown", type=Path, metavar="FILE", help="write the comparison as Markdown here")
+    compare.add_argument("--html", type=Path, metavar="FILE",
+                         help="write the comparison as one HTML page here, each probe image's baseline and new "
+                              "overlay side by side (when the reports carry overlays)")
+    compare.add_argument("--verbose", action="store_true", help="show tracebacks")
 
 
 def _fill_defaults(args: argparse.Namespace) -> None:
@@ -203,6 +255,8 @@ def settings_from_args(args: argparse.Namespace) -> CheckSettings:
         max_probe_elements=args.max_probe_elements, sanity=args.sanity,
         max_sanity_correlation=args.max_sanity_correlation,
         require=tuple(parse_requirement(text) for text in getattr(args, "require", None) or ()), plugins=plugins,
+        baseline_report=getattr(args, "baseline_report", None), max_drop=tuple(getattr(args, "max_drop", None) or ()),
+        markdown=getattr(args, "markdown", None),
     )
 
 
@@ -227,12 +281,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exit_code(exit_)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: a command is required (check or demo)", file=sys.stderr)
+        print(f"{PROG}: error: a command is required (check, compare or demo)", file=sys.stderr)
         return EXIT_USAGE
+    if args.command == "compare":
+        return _guarded(lambda: _compare(args), verbose=args.verbose)
     if getattr(args, "early_error", None) is not None:
         print(f"{PROG}: error: {_one_line(str(args.early_error))}", file=sys.stderr)
         return EXIT_USAGE
     return _guarded(lambda: _check(args), verbose=args.verbose)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    """``compare``: the comparison of two reports, printed; 0 pass, 1 a statistic got worse than its margin."""
+    from lightning_igos.cli.compare import run_compare
+
+    comparison, text = run_compare(args.old, args.new, args.max_drop, markdown=args.markdown, html_path=args.html)
+    print(text)
+    return EXIT_PASS if comparison["passed"] else EXIT_FAIL
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import Tensor
 
+from lightning_igos.cli.compare import comparison_html, comparison_markdown
 from lightning_igos.render import png_bytes
 
 __all__ = ["append_step_summary", "empty_text", "png_base64", "render_html", "render_markdown", "sanity_text",
@@ -46,6 +47,8 @@ tr.fail td { background: #ffebe9; } tr.mean td { font-weight: bold; }
 figure { display: inline-block; margin: .5em; vertical-align: top; }
 figure img { image-rendering: pixelated; max-width: 100%; border: 1px solid #d0d7de; }
 figcaption { font-size: .9em; color: #57606a; }
+tr.ci td { color: #57606a; font-size: .9em; }
+img.thumb { width: 128px; image-rendering: pixelated; border: 1px solid #d0d7de; }
 """.strip()
 
 
@@ -148,6 +151,9 @@ def verdict_text(report: Mapping[str, Any]) -> str:
     sanity = report.get("sanity")
     if sanity and not sanity.get("passed"):
         failures.append(_sanity_failure(sanity))
+    comparison = report.get("comparison")
+    if comparison and comparison.get("failed"):
+        failures.append(f"worse than the baseline by more than the margin: {', '.join(comparison['failed'])}")
     return "FAIL: " + ("; ".join(failures) or "see the report")
 
 
@@ -193,6 +199,7 @@ def render_html(
     panels: Sequence[tuple[str, Tensor]],
     overlays: Tensor | None = None,
     title: str = "lightning-igos check",
+    baseline: Mapping[str, Any] | None = None,
 ) -> str:
     """One self-contained HTML page: verdict, thresholds, per-image table, panels, settings.
 
@@ -203,6 +210,8 @@ def render_html(
         panels: ``(caption, image)`` per probe image, images (3, H, W) in [0, 1].
         overlays: the overlay grid of all probe images, or None.
         title: the page title.
+        baseline: the baseline report of the ``comparison`` (``check --baseline``): its overlays are shown
+            beside this run's.
 
     Returns:
         The page as a string; every image is a ``data:image/png;base64`` URI, there is no
@@ -259,6 +268,9 @@ def render_html(
     else:
         parts.append("<p>No thresholds given (<code>--min-insertion</code>, <code>--max-deletion</code>).</p>")
 
+    if report.get("comparison"):
+        parts += comparison_html(report["comparison"], baseline, report)
+
     # Per-image table.
     columns = _columns(report)
     flagged = _has_empty_column(report)
@@ -279,6 +291,10 @@ def render_html(
             f'<td class="num">{e(_number(_mean_value(key, mean, normalized), fmt))}</td>' for key, _, fmt, _ in columns
         )
         parts.append(f'<tr class="mean"><td>mean</td><td></td>{cells}{"<td></td>" if flagged else ""}</tr>')
+    intervals = report.get("mean_ci") or {}
+    if intervals:
+        cells = "".join(f'<td class="num">{e(_ci_text(intervals.get(key), fmt))}</td>' for key, _, fmt, _ in columns)
+        parts.append(f'<tr class="ci"><td>95% CI</td><td></td>{cells}{"<td></td>" if flagged else ""}</tr>')
     parts.append("</table>")
     parts.append(f"<p>{e(_directions(columns))} (norm.): each curve divided by the image's clean probability."
                  + (" ROAD gap: LeRF - MoRF." if any(key == "road_gap" for key, _, _, _ in columns) else "") + "</p>")
@@ -310,6 +326,13 @@ def render_html(
     parts.append("</table>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _ci_text(interval: Any, fmt: str = "{:.4f}") -> str:
+    """``0.3120 - 0.4410``: a mean's 95% interval (``[low, high]`` in the report), or ``""``."""
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return ""
+    return f"{_number(interval[0], fmt) or 'nan'} - {_number(interval[1], fmt) or 'nan'}"
 
 
 def _has_empty_column(report: Mapping[str, Any]) -> bool:
@@ -394,7 +417,13 @@ def render_markdown(report: Mapping[str, Any], title: str = "lightning-igos chec
         if mean or normalized:
             cells = " | ".join(f"**{_number(_mean_value(key, mean, normalized), fmt)}**" for key, _, fmt, _ in columns)
             lines.append(f"| **mean** | | {cells}{' |' if flagged else ''} |")
+        intervals = report.get("mean_ci") or {}
+        if intervals:
+            cells = " | ".join(_ci_text(intervals.get(key), fmt) for key, _, fmt, _ in columns)
+            lines.append(f"| 95% CI | | {cells}{' |' if flagged else ''} |")
         lines.append("")
+    if report.get("comparison"):
+        lines += comparison_markdown(report["comparison"])
     return "\n".join(lines)
 
 
@@ -422,13 +451,13 @@ def append_step_summary(report: Mapping[str, Any], path: str | os.PathLike | Non
 
 
 def write_html(path: Path, report: Mapping[str, Any], panels: Sequence[tuple[str, Tensor]],
-               overlays: Tensor | None = None) -> Path:
+               overlays: Tensor | None = None, baseline: Mapping[str, Any] | None = None) -> Path:
     """Write :func:`render_html` to ``path`` (UTF-8, atomically: :func:`~lightning_igos.cli.outputs.write_bytes`)."""
     from lightning_igos.cli.errors import InputError
     from lightning_igos.cli.outputs import write_bytes
 
     try:
-        write_bytes(path, render_html(report, panels, overlays).encode("utf-8"))
+        write_bytes(path, render_html(report, panels, overlays, baseline=baseline).encode("utf-8"))
     except OSError as err:
         raise InputError(f"cannot write the HTML report to '{path}': {err}") from err
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor
 
 import lightning_igos
+from lightning_igos.cli.compare import interval_block, mean_intervals
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.outputs import current_run_id, write_bytes
 from lightning_igos.cli.settings import CheckSettings, code_sources
@@ -61,6 +63,7 @@ def build_report(
     elapsed_s: float,
     class_names: ClassNames | None = None,
     sanity: Tensor | SanityResult | None = None,
+    overlays: list[str] | None = None,
 ) -> dict[str, Any]:
     """The JSON report: per-image AUCs, means, thresholds with pass/fail, empty explanations, settings, versions.
 
@@ -76,6 +79,11 @@ def build_report(
     :class:`~lightning_igos.core.sanity.SanityResult` of ``--sanity``, or its per-image Spearman correlations)
     the report carries a ``sanity`` object (:func:`sanity_report`: ``mean_correlation``, ``correlation``,
     ``max_correlation``, ``num_empty``, ``empty``, ``reinitialized``, ``passed``), and fails when it did not pass.
+
+    ``mean_ci`` holds the 95% interval of every mean (a seeded bootstrap over the probe images,
+    described by ``interval``); ``settings.probe_sha256`` identifies the probe (:func:`probe_digest`),
+    so a later run can be compared with this one (``check --baseline-report``, ``lightning-igos compare``).
+    ``overlays`` (base64 PNGs, one per image: :func:`overlay_thumbnails`) go into the report as is.
     """
     reported = [st for st in statistics(settings.config, evaluation.boxes is not None) if st.in_report]
     every = evaluation.per_image()
@@ -122,6 +130,9 @@ def build_report(
         "num_empty": num_empty,
         "empty_by_reason": dict(sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))),
         "mean": mean,
+        "mean_ci": mean_intervals(images, list(per_image), left_out={name: excluded for name in per_image
+                                                                     if name.endswith("_normalized")}),
+        "interval": interval_block(),
         "normalized_mean": normalized_mean,
         "statistics": [{"name": st.name, "label": st.label, "format": st.fmt, "higher_is_better": st.higher_is_better}
                        for st in reported],
@@ -131,6 +142,7 @@ def build_report(
             **code_sources(settings),  # the --plugin modules and the explainer's defining module
             "checkpoint": str(settings.checkpoint),
             "probe": str(settings.probe),
+            "probe_sha256": probe_digest(probe.images, probe.targets),
             "num_images": len(probe),
             "image_shape": list(probe.images.shape[1:]),
             "device": str(device),
@@ -154,7 +166,51 @@ def build_report(
         **({} if sanity_block is None else {"sanity": sanity_block}),
         "elapsed_s": round(elapsed_s, 3),
         **({} if class_names is None else {"class_names": class_names.to_json()}),
+        **({} if overlays is None else {"overlays": overlays}),
     }
+
+
+def probe_digest(images: Tensor, targets: Tensor) -> str:
+    """The sha256 of a probe's images and targets (each one's dtype, shape and bytes): its identity in reports.
+
+    Example:
+        >>> a = probe_digest(torch.zeros(2, 3, 4, 4), torch.tensor([0, 1]))
+        >>> a == probe_digest(torch.zeros(2, 3, 4, 4), torch.tensor([0, 1])), a == probe_digest(
+        ...     torch.zeros(2, 3, 4, 4), torch.tensor([1, 1]))
+        (True, False)
+    """
+    digest = hashlib.sha256()
+    for tensor in (images, targets):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{data.dtype}{tuple(data.shape)};".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+#: The longest side of the overlays a report carries (they are shown side by side against a baseline).
+OVERLAY_SIDE = 64
+
+
+def overlay_thumbnails(shown: Tensor, saliency: Tensor) -> list[str]:
+    """One small base64 PNG per image: the saliency over the displayed image, at most :data:`OVERLAY_SIDE` px.
+
+    Example:
+        >>> len(overlay_thumbnails(torch.rand(2, 3, 8, 8), torch.rand(2, 1, 8, 8)))
+        2
+    """
+    import base64
+
+    import torch.nn.functional as F
+
+    from lightning_igos.render import overlay, png_bytes
+
+    pictures = overlay(shown.detach().cpu().float(), saliency.detach().cpu().float())
+    height, width = pictures.shape[-2:]
+    scale = OVERLAY_SIDE / max(height, width)
+    if scale < 1:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        pictures = F.interpolate(pictures, size=size, mode="area")
+    return [base64.b64encode(png_bytes(picture.clamp(0, 1))).decode("ascii") for picture in pictures]
 
 
 def sanity_report(correlation: Tensor | SanityResult, max_correlation: float, *,

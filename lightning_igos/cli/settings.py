@@ -134,6 +134,11 @@ class CheckSettings:
             (``--require road_lerf>=0.4``).
         plugins: modules imported before the run (``--plugin``), e.g. ones that register
             explainers or statistics.
+        baseline_report: an earlier report of the same probe and method (``--baseline-report``): each statistic is
+            compared with it image by image (:mod:`lightning_igos.cli.compare`).
+        max_drop: ``(statistic, X or None)`` margins (``--max-drop NAME=X``): with ``baseline_report``, fail when the
+            mean got worse by more than X (defaults: :data:`~lightning_igos.cli.compare.DEFAULT_MAX_DROP`).
+        markdown: write the Markdown summary here (``--markdown``; also appended to ``$GITHUB_STEP_SUMMARY``).
     """
 
     model: str
@@ -155,9 +160,13 @@ class CheckSettings:
     max_sanity_correlation: float = 0.5
     require: tuple[Requirement, ...] = ()
     plugins: tuple[str, ...] = ()
+    baseline_report: Path | None = None
+    max_drop: tuple[tuple[str, float | None], ...] = ()
+    markdown: Path | None = None
 
     def __post_init__(self) -> None:
-        for name in ("checkpoint", "probe", "report", "images", "html", "class_names"):
+        for name in ("checkpoint", "probe", "report", "images", "html", "class_names", "baseline_report",
+                     "markdown"):
             value = getattr(self, name)
             if isinstance(value, (str, os.PathLike)):
                 object.__setattr__(self, name, Path(value))
@@ -174,6 +183,8 @@ class CheckSettings:
         if not all(isinstance(r, Requirement) for r in self.require):
             raise TypeError("`require` must hold Requirement objects (see parse_requirement).")
         object.__setattr__(self, "plugins", tuple(self.plugins))
+        object.__setattr__(self, "max_drop", tuple((str(name), None if limit is None else float(limit))
+                                                   for name, limit in self.max_drop))
         limit = self.max_probe_elements
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"`max_probe_elements` must be a positive integer, got {limit!r}.")

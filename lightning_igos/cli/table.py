@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_igos.cli.compare import comparison_lines
 from lightning_igos.cli.html_report import empty_text, sanity_text, verdict_text
 from lightning_igos.cli.report import PROG
 
@@ -43,6 +44,12 @@ def format_table(report: dict[str, Any]) -> str:
         marker = f"  EMPTY ({row.get('empty_reason')})" if row.get("empty") else ""
         lines.append(f"{row['index']:>5}  {target:>{width}}" + cells(row) + marker)
     lines.append(f"{'mean':>5}  {'':>{width}}" + cells(report["mean"]))
+    intervals = report.get("mean_ci") or {}
+    for side, label in ((0, "95% CI low"), (1, "95% CI high")):
+        if intervals:
+            bound = {name: value[side] for name, value in intervals.items()
+                     if isinstance(value, (list, tuple)) and value[side] is not None}
+            lines.append(f"{label:>{7 + width}}" + cells(bound))
     lines.append("")
     if not report["thresholds"]:
         lines.append("no thresholds given (--min-insertion, --max-deletion, --require)")
@@ -56,5 +63,7 @@ def format_table(report: dict[str, Any]) -> str:
     line = sanity_text(report)
     if line:
         lines.append(line)
+    if report.get("comparison"):
+        lines += ["", *comparison_lines(report["comparison"]), ""]
     lines.append(verdict_text(report))
     return "\n".join(lines)
