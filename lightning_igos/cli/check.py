@@ -24,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from lightning_igos.class_names import ClassNames, fitting_class_names, read_class_names
+from lightning_igos.cli.compare import check_baseline, compare_reports, load_report
 from lightning_igos.cli.errors import InputError
-from lightning_igos.cli.html_report import append_step_summary, write_html
+from lightning_igos.cli.html_report import append_step_summary, render_markdown, write_html
 from lightning_igos.cli.images import check_panels, write_images
 from lightning_igos.cli.model_loading import (
     check_input_file,
@@ -33,9 +34,9 @@ from lightning_igos.cli.model_loading import (
     load_model,
     working_directory_importable,
 )
-from lightning_igos.cli.outputs import check_outputs
+from lightning_igos.cli.outputs import check_outputs, write_bytes
 from lightning_igos.cli.progress import ProgressLine
-from lightning_igos.cli.report import build_report, write_report
+from lightning_igos.cli.report import build_report, overlay_thumbnails, probe_digest, write_report
 from lightning_igos.cli.settings import CheckSettings
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import Evaluation, clean_forward, evaluate, planned_passes
@@ -88,11 +89,15 @@ def _run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Chec
     """
     started = time.perf_counter()
     check_thresholds(settings)
+    if settings.max_drop and settings.baseline_report is None:
+        raise InputError("--max-drop needs --baseline-report OLD.json: the margins are drops from a baseline report.")
     check_outputs(
-        {"--checkpoint": settings.checkpoint, "--probe": settings.probe, "--class-names": settings.class_names},
-        {"--report": settings.report, "--html": settings.html},
+        {"--checkpoint": settings.checkpoint, "--probe": settings.probe, "--class-names": settings.class_names,
+         "--baseline-report": settings.baseline_report},
+        {"--report": settings.report, "--html": settings.html, "--markdown": settings.markdown},
         settings.images,
     )
+    baseline = None if settings.baseline_report is None else load_report(settings.baseline_report, "--baseline-report")
     device = resolve_device(settings.device)
     check_input_file(settings.checkpoint, "checkpoint")
     import_plugins(settings.plugins)
@@ -103,6 +108,12 @@ def _run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Chec
     except (TypeError, ValueError) as err:
         raise InputError(str(err).replace("`", "")) from err
     check_requirements(settings, probe)
+    if baseline is not None:  # another probe or method is an input error before any work
+        known = [s.name for s in statistics(settings.config, probe.boxes is not None) if s.in_report]
+        this_run = {"probe": str(settings.probe), "probe_sha256": probe_digest(probe.images, probe.targets),
+                    "method": settings.config.method, "num_images": len(probe),
+                    "image_shape": list(probe.images.shape[1:])}
+        check_baseline(baseline, this_run, known, settings.max_drop)
     names = _read_class_names(settings.class_names)
     model_class = import_model_class(settings.model)
     with lightning_info_hidden(not settings.verbose):
@@ -110,14 +121,18 @@ def _run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Chec
     clean_logits = check_probe_fits(model, probe, device, settings)
     names = _fitting_class_names(names, settings, model, clean_logits.shape[1], probe)
     drawn = settings.images is not None or settings.html is not None
-    display = _display_stats(probe, model) if drawn else (None, None)
+    display = _display_stats(probe, model) if drawn else _display_stats_or_none(probe, model)
 
     stream = sys.stderr if progress is None else progress
     bar = ProgressLine(stream, enabled=progress is not None or sys.stderr.isatty())
     evaluation = explain(model, probe, device, settings.config, bar, clean_logits=clean_logits)
     sanity = _sanity(model, probe, device, settings.config, evaluation) if settings.sanity else None
+    overlays = None if display is None else overlay_thumbnails(_shown(probe, display), evaluation.saliency)
     report = build_report(settings, probe, device, evaluation, time.perf_counter() - started, class_names=names,
-                          sanity=sanity)
+                          sanity=sanity, overlays=overlays)
+    if baseline is not None:
+        report["comparison"] = compare_reports(baseline, report, settings.max_drop, str(settings.baseline_report))
+        report["passed"] = bool(report["passed"] and report["comparison"]["passed"])
     if settings.report is not None:
         write_report(report, settings.report)
     rendered = check_panels(probe, evaluation, *display, class_names=names) if drawn else None
@@ -125,7 +140,12 @@ def _run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Chec
         write_images(settings.images, probe, evaluation, *display, rendered=rendered)
     if settings.html is not None:
         panels, grid = rendered
-        write_html(settings.html, report, list(zip(map(_caption, report["images"]), panels)), grid)
+        write_html(settings.html, report, list(zip(map(_caption, report["images"]), panels)), grid, baseline=baseline)
+    if settings.markdown is not None:
+        try:
+            write_bytes(settings.markdown, (render_markdown(report) + "\n").encode("utf-8"))
+        except OSError as err:
+            raise InputError(f"cannot write the Markdown summary to '{settings.markdown}': {err}") from err
     _append_step_summary(report)
     return CheckResult(report=report, evaluation=evaluation, probe=probe)
 
@@ -267,6 +287,21 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise InputError(f"--device {name}: MPS is not available on this machine.")
     return device
+
+
+def _display_stats_or_none(probe: Probe, model: nn.Module) -> tuple[Any, Any] | None:
+    """The display normalisation for the report's overlays when nothing else is drawn; None when it is unusable
+    (the report then carries no overlays: only ``--images`` and ``--html`` make it an input error)."""
+    try:
+        return _display_stats(probe, model)
+    except InputError:
+        return None
+
+
+def _shown(probe: Probe, display: tuple[Any, Any]) -> Tensor:
+    from lightning_igos.render import unnormalize
+
+    return unnormalize(probe.images, *display)
 
 
 def _display_stats(probe: Probe, model: nn.Module) -> tuple[Any, Any]:
