@@ -274,13 +274,15 @@ def test_two_callbacks_share_one_custom_scalars_layout(tmp_path: Path, monkeypat
     configs = events.Tensors("custom_scalars__config__")
     assert len(configs) == 1  # two callbacks, two explained epochs: one layout
     layout = layout_pb2.Layout.FromString(configs[0].tensor_proto.string_val[0])
-    categories = {c.title: {chart.title: list(chart.multiline.tag) for chart in c.chart} for c in layout.category}
+    categories = {c.title: {chart.title: [s.value for s in chart.margin.series] for chart in c.chart}
+                  for c in layout.category}
     assert list(categories) == ["igos vs igospp", "igos", "igospp"]  # the comparison first
-    assert categories["igos vs igospp"]["insertion_auc"] == ["^igos/insertion_auc$", "^igospp/insertion_auc$"]
+    assert categories["igos vs igospp"]["insertion_auc"] == ["igos/insertion_auc", "igospp/insertion_auc"]
     logged = set(events.Tags()["scalars"])
     for category in layout.category[1:]:  # one logged statistic per chart
         tags = [f"{category.title}/{chart.title}" for chart in category.chart]
-        assert [[s.value for s in chart.margin.series] for chart in category.chart] == [[tag] for tag in tags]
+        assert [[(s.value, s.lower, s.upper) for s in chart.margin.series] for chart in category.chart] == [
+            [(tag, tag, tag)] for tag in tags]
         assert set(tags) <= logged
     for prefix in ("igos", "igospp"):  # every tag of the layout is a logged scalar
         assert len(events.Scalars(f"{prefix}/insertion_auc_normalized")) == 2

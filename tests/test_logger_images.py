@@ -44,7 +44,7 @@ def test_tensorboard_gets_images_and_one_layout(tmp_path: Path) -> None:
 
     layout = layout_pb2.Layout.FromString(configs[0].tensor_proto.string_val[0])
     charts = {c.title: c.margin.series[0] for c in layout.category[0].chart}
-    assert list(charts) == list(custom_scalars_layout()["igos"])
+    assert set(charts) == set(custom_scalars_layout()["igos"])
     band = charts["insertion_auc_normalized"]
     assert band.value == band.lower == band.upper == "igos/insertion_auc_normalized"
 

@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,8 @@ from torch import Tensor
 from lightning_igos.render import to_pil_image
 
 __all__ = [
-    "ImageSink", "artifact_folder", "comparison_title", "custom_scalars_layout", "image_sinks", "write_custom_scalars",
+    "ImageSink", "artifact_folder", "comparison_title", "custom_scalars_layout", "image_sinks", "layout_summary",
+    "write_custom_scalars",
 ]
 
 # (tag, image (3, H, W) in [0, 1], caption)
@@ -131,8 +131,8 @@ def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict
     out the first and the last (the line runs off the chart, or the chart is empty); a band counts
     each value three times, so every point stays in the range. When several callbacks of one Trainer
     (``igos`` and ``igos_pp``) log the same statistic, a first category, ``igos vs igos_pp``,
-    overlays them in a multiline chart per shared statistic, whose tags are anchored regular
-    expressions (``igos/insertion_auc`` alone would match its ``_normalized`` variant too). TensorBoard
+    overlays them in one margin chart per shared statistic, a band per callback (a margin
+    chart's tags come in threes: value, lower, upper; :func:`layout_summary` writes them). TensorBoard
     keeps one layout per run, so the callbacks of one Trainer share one layout: pass all
     their prefixes.
 
@@ -141,8 +141,8 @@ def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict
         ['Margin', ['igos/insertion_auc', 'igos/insertion_auc', 'igos/insertion_auc']]
         >>> list(custom_scalars_layout(["igos", "igos_pp"]))
         ['igos vs igos_pp', 'igos', 'igos_pp']
-        >>> custom_scalars_layout(["igos", "igos_pp"])["igos vs igos_pp"]["deletion_auc"]
-        ['Multiline', ['^igos/deletion_auc$', '^igos_pp/deletion_auc$']]
+        >>> custom_scalars_layout(["igos", "igos_pp"])["igos vs igos_pp"]["deletion_auc"][1][::3]
+        ['igos/deletion_auc', 'igos_pp/deletion_auc']
         >>> list(custom_scalars_layout({"igos": [("road_morf", "ROAD"), ("road_lerf", "ROAD")]})["igos"])
         ['road_morf', 'road_lerf']
     """
@@ -152,9 +152,6 @@ def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict
         prefixes = [charts] if isinstance(charts, str) else list(dict.fromkeys(charts))
         default = [(s.short, s.group) for s in callback_scalars()]
         charts = {p: default for p in prefixes}
-
-    def tag(prefix: str, short: str) -> str:
-        return f"^{re.escape(prefix)}/{re.escape(short)}$"
 
     own: dict[str, dict[str, list[Any]]] = {}
     shared: dict[str, list[str]] = {}
@@ -167,7 +164,7 @@ def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict
         own[prefix] = {short: ["Margin", [f"{prefix}/{short}"] * 3] for short in shorts}
         for short in shorts:
             shared.setdefault(short, []).append(prefix)
-    compared = {short: ["Multiline", [tag(p, short) for p in prefixes]]
+    compared = {short: ["Margin", [f"{p}/{short}" for p in prefixes for _ in range(3)]]
                 for short, prefixes in shared.items() if len(prefixes) > 1}
     if not compared:
         return own
@@ -182,6 +179,42 @@ def comparison_title(prefixes: Sequence[str]) -> str:
         'igos vs igos_pp'
     """
     return " vs ".join(prefixes)
+
+
+def layout_summary(layout: Mapping[str, Mapping[str, Sequence[Any]]]) -> Any:
+    """The TensorBoard summary that holds a :func:`custom_scalars_layout` (a margin chart may have several bands).
+
+    TensorBoard's Custom Scalars tab lays the margin charts of a category out last first, so
+    they are written in reverse and read in the layout's order.
+
+    Example:
+        >>> summary = layout_summary(custom_scalars_layout(["igos", "igos_pp"]))
+        >>> summary.value[0].tag
+        'custom_scalars__config__'
+    """
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    categories = []
+    for title, charts in layout.items():
+        protos = []
+        for chart_title, (kind, tags) in charts.items():
+            if kind == "Margin":
+                series = [layout_pb2.MarginChartContent.Series(value=v, lower=lo, upper=up)
+                          for v, lo, up in zip(tags[::3], tags[1::3], tags[2::3])]
+                protos.append(layout_pb2.Chart(title=chart_title, margin=layout_pb2.MarginChartContent(series=series)))
+            else:
+                protos.append(layout_pb2.Chart(title=chart_title,
+                                               multiline=layout_pb2.MultilineChartContent(tag=list(tags))))
+        if all(chart.HasField("margin") for chart in protos):
+            protos.reverse()
+        categories.append(layout_pb2.Category(title=title, chart=protos))
+    tensor = TensorProto(dtype="DT_STRING", string_val=[layout_pb2.Layout(category=categories).SerializeToString()],
+                         tensor_shape=TensorShapeProto())
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="custom_scalars"))
+    return Summary(value=[Summary.Value(tag="custom_scalars__config__", tensor=tensor, metadata=metadata)])
 
 
 # Set on a SummaryWriter once it holds the layout: every callback of the Trainer then leaves it alone.
@@ -205,7 +238,11 @@ def write_custom_scalars(loggers: Iterable[Any], done: set[str] | None = None,
         key = str(getattr(experiment, "log_dir", None) or getattr(logger, "log_dir", None) or id(experiment))
         if getattr(experiment, _LAYOUT_MARK, False) or (done is not None and key in done):
             continue
-        add(custom_scalars_layout(charts))
+        file_writer = getattr(experiment, "_get_file_writer", None)
+        if callable(file_writer):  # torch's SummaryWriter: margin charts with several bands
+            file_writer().add_summary(layout_summary(custom_scalars_layout(charts)))
+        else:
+            add(custom_scalars_layout(charts))
         try:
             setattr(experiment, _LAYOUT_MARK, True)
         except AttributeError:  # a writer that takes no attributes: ``done`` is the record
