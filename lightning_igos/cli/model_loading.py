@@ -44,11 +44,19 @@ def import_model_class(spec: str) -> type[nn.Module]:
     if not module_name or not attribute:
         raise InputError(f"--model must look like package.module:ClassName, got {spec!r}.")
     working_directory_importable()
+    before = file_states(Path.cwd())
     try:
         target: Any = importlib.import_module(module_name)
     except (Exception, SystemExit) as err:  # ImportError, or anything the module raises (sys.exit too)
         raise InputError(f"cannot import module {module_name!r} for --model {spec}: {type(err).__name__}: {err}") \
             from err
+    changed = changed_files(before, file_states(Path.cwd()))
+    if changed:
+        shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        print(f"lightning-igos: warning: importing {module_name!r} for --model changed files under the working "
+              f"directory ({shown}): the module runs code when imported (a training script without an "
+              "`if __name__ == \"__main__\":` guard trains again); the check reads the files as they are now.",
+              file=sys.stderr)
     for part in attribute.split("."):
         if not hasattr(target, part):
             raise InputError(f"cannot import --model {spec}: {module_name!r} has no attribute {attribute!r}.")
@@ -56,6 +64,43 @@ def import_model_class(spec: str) -> type[nn.Module]:
     if not (isinstance(target, type) and issubclass(target, nn.Module)):
         raise InputError(f"--model {spec} must name a torch.nn.Module subclass, got {target!r}.")
     return target
+
+
+#: At most this many files under the working directory are watched while the model's module is imported.
+MAX_WATCHED_FILES = 20_000
+
+
+def file_states(root: Path, limit: int = MAX_WATCHED_FILES) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime_ns)}`` of the files under ``root`` (hidden folders, ``__pycache__`` and
+    virtual environments left out; at most ``limit`` files), to see what importing a module changes."""
+    states: dict[str, tuple[int, int]] = {}
+    folders = [root]
+    while folders and len(states) < limit:
+        try:
+            entries = list(os.scandir(folders.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not entry.name.startswith(".") and entry.name not in ("__pycache__", "venv", "node_modules"):
+                        folders.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    stat = entry.stat(follow_symlinks=False)
+                    states[os.path.relpath(entry.path, root)] = (stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                continue
+    return states
+
+
+def changed_files(before: Mapping[str, tuple[int, int]], after: Mapping[str, tuple[int, int]]) -> list[str]:
+    """The files written, created or removed between two :func:`file_states`, sorted.
+
+    Example:
+        >>> changed_files({"a.pt": (1, 5), "b.py": (2, 5)}, {"a.pt": (1, 9), "b.py": (2, 5), "c.ckpt": (3, 9)})
+        ['a.pt', 'c.ckpt']
+    """
+    return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
 
 
 def check_input_file(path: Path, what: str) -> Path:
