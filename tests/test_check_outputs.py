@@ -47,7 +47,7 @@ def test_names_html_and_step_summary(workspace: Path, tmp_path: Path, monkeypatc
     assert report["class_names"] == {str(i): n for i, n in enumerate(NAMES)}
 
     page = html_path.read_text(encoding="utf-8")
-    assert page.count("data:image/png;base64,") == 4  # three panels and the overlay grid
+    assert len(re.findall("data:image/(?:jpeg|png);base64,", page)) == 4  # three panels and the overlay grid
     assert 'id="verdict" class="verdict pass">PASS<' in page
     assert "1 (dots)" in page and "--min-insertion" not in page  # thresholds were given
 
@@ -175,3 +175,56 @@ def test_a_concurrent_run_waits_for_the_outputs_folder(tmp_path: Path) -> None:
     os.close(descriptor)
     worker.join(10)
     assert target.read_bytes() == b"new"
+
+
+SLOW_HTML = '''
+import time
+from pathlib import Path
+
+import lightning_igos.cli.check as check
+
+_write_html = check.write_html
+
+
+def slow_write_html(path, *args, **kwargs):
+    Path(path).with_name("writing_html").write_text("now")  # the report and the panels are written by now
+    time.sleep(60)
+    return _write_html(path, *args, **kwargs)
+
+
+check.write_html = slow_write_html
+'''
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+def test_a_terminated_check_leaves_the_previous_outputs_and_no_temporary_file(workspace: Path,
+                                                                              tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import time
+
+    (tmp_path / "slow_html.py").write_text(SLOW_HTML)
+    report_path, images = tmp_path / "report.json", tmp_path / "panels"
+    report_path.write_text("old report\n")
+    images.mkdir()
+    (images / "probe_0.png").write_bytes(b"old panel")
+    args = [sys.executable, "-m", "lightning_igos", "check", "--model", MODEL,
+            "--checkpoint", str(workspace / "run.ckpt"), "--probe", str(workspace / "probe.pt"), "--device", "cpu",
+            *FAST, "--plugin", "slow_html", "--report", str(report_path), "--images", str(images),
+            "--html", str(tmp_path / "report.html")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 240
+    while not (tmp_path / "writing_html").exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert report_path.read_text() == "old report\n"
+    assert sorted(p.name for p in images.iterdir()) == ["probe_0.png"]
+    assert (images / "probe_0.png").read_bytes() == b"old panel"
+    assert not (tmp_path / "report.html").exists()
+    assert [p.name for p in [*tmp_path.iterdir(), *images.iterdir()] if p.name.endswith(".tmp")] == []

@@ -25,7 +25,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -288,7 +290,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "early_error", None) is not None:
         print(f"{PROG}: error: {_one_line(str(args.early_error))}", file=sys.stderr)
         return EXIT_USAGE
-    return _guarded(lambda: _check(args), verbose=args.verbose)
+    with _terminate_as_exception():
+        return _guarded(lambda: _check(args), verbose=args.verbose)
+
+
+class _Terminated(BaseException):
+    """SIGTERM during a check, raised so its prepared outputs are removed (the old ones stay)."""
+
+
+@contextlib.contextmanager
+def _terminate_as_exception() -> Any:
+    """While the check runs, SIGTERM raises :class:`_Terminated` (main thread only) instead of killing the
+    process at once: a terminated check cleans up like an interrupted one and exits 143."""
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except (ValueError, OSError, AttributeError):  # not the main thread, or no SIGTERM
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -343,6 +368,9 @@ def _guarded(run: Any, *, verbose: bool) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"{PROG}: terminated (SIGTERM); the earlier outputs are left as they were", file=sys.stderr)
+        return 143
     except SystemExit as err:  # only the verdict ends the check with 0: user code cannot exit for it
         if verbose:
             traceback.print_exc()
