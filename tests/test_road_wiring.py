@@ -72,6 +72,19 @@ def test_evaluate_with_road_matches_road_curves() -> None:
         torch.testing.assert_close(plain.per_image()[name], stats[name])
 
 
+def test_evaluate_gives_an_image_the_same_road_numbers_wherever_it_is_in_the_probe() -> None:
+    # A DDP rank evaluates a slice of the probe: an image's ROAD numbers must not depend on its neighbours.
+    model, g = _tiny(), torch.Generator().manual_seed(0)
+    images, targets = torch.randn(4, 3, 8, 8, generator=g), torch.tensor([0, 2, 1, 2])
+    config = IGOSConfig(method="edge_map", road=True, seed=3, **FAST)  # a map that depends on the image only
+    whole = evaluate(model, images, targets, config).per_image()
+    part = evaluate(model, images[3:], targets[3:], config).per_image()
+    moved = evaluate(model, images.flip(0), targets.flip(0), config).per_image()
+    for name in ROAD_STATISTICS:
+        torch.testing.assert_close(part[name][0], whole[name][3], atol=1e-6, rtol=0)
+        assert torch.equal(moved[name][0], whole[name][3]), name
+
+
 class _Module:
     """What ``Outputs.log_scalars`` needs of a LightningModule: a device and ``log``."""
 
