@@ -66,7 +66,7 @@ def test_html_is_self_contained_and_escaped() -> None:
     panels, grid = _panels()
     page = render_html(_report(), panels, grid)
     assert page.startswith("<!DOCTYPE html>")
-    assert page.count("data:image/png;base64,") == len(panels) + 1
+    assert len(re.findall("data:image/(?:jpeg|png);base64,", page)) == len(panels) + 1
     assert "FAIL: 1 of 2 thresholds failed" in page
     assert "<b>x|y</b>" not in page and html.escape("2 (<b>x|y</b>)") in page
     assert "0 (cat)" in page and "pkg.models:Net" in page

@@ -2,10 +2,11 @@
 
 Pure functions of the JSON report of ``lightning-igos check`` (the dict it writes with
 ``--report``) and of the panel images: :func:`render_html` gives a page with every image
-embedded as a base64 PNG (it opens from a downloaded CI artifact, offline, in any
-browser), :func:`render_markdown` the summary that :func:`append_step_summary` appends to
-GitHub Actions' ``$GITHUB_STEP_SUMMARY``. Text is escaped with :func:`html.escape`; PNGs
-are encoded by Pillow.
+embedded as a base64 ``data:`` URI (it opens from a downloaded CI artifact, offline, in any
+browser; the panels, mostly photographs, as JPEG when that is smaller, else PNG:
+:func:`lightning_igos.render.notebook.image_data_uri`), :func:`render_markdown` the summary that
+:func:`append_step_summary` appends to GitHub Actions' ``$GITHUB_STEP_SUMMARY``. Text is escaped
+with :func:`html.escape`; PNGs are encoded by Pillow, JPEGs by torchvision.
 
 Example:
     >>> report = {"passed": True, "thresholds": [], "images": [], "mean": {}, "normalized_mean": {},
@@ -27,6 +28,7 @@ from torch import Tensor
 
 from lightning_igos.cli.compare import comparison_html, comparison_markdown
 from lightning_igos.render import png_bytes
+from lightning_igos.render.notebook import image_data_uri
 
 __all__ = ["append_step_summary", "empty_text", "png_base64", "render_html", "render_markdown", "sanity_text",
            "verdict_text"]
@@ -214,8 +216,8 @@ def render_html(
             beside this run's.
 
     Returns:
-        The page as a string; every image is a ``data:image/png;base64`` URI, there is no
-        script and no external resource.
+        The page as a string; every image is a ``data:image/jpeg;base64`` or ``data:image/png;base64`` URI, there
+        is no script and no external resource.
     """
     e = html.escape
     passed = bool(report.get("passed", True))
@@ -304,13 +306,13 @@ def render_html(
     for i, (caption, image) in enumerate(panels):
         parts.append(
             f'<figure class="panel"><img id="panel-{i}" alt="{e(caption, quote=True)}" '
-            f'src="data:image/png;base64,{png_base64(image)}"><figcaption>{e(caption)}</figcaption></figure>'
+            f'src="{image_data_uri(image)}"><figcaption>{e(caption)}</figcaption></figure>'
         )
     parts.append("</div>")
     if overlays is not None:
         parts.append(
             '<h2>All overlays</h2><figure><img id="overlays" alt="overlays of all probe images" '
-            f'src="data:image/png;base64,{png_base64(overlays)}"></figure>'
+            f'src="{image_data_uri(overlays)}"></figure>'
         )
 
     # Settings, class names, versions.

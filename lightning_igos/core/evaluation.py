@@ -78,6 +78,10 @@ class Evaluation:
         boxes: ``(B, 4)`` the objects' boxes ``(x0, y0, x1, y1)`` when given (the pointing game), else None.
         config: the options it ran with.
         num_classes: the width of the model's logits (None for a head with one score per image).
+        images: the explained images, as given to :func:`evaluate` (for display; None when not kept).
+
+    In a notebook an evaluation shows itself as its statistics table and one panel per image
+    (:func:`lightning_igos.render.notebook.evaluation_html`).
     """
 
     explanation: Explanation
@@ -88,6 +92,7 @@ class Evaluation:
     boxes: Tensor | None = None
     config: IGOSConfig | None = None
     num_classes: int | None = None
+    images: Tensor | None = None
 
     def __len__(self) -> int:
         return self.targets.numel()
@@ -112,6 +117,11 @@ class Evaluation:
         config = IGOSConfig() if self.config is None else self.config
         return {s.name: statistic_values(s, self) for s in statistics(config, self.boxes is not None)}
 
+    def _repr_html_(self) -> str:
+        from lightning_igos.render.notebook import evaluation_html
+
+        return evaluation_html(self)
+
     def cpu(self) -> Evaluation:
         """A detached copy on the CPU (what the callback gathers and renders)."""
         ex = self.explanation
@@ -123,7 +133,7 @@ class Evaluation:
             predictions=_cpu(self.predictions),
             road=None if self.road is None else RoadCurves(
                 **{f.name: _cpu(getattr(self.road, f.name)) for f in fields(self.road)}),
-            boxes=_cpu(self.boxes), config=self.config, num_classes=self.num_classes,
+            boxes=_cpu(self.boxes), config=self.config, num_classes=self.num_classes, images=_cpu(self.images),
         )
 
 
@@ -193,7 +203,7 @@ def evaluate(
                            seed=draw_seed(torch.Generator().manual_seed(config.seed)))
     return Evaluation(explanation=explanation, curves=curves, targets=targets_t,
                       predictions=_predictions(logits, targets_t), road=road, boxes=boxes, config=config,
-                      num_classes=int(logits.shape[1]) if logits.dim() == 2 else None)
+                      num_classes=int(logits.shape[1]) if logits.dim() == 2 else None, images=x.detach())
 
 
 def planned_passes(config: IGOSConfig, num_images: int) -> tuple[int, int]:
