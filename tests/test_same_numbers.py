@@ -74,3 +74,17 @@ def test_integrated_gradients_has_one_default_number_of_steps(trained_cnn, probe
     torch.testing.assert_close(public, registered, rtol=0, atol=0)
     other = integrated_gradients(trained_cnn, images, labels, steps=IGOSConfig().ig_steps + 1)
     assert (other - public).abs().max() > 0
+
+
+def test_at_the_same_batch_shapes_an_image_is_bitwise_the_same_in_any_order(trained_cnn, probe_data):
+    """What the README promises bitwise: the same batch shapes give the same numbers, whatever the order.
+
+    The CPU kernels may depend on the batch shape, not on a row's position or the other rows' values.
+    """
+    images, labels = probe_data.images[:6], probe_data.labels[:6]
+    order = torch.tensor([4, 0, 5, 2, 1, 3])
+    stats, masks, saliency = per_image(trained_cnn, images, labels, max_batch_size=9)
+    other_stats, other_masks, other_saliency = per_image(trained_cnn, images[order], labels[order], max_batch_size=9)
+    assert torch.equal(other_masks, masks[order])
+    assert torch.equal(other_saliency, saliency[order])
+    assert torch.equal(other_stats, stats[order])

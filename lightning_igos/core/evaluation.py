@@ -164,7 +164,10 @@ def evaluate(
         config: explainer and metric options; None uses the defaults.
         generator: source of the integration noise's seed; None makes a CPU generator
             seeded with ``config.seed``, so every call with the same inputs is the same, on
-            any device, and each image's numbers do not depend on the other images.
+            any device, and what each image is given does not depend on the other images. Its
+            numbers are bitwise the same at the same batch shapes; with other shapes (another
+            ``max_batch_size``, another number of images) the backend's kernels may round
+            differently (about 1e-7 per forward, amplified by the solver's iterations).
         on_stage: called with ``"explaining"`` before the explainer and ``"scoring"`` before
             the metrics (e.g. to drive a progress line).
         on_forward: called as ``on_forward(num_images, with_grad)`` after every forward (progress).

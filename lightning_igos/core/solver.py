@@ -19,8 +19,10 @@ image's resolution by default (the reference used 28x28 at 224), which improves
 both causal AUCs.
 
 The integration noise belongs to each image (:class:`_PathNoise`): it is drawn from
-the seed and the image's own values, so an image's mask does not depend on the
-batch it is explained in, its position, the other images or ``max_batch_size``.
+the seed and the image's own values, so what an image's mask is computed from does not
+depend on the batch it is explained in, its position, the other images or ``max_batch_size``;
+the mask is bitwise the same at the same batch shapes, and agrees to the backend's rounding
+(kernels chosen by batch shape) otherwise.
 An explanation whose gradient was ever NaN or infinite, or whose mask never moved,
 is flagged as empty (:attr:`Explanation.empty`). iGOS++ (Khorram
 et al., CHIL 2021) optimises a deletion and an insertion mask together, with an
