@@ -348,3 +348,13 @@ def test_check_settings_validate_the_sanity_options() -> None:
         CheckSettings("m:M", "c", "p", sanity="yes")
     with pytest.raises(TypeError, match="max_sanity_correlation"):
         CheckSettings("m:M", "c", "p", max_sanity_correlation=float("nan"))
+
+
+def test_the_sanity_report_names_the_images_without_a_correlation() -> None:
+    from lightning_igos.cli.report import sanity_report
+
+    block = sanity_report(torch.tensor([0.2, math.nan, 0.4]), 0.5)
+    assert block["mean_correlation"] == pytest.approx(0.3) and block["empty"] == [1] and block["num_empty"] == 1
+    assert block["passed"] is False  # an empty explanation fails, as in the rest of the check
+    assert sanity_report(torch.tensor([0.2, math.nan, 0.4]), 0.5, allow_empty=True)["passed"] is True
+    assert sanity_report(torch.tensor([math.nan, math.nan]), 0.5, allow_empty=True)["passed"] is False
