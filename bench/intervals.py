@@ -48,6 +48,11 @@ def head_reset(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return copied.eval()
 
 
+def _substrates(config: IGOSConfig) -> object:
+    curve_substrates = getattr(config, "curve_substrates", None)
+    return curve_substrates() if curve_substrates is not None else config.substrate
+
+
 def per_image(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor, config: IGOSConfig) -> dict:
     values = evaluate(model, images, targets, config).per_image()
     return {name: values[name].double().tolist() for name, _ in STATISTICS}
@@ -71,7 +76,8 @@ def main() -> None:
     n = args.probe
     side = args.image_size
     print(f"generated task, {n} probe images {side}x{side}, SmallCNN, method {config.method}, "
-          f"{config.iterations} iterations, substrate {config.substrate}; {platform.processor() or platform.machine()}",
+          f"{config.iterations} iterations, substrates (deletion, insertion) {_substrates(config)}; "
+          f"{platform.processor() or platform.machine()}",
           flush=True)
     print()
     print("(1) width of the 95% bootstrap interval of the mean, model A (mean over disjoint sub-probes)")
