@@ -14,7 +14,8 @@ downloaded. Install the extra first::
     python bench/real_model.py --out bench/results/real  # JSON + one overlay grid PNG per method
 
 Each method explains all five photos in one call. The causal metrics use the
-blurred image as substrate, rank pixels of the full-resolution saliency, and
+default substrates (zeros for deletion, the blurred image for insertion), rank
+pixels of the full-resolution saliency, and
 use ``--metric-steps`` (28, i.e. 29 points, as in the authors' evaluation this
 set was first measured with) points minus one. Per image and on average it
 prints both AUCs (raw and divided by the clean probability), the mask statistics

@@ -27,7 +27,8 @@ def test_the_final_default_values() -> None:
         "method": "igos", "mask_size": None, "iterations": 4, "ig_steps": 10, "l1": 0.1, "tv": 2.0,
         "tv_power": 2.0, "noise_std": 0.2, "baseline": "blur", "initial_step": 1.0, "tolerance": 1e-5,
         "patience": 3, "normalize_score": True, "autocast_dtype": None, "score_fn": None,
-        "max_batch_size": None, "substrate": "blur", "metric_steps": 50, "seed": 0,
+        "max_batch_size": None, "substrate": None, "deletion_substrate": None,
+        "insertion_substrate": None, "metric_steps": 50, "seed": 0,
         "objective": "log_complement", "quadrature": "riemann", "road": False,
     }
 

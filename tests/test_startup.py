@@ -161,7 +161,8 @@ def test_the_parser_choices_and_defaults_are_the_configs() -> None:
     check = build_parser()._subparsers._group_actions[0].choices["check"]
     choices = {a.dest: a.choices for a in check._actions if a.choices}
     assert choices == {"objective": config.OBJECTIVES, "quadrature": config.QUADRATURES,
-                       "baseline": baselines.BASELINE_KINDS, "substrate": baselines.BASELINE_KINDS}
+                       "baseline": baselines.BASELINE_KINDS, "substrate": baselines.BASELINE_KINDS,
+                       "deletion_substrate": baselines.BASELINE_KINDS, "insertion_substrate": baselines.BASELINE_KINDS}
     args = build_parser().parse_args(["check", "--model", "m:M", "--checkpoint", "c", "--probe", "p"])
     for name in CONFIG_OPTIONS:
         expected = getattr(config.DEFAULTS, name)

@@ -147,7 +147,8 @@ class _IGOSCallbackLogic:
             on each probe image at that epoch.
         method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,
             tolerance, patience, autocast_dtype, normalize_score, objective, quadrature,
-            initial_step, substrate, metric_steps, max_batch_size, seed, score_fn, road: the solver and
+            initial_step, substrate, deletion_substrate, insertion_substrate, metric_steps, max_batch_size,
+            seed, score_fn, road: the solver and
             metric options of :class:`lightning_igos.core.config.IGOSConfig`, which holds their defaults and checks
             (the same as :func:`lightning_igos.igos` and ``lightning-igos check``); the callback
             keeps them as ``callback.config``. ``method`` is any registered explainer
@@ -269,7 +270,9 @@ class _IGOSCallbackLogic:
         objective: str = DEFAULTS.objective,
         quadrature: str = DEFAULTS.quadrature,
         initial_step: float = DEFAULTS.initial_step,
-        substrate: BaselineLike = DEFAULTS.substrate,
+        substrate: BaselineLike | None = DEFAULTS.substrate,
+        deletion_substrate: BaselineLike | None = DEFAULTS.deletion_substrate,
+        insertion_substrate: BaselineLike | None = DEFAULTS.insertion_substrate,
         metric_steps: int = DEFAULTS.metric_steps,
         log_images: bool = True,
         max_batch_size: int | None = DEFAULTS.max_batch_size,
@@ -302,7 +305,8 @@ class _IGOSCallbackLogic:
             method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
             tv_power=tv_power, noise_std=noise_std, baseline=baseline, tolerance=tolerance, patience=patience,
             autocast_dtype=autocast_dtype, normalize_score=normalize_score, initial_step=initial_step,
-            substrate=substrate, metric_steps=metric_steps, max_batch_size=max_batch_size, seed=seed,
+            substrate=substrate, deletion_substrate=deletion_substrate, insertion_substrate=insertion_substrate,
+            metric_steps=metric_steps, max_batch_size=max_batch_size, seed=seed,
             score_fn=score_fn, objective=objective, quadrature=quadrature, road=road,
         )
         self.config = _config(config, options)
@@ -588,6 +592,7 @@ class _IGOSCallbackLogic:
             result=result if self.log_images and error is None else None,
             empty_reasons=[] if result is None else result.empty_reasons,
             stability_maps=None if result is None or not self.stability else self._stability_maps(result.saliency),
+            substrate_scores=None if result is None else result.stats.get("substrate_score"),
             correlations={} if result is None else self._correlation_counts(result),
         )
         reports = self._gather(trainer, report)
@@ -609,6 +614,7 @@ class _IGOSCallbackLogic:
             out.handle_failures(trainer, [RankReport(trainer.global_rank, error_text(err))], own_error=err,
                                 what="scalars", local=True)
         out.warn_empty(trainer, reports, len(probe_images))
+        out.warn_substrate(trainer, reports)
         self._last_run = explained_run(trainer, pl_module, result, reports, self._mask_size_used, out.display,
                                        out.names, self._num_classes)
         if trainer.is_global_zero:

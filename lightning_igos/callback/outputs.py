@@ -179,6 +179,7 @@ class RankReport:
     result: ShareResult | None = None
     empty_reasons: list[str] = field(default_factory=list)
     stability_maps: Tensor | None = None  # with stability=True: the share's saliency as kept for the next epoch
+    substrate_scores: Tensor | None = None  # (n,) the share's substrate_score statistic
     # stability/sanity_correlation -> (defined, undefined) correlations of the share (an empty map has none)
     correlations: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -228,6 +229,7 @@ class Outputs:
         self.stand_ins = MonitorStandIns()
         self.layouts_written: set[str] = set()  # TensorBoard log dirs given the custom-scalars layout
         self.cost_reported = False
+        self.substrate_warned = False
 
     def declare_scalars(self, scalars: tuple[Scalar, ...]) -> None:
         """What :meth:`log_scalars` logs (and the monitors' stand-ins cover); its Metrics are made anew."""
@@ -316,6 +318,18 @@ class Outputs:
             EmptyExplanationWarning,
             stacklevel=2,
         )
+
+    def warn_substrate(self, trainer: Any, reports: list[RankReport]) -> None:
+        """One warning per callback (rank 0) when the substrate kept the evidence on most of the probe."""
+        from lightning_igos.core.causal import substrate_warning
+
+        scores = [r.substrate_scores for r in reports if r.substrate_scores is not None]
+        if self.substrate_warned or not scores or not trainer.is_global_zero:
+            return
+        text = substrate_warning(torch.cat(scores))
+        if text is not None:
+            self.substrate_warned = True
+            warnings.warn(f"IGOSCallback: {text}", IGOSWarning, stacklevel=2)
 
     # --------------------------------------------------------------------- scalars
 

@@ -126,6 +126,16 @@ def sanity_text(report: Mapping[str, Any]) -> str:
     return line
 
 
+def warning_lines(report: Mapping[str, Any]) -> list[str]:
+    """The report's warnings (``warnings``: e.g. a substrate that kept the evidence), each ``"warning: ..."``.
+
+    Example:
+        >>> warning_lines({"warnings": ["the substrate kept the evidence"]})
+        ['warning: the substrate kept the evidence']
+    """
+    return [f"warning: {text}" for text in report.get("warnings") or []]
+
+
 def verdict_text(report: Mapping[str, Any]) -> str:
     """``PASS``, ``FAIL: 1 of 2 thresholds failed``, ``PASS (no thresholds given)``, ``FAIL: 3 of 8 explanations ...``.
 
@@ -247,6 +257,8 @@ def render_html(
     if sanity_line:
         parts.append(f'<p id="sanity">{e(sanity_line)}: the Spearman rank correlation between the explanations '
                      'of the model and of a copy with its head and last blocks re-initialised.</p>')
+    for line in warning_lines(report):
+        parts.append(f'<p class="warning">{e(line)}</p>')
     empty = empty_text(report)
     if empty:
         allowed = bool(settings.get("allow_empty", False))
@@ -398,6 +410,8 @@ def render_markdown(report: Mapping[str, Any], title: str = "lightning-igos chec
     sanity_line = sanity_text(report)
     if sanity_line:
         lines += [f"{'' if report['sanity'].get('passed') else ':x: '}{_md(sanity_line)}", ""]
+    for line in warning_lines(report):
+        lines += [f":warning: {_md(line)}", ""]
     empty = empty_text(report)
     if empty:
         allowed = bool(settings.get("allow_empty", False))

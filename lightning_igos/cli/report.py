@@ -119,6 +119,7 @@ def build_report(
     solver = {name: options[name] for name in REPORTED_OPTIONS}
     sanity_block = None if sanity is None else sanity_report(
         sanity, settings.max_sanity_correlation, allow_empty=settings.allow_empty)
+    report_warnings = [text for text in (_substrate_warning(every),) if text]
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -134,6 +135,7 @@ def build_report(
                                                                      if name.endswith("_normalized")}),
         "interval": interval_block(),
         "normalized_mean": normalized_mean,
+        "warnings": report_warnings,
         "statistics": [{"name": st.name, "label": st.label, "format": st.fmt, "higher_is_better": st.higher_is_better}
                        for st in reported],
         "images": images,
@@ -151,6 +153,7 @@ def build_report(
             else list(evaluation.explanation.mask.shape[-2:]),
             "metric_steps": config.metric_steps,
             "substrate": config.substrate,
+            **dict(zip(("deletion_substrate", "insertion_substrate"), config.curve_substrates())),
             "seed": config.seed,
             "road": config.road,
             "boxes": evaluation.boxes is not None,
@@ -211,6 +214,13 @@ def overlay_thumbnails(shown: Tensor, saliency: Tensor) -> list[str]:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         pictures = F.interpolate(pictures, size=size, mode="area")
     return [base64.b64encode(png_bytes(picture.clamp(0, 1))).decode("ascii") for picture in pictures]
+
+
+def _substrate_warning(per_image: dict[str, Tensor]) -> str | None:
+    from lightning_igos.core.causal import substrate_warning
+
+    scores = per_image.get("substrate_score")
+    return None if scores is None else substrate_warning(scores)
 
 
 def sanity_report(correlation: Tensor | SanityResult, max_correlation: float, *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_igos.cli.compare import comparison_lines
-from lightning_igos.cli.html_report import empty_text, sanity_text, verdict_text
+from lightning_igos.cli.html_report import empty_text, sanity_text, verdict_text, warning_lines
 from lightning_igos.cli.report import PROG
 
 
@@ -18,6 +18,20 @@ def table_columns(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         [('deletion_auc', 'deletion AUC', '.4f')]
     """
     return [(st["name"], st["label"], st["format"]) for st in report.get("statistics") or [] if st.get("label")]
+
+
+def substrate_text(settings: dict[str, Any]) -> str:
+    """``"substrate blur"``, or ``"substrate zeros (deletion), blur (insertion)"`` when the curves' differ.
+
+    Example:
+        >>> substrate_text({"substrate": None, "deletion_substrate": "zeros", "insertion_substrate": "blur"})
+        'substrate zeros (deletion), blur (insertion)'
+    """
+    deletion = settings.get("deletion_substrate", settings.get("substrate"))
+    insertion = settings.get("insertion_substrate", settings.get("substrate"))
+    if deletion == insertion:
+        return f"substrate {deletion}"
+    return f"substrate {deletion} (deletion), {insertion} (insertion)"
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -36,7 +50,7 @@ def format_table(report: dict[str, Any]) -> str:
         f"{PROG} check: {s['num_images']} probe images from {s['probe']}, {s['model']} on {s['device']}",
         f"  {s['method']}, "
         + (f"{s['iterations']} iterations, {s['ig_steps']} ig steps, mask {mask}, " if s.get("mask_size_used") else "")
-        + f"baseline {s['baseline']}, {s['metric_steps']} metric steps, substrate {s['substrate']}, seed {s['seed']}",
+        + f"baseline {s['baseline']}, {s['metric_steps']} metric steps, {substrate_text(s)}, seed {s['seed']}",
         "",
         f"{'image':>5}  {'target':>{width}}" + "".join(f"  {label:>{w}}" for _, label, _, w in columns),
     ]
@@ -63,6 +77,7 @@ def format_table(report: dict[str, Any]) -> str:
     line = sanity_text(report)
     if line:
         lines.append(line)
+    lines.extend(warning_lines(report))
     if report.get("comparison"):
         lines += ["", *comparison_lines(report["comparison"]), ""]
     lines.append(verdict_text(report))

@@ -3,12 +3,13 @@
 Both the I-GOS solver and the causal metrics replace pixels of the input by a
 reference image. The same kinds of value are accepted everywhere:
 
-* ``"blur"``: a heavy Gaussian blur of each image (the default). The reference
-  implementation uses a 51x51 kernel with sigma 50 at 224x224; the kernel and
-  sigma are scaled with the image size. Blurring is linear with weights that
+* ``"blur"``: a heavy Gaussian blur of each image (the solver's default and the insertion
+  curve's). The reference implementation uses a 51x51 kernel with sigma 50 at 224x224; the
+  kernel and sigma are scaled with the image size. Blurring is linear with weights that
   sum to one, so blurring the normalised tensor equals normalising the blurred
   image.
-* ``"zeros"``: all zeros (the dataset mean for normalised inputs).
+* ``"zeros"``: all zeros (the dataset mean for normalised inputs; the deletion curve's default,
+  see :func:`curve_substrates`).
 * ``"mean"``: each image's per-channel mean.
 * a tensor shaped like the images, ``(B, C, H, W)``, or one image ``(C, H, W)``
   that is used for every image.
@@ -26,6 +27,44 @@ from torch import Tensor
 BaselineLike = Union[str, Tensor, Callable[[Tensor], Tensor]]
 
 BASELINE_KINDS = ("blur", "zeros", "mean")
+
+#: What the deletion curve replaces pixels with when no substrate is given (``bench/substrate.py``).
+DELETION_SUBSTRATE = "zeros"
+#: What the insertion curve starts from when no substrate is given.
+INSERTION_SUBSTRATE = "blur"
+
+
+def curve_substrates(
+    substrate: BaselineLike | None = None,
+    deletion: BaselineLike | None = None,
+    insertion: BaselineLike | None = None,
+) -> tuple[BaselineLike, BaselineLike]:
+    """The ``(deletion, insertion)`` substrates: each curve's own if given, else ``substrate``, else its default.
+
+    The defaults differ per curve: deleted pixels become :data:`DELETION_SUBSTRATE` (``"zeros"``,
+    the dataset mean of normalised inputs), which removes what a blur keeps (a bright blob, a
+    position, a colour: at small image sizes the blurred image often keeps the class), and
+    insertion starts from :data:`INSERTION_SUBSTRATE` (``"blur"``), on which inserted pixels
+    are seen in context rather than as specks on a flat image.
+
+    Example:
+        >>> curve_substrates()
+        ('zeros', 'blur')
+        >>> curve_substrates("blur"), curve_substrates("blur", deletion="mean")
+        (('blur', 'blur'), ('mean', 'blur'))
+    """
+    shared = (DELETION_SUBSTRATE, INSERTION_SUBSTRATE) if substrate is None else (substrate, substrate)
+    return (shared[0] if deletion is None else deletion, shared[1] if insertion is None else insertion)
+
+
+def same_kind(first: BaselineLike, second: BaselineLike) -> bool:
+    """Whether two baselines give the same images: one object, or the same kind by name.
+
+    Example:
+        >>> same_kind("blur", "blur"), same_kind("blur", "zeros")
+        (True, False)
+    """
+    return first is second or (isinstance(first, str) and isinstance(second, str) and first == second)
 
 
 def blur_parameters(height: int, width: int) -> tuple[list[int], list[float]]:

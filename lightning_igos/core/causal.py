@@ -4,10 +4,18 @@ Pixels are ranked from most to least salient (ties broken by pixel index, so
 results are deterministic). With ``steps = n``, point ``k`` (``k = 0..n``)
 changes the top ``round(k * H * W / n)`` pixels:
 
-* deletion replaces them by the substrate: the curve starts at the clean image
-  and ends at the substrate (lower area is better);
-* insertion starts from the substrate and puts them back from the image (higher
-  area is better).
+* deletion replaces them by the deletion substrate: the curve starts at the clean
+  image and ends at the substrate (lower area is better);
+* insertion starts from the insertion substrate and puts them back from the image
+  (higher area is better).
+
+By default deleted pixels become zeros (the dataset mean of normalised inputs) and
+insertion starts from a heavy blur of the image
+(:func:`~lightning_igos.core.baselines.curve_substrates`): a blur keeps a bright
+blob, a position or a colour, so at small image sizes the fully "deleted" blurred
+image often keeps the class, and a correct map then scores like a random one
+(``bench/substrate.py``). The ``substrate_score`` statistic, the deleted image's
+score over the clean one, says when a substrate kept the evidence.
 
 The area is the trapezoid rule over the fraction of changed pixels in [0, 1],
 so a constant curve at ``p`` has area ``p``. The clean images and the substrates
@@ -23,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_igos.core.baselines import BaselineLike, check_baseline, make_baseline
+from lightning_igos.core.baselines import BaselineLike, check_baseline, curve_substrates, make_baseline, same_kind
 from lightning_igos.core.runner import ModelRunner
 from lightning_igos.core.runtime import chunks, usable
 from lightning_igos.core.scoring import ScoreFn, target_scores
@@ -47,7 +55,8 @@ class CausalCurves:
         insertion, deletion: ``(B, steps + 1)`` target score at each point.
         insertion_auc, deletion_auc: ``(B,)`` areas under those curves.
         clean_score: ``(B,)`` score of the unmodified image (``deletion[:, 0]``).
-        substrate_score: ``(B,)`` score of the substrate (``insertion[:, 0]``).
+        substrate_score: ``(B,)`` score of the insertion substrate (``insertion[:, 0]``); the
+            deletion substrate's is ``deletion[:, -1]`` (the same when both curves share one).
 
     Example:
         >>> from torch import nn
@@ -126,6 +135,36 @@ def pixel_ranks(saliency: Tensor, size: tuple[int, int]) -> Tensor:
     return ranks
 
 
+#: A fully substituted image that keeps more than this share of the clean score kept the evidence.
+SUBSTRATE_SCORE_LIMIT = 0.5
+
+
+def substrate_warning(substrate_scores: Tensor, limit: float = SUBSTRATE_SCORE_LIMIT) -> str | None:
+    """The warning for a substrate that kept the evidence, or None.
+
+    ``substrate_scores`` ``(B,)`` are the ``substrate_score`` statistic: the fully substituted
+    image's score over the clean one. When it is above ``limit`` on more than half of the images,
+    deleting every pixel leaves the model as sure as before: a deletion curve cannot fall, and a
+    map on the right pixels scores like a random one.
+
+    Example:
+        >>> substrate_warning(torch.tensor([0.2, 0.1, 0.9])) is None
+        True
+        >>> substrate_warning(torch.tensor([0.97, 0.99, 0.3]))[:40]
+        'the substrate kept the evidence: with ev'
+    """
+    scores = substrate_scores.detach().float().flatten().cpu()
+    scores = scores[scores.isfinite()]
+    kept = int((scores > limit).sum())
+    if scores.numel() == 0 or 2 * kept <= scores.numel():
+        return None
+    return (f"the substrate kept the evidence: with every pixel substituted, {kept} of {scores.numel()} images "
+            f"keep more than {limit:g} of their clean score (substrate_score, mean {float(scores.mean()):.2f}), "
+            "so a deletion curve cannot fall and a correct map scores like a random one. Use "
+            "deletion_substrate='zeros' or 'mean' (--deletion-substrate in the check), or a substrate that removes "
+            "what the model looks at (a wider blur, as a callable).")
+
+
 def causal_curves(
     model: nn.Module,
     images: Tensor,
@@ -133,9 +172,11 @@ def causal_curves(
     targets: TargetsLike,
     *,
     steps: int = 50,
-    substrate: BaselineLike = "blur",
+    substrate: BaselineLike | None = None,
     score_fn: ScoreFn | None = None,
     max_batch_size: int | None = None,
+    deletion_substrate: BaselineLike | None = None,
+    insertion_substrate: BaselineLike | None = None,
 ) -> CausalCurves:
     """Insertion and deletion curves and their areas for each image's saliency.
 
@@ -147,9 +188,11 @@ def causal_curves(
         targets: class per image (int, sequence or tensor ``(B,)``).
         steps: number of points minus one on each curve.
         substrate: what deleted pixels become and insertion starts from: ``"blur"``,
-            ``"zeros"``, ``"mean"``, a tensor or a callable.
+            ``"zeros"``, ``"mean"``, a tensor or a callable; None: ``"zeros"`` for deletion
+            and ``"blur"`` for insertion.
         score_fn: ``score_fn(logits, targets) -> (B,)``; default softmax probability.
         max_batch_size: images per forward pass; None picks a default per device.
+        deletion_substrate, insertion_substrate: one curve's substrate, over ``substrate``.
 
     The model is run in eval mode under ``no_grad`` and its mode is restored.
 
@@ -165,36 +208,46 @@ def causal_curves(
     model, images, targets_t, _ = check_call(model, images, targets, max_batch_size)
     saliency = check_saliency(saliency, images)
     steps = check_positive_int(steps, "steps")
-    check_baseline(substrate, "substrate")
+    for value, name in ((substrate, "substrate"), (deletion_substrate, "deletion_substrate"),
+                        (insertion_substrate, "insertion_substrate")):
+        if value is not None:
+            check_baseline(value, name)
+    deleted, inserted = curve_substrates(substrate, deletion_substrate, insertion_substrate)
     runner = ModelRunner(model, images.device, score_fn=score_fn, max_batch_size=max_batch_size)
     with runner.running(grad=False):
         x = usable(images).float()
         # The clean forward also checks the model's output before the other points.
         clean = target_scores(runner.checked_clean_logits(x, targets_t), targets_t, score_fn)
-        sub = make_baseline(x, substrate, "substrate")
-    return score_curves(runner, x, saliency, targets_t, steps=steps, substrate=sub, clean_score=clean)
+        sub = make_baseline(x, deleted, "deletion_substrate" if deletion_substrate is not None else "substrate")
+        into = sub if same_kind(deleted, inserted) else make_baseline(
+            x, inserted, "insertion_substrate" if insertion_substrate is not None else "substrate")
+    return score_curves(runner, x, saliency, targets_t, steps=steps, substrate=sub, clean_score=clean,
+                        insertion_substrate=into)
 
 
 def score_curves(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tensor, *, steps: int, substrate: Tensor,
-           clean_score: Tensor) -> CausalCurves:
+           clean_score: Tensor, insertion_substrate: Tensor | None = None) -> CausalCurves:
     """The kernel behind :func:`causal_curves`; its inputs are trusted (checked by the caller).
 
-    ``x`` float32 images and ``substrate`` their substrate images, ``targets`` a long tensor,
-    ``clean_score`` ``(B,)`` the target's score on ``x`` (the curves' clean ends).
+    ``x`` float32 images, ``substrate`` their deletion substrate images and ``insertion_substrate``
+    the insertion curve's (None or the same tensor: one substrate for both, scored once),
+    ``targets`` a long tensor, ``clean_score`` ``(B,)`` the target's score on ``x`` (the curves' clean ends).
     """
     batch, _, height, width = x.shape
     device = x.device
     cap = runner.cap
     with runner.running(grad=False):
-        # The curves' ends are the clean image (deletion at 0, insertion at 1) and the substrate
+        # The curves' ends are the clean image (deletion at 0, insertion at 1) and the substrates
         # (insertion at 0, deletion at 1): each is scored once.
-        substrate_score = runner.scores_in_chunks(substrate, targets)
+        into = substrate if insertion_substrate is None else insertion_substrate
+        deleted_score = runner.scores_in_chunks(substrate, targets)
+        substrate_score = deleted_score if into is substrate else runner.scores_in_chunks(into, targets)
         ranks = pixel_ranks(saliency.to(device), (height, width)).view(batch, 1, height, width)
         counts = pixel_counts(height * width, steps).to(device)
         points = steps + 1
         scores = torch.empty(2, batch, points, device=device)
         scores[0, :, 0], scores[0, :, steps] = substrate_score, clean_score  # insertion
-        scores[1, :, 0], scores[1, :, steps] = clean_score, substrate_score  # deletion
+        scores[1, :, 0], scores[1, :, steps] = clean_score, deleted_score  # deletion
         inner = steps - 1
         # Flattened (image, inner point) pairs, image-major; each piece serves both curves.
         flat_scores = scores[:, :, 1:steps].reshape(2, batch * inner) if inner else None
@@ -205,7 +258,7 @@ def score_curves(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tens
             xs, subs, t = x[rows], substrate[rows], targets[rows]
             # Both halves are written into one batch: no concatenation copy.
             both_images = x.new_empty((2 * len(rows), *x.shape[1:]))
-            torch.where(changed, xs, subs, out=both_images[: len(rows)])  # inserted
+            torch.where(changed, xs, into[rows], out=both_images[: len(rows)])  # inserted
             torch.where(changed, subs, xs, out=both_images[len(rows):])  # deleted
             flat_scores[:, start:stop] = runner.scores(both_images, torch.cat([t, t])).view(2, -1)
         if inner:
@@ -222,3 +275,4 @@ def score_curves(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tens
             clean_score=deletion[:, 0].clone(),
             substrate_score=insertion[:, 0].clone(),
         )
+

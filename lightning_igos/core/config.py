@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from lightning_igos.core.baselines import BaselineLike, check_baseline
+from lightning_igos.core.baselines import BaselineLike, check_baseline, curve_substrates
 from lightning_igos.core.scoring import ScoreFn
 from lightning_igos.core.validation import (
     check_autocast_dtype,
@@ -105,7 +105,10 @@ class IGOSConfig:
         score_fn: ``score_fn(logits, targets) -> (B,)`` for heads whose score is not the
             softmax probability of the target.
         max_batch_size: images per forward pass (bounds memory); None picks a default per device.
-        substrate: what the causal metrics delete to and insert into (as ``baseline``).
+        substrate: what both causal curves delete to and insert into (as ``baseline``); None:
+            each curve's default, ``"zeros"`` for deletion and ``"blur"`` for insertion
+            (:func:`~lightning_igos.core.baselines.curve_substrates`).
+        deletion_substrate, insertion_substrate: one curve's substrate, over ``substrate``.
         metric_steps: points minus one of the insertion and deletion curves.
         seed: seed of the integration noise when :func:`evaluate` makes the generator.
         road: also score the explanations with ROAD's MoRF/LeRF areas, pixels removed by
@@ -138,8 +141,15 @@ class IGOSConfig:
     score_fn: ScoreFn | None = None
     max_batch_size: int | None = option(None, "images per forward pass", kind="positive_int",
                                         default_text="32 on CPU, 64 on CUDA")
-    substrate: BaselineLike = option("blur", "what the metrics insert into / delete to",
-                                     choices="baselines.BASELINE_KINDS")
+    substrate: BaselineLike | None = option(None, "what both curves insert into / delete to",
+                                            choices="baselines.BASELINE_KINDS",
+                                            default_text="per curve: zeros for deletion, blur for insertion")
+    deletion_substrate: BaselineLike | None = option(None, "what the deletion curve replaces pixels with",
+                                                     choices="baselines.BASELINE_KINDS",
+                                                     default_text="--substrate, else zeros")
+    insertion_substrate: BaselineLike | None = option(None, "what the insertion curve starts from",
+                                                      choices="baselines.BASELINE_KINDS",
+                                                      default_text="--substrate, else blur")
     metric_steps: int = option(50, "points on each insertion/deletion curve minus one", kind="positive_int")
     seed: int = option(0, "seed of the integration noise, 0 to 2**63 - 1", kind="seed")
     road: bool = option(False, "also report the ROAD MoRF/LeRF areas and their gap (noisy linear imputation, about "
@@ -182,7 +192,9 @@ class IGOSConfig:
             )
         if self.max_batch_size is not None:
             check_positive_int(self.max_batch_size, "max_batch_size")
-        check_baseline(self.substrate, "substrate")
+        for name in ("substrate", "deletion_substrate", "insertion_substrate"):
+            if getattr(self, name) is not None:
+                check_baseline(getattr(self, name), name)
         check_positive_int(self.metric_steps, "metric_steps")
         check_positive_int(self.seed, "seed", minimum=0)
         if self.seed > MAX_SEED:
@@ -193,6 +205,15 @@ class IGOSConfig:
     def replace(self, **changes: Any) -> IGOSConfig:
         """A copy with ``changes`` applied (and validated)."""
         return dataclasses.replace(self, **changes)
+
+    def curve_substrates(self) -> tuple[BaselineLike, BaselineLike]:
+        """The ``(deletion, insertion)`` substrates this configuration scores with.
+
+        Example:
+            >>> IGOSConfig().curve_substrates(), IGOSConfig(substrate="mean").curve_substrates()
+            (('zeros', 'blur'), ('mean', 'mean'))
+        """
+        return curve_substrates(self.substrate, self.deletion_substrate, self.insertion_substrate)
 
     def solver_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`~lightning_igos.igos` (all but ``generator``)."""

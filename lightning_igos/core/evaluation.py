@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor, nn
 
-from lightning_igos.core.baselines import make_baseline
+from lightning_igos.core.baselines import make_baseline, same_kind
 from lightning_igos.core.causal import CausalCurves, score_curves
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.explainers import ExplainRequest, get_explainer
@@ -188,17 +188,23 @@ def evaluate(
                                                                   clean_logits)
     clean_score = target_scores(logits, targets_t, config.score_fn)
     with runner.running(grad=False):
-        # One baseline image for the solver and (when they are the same kind) the metrics' substrate.
+        # One image per kind for the solver's baseline and the curves' substrates (blur is made once).
         baseline = make_baseline(x, config.baseline)
-        substrate = baseline if config.substrate == config.baseline and isinstance(config.baseline, str) \
-            else make_baseline(x, config.substrate, "substrate")
+        made = [(config.baseline, baseline)]
+        for kind, field in zip(config.curve_substrates(), ("deletion_substrate", "insertion_substrate")):
+            if not any(same_kind(kind, other) for other, _ in made):
+                name = "substrate" if getattr(config, field) is None else field
+                made.append((kind, make_baseline(x, kind, name)))
+        deletion_substrate, insertion_substrate = (
+            next(image for other, image in made if same_kind(kind, other)) for kind in config.curve_substrates())
     if on_stage is not None:
         on_stage("explaining")
     explanation = _explain(runner, x, targets_t, config, baseline, logits, clean_score, generator)
     if on_stage is not None:
         on_stage("scoring")
-    curves = score_curves(runner, x, explanation.saliency, targets_t, steps=config.metric_steps, substrate=substrate,
-                          clean_score=clean_score)
+    curves = score_curves(runner, x, explanation.saliency, targets_t, steps=config.metric_steps,
+                          substrate=deletion_substrate, clean_score=clean_score,
+                          insertion_substrate=insertion_substrate)
     road = None
     if config.road:
         road = road_scores(runner, x, explanation.saliency, targets_t, clean_score=clean_score,
@@ -216,15 +222,17 @@ def planned_passes(config: IGOSConfig, num_images: int) -> tuple[int, int]:
     ``explaining``: the explainer's gradient passes (its registered estimate, e.g. at most
     ``iterations * ig_steps`` per image for ``igos``, twice that for ``igos++``; forward-only
     line-search trials are not counted); ``scoring``: the curves' ``2 * (metric_steps - 1)``
-    inner points and the substrate per image, and with ``road`` two per ROAD fraction more.
+    inner points and the substrate per image (two when the curves' substrates differ, as by default), and with
+    ``road`` two per ROAD fraction more.
 
     Example:
         >>> planned_passes(IGOSConfig(iterations=4, ig_steps=20, metric_steps=50), 8)
-        (640, 792)
+        (640, 800)
         >>> planned_passes(IGOSConfig(method="igos++", iterations=4, ig_steps=20, metric_steps=50), 8)
-        (1280, 792)
+        (1280, 800)
     """
     scoring = 2 * config.metric_steps - 1 + (2 * len(DEFAULT_FRACTIONS) if config.road else 0)
+    scoring += 0 if same_kind(*config.curve_substrates()) else 1
     return round(num_images * get_explainer(config.method).passes(config)), num_images * scoring
 
 

@@ -282,6 +282,12 @@ def _road(attribute: str) -> Callable[[Evaluation], Tensor]:
     return lambda evaluation: getattr(evaluation.road, attribute)
 
 
+def _substrate_score(evaluation: Evaluation) -> Tensor:
+    """The deletion curve's end over its start: the fully substituted image's score relative to the clean one."""
+    curves = evaluation.curves
+    return curves.deletion[:, -1] / curves.clean_score.clamp_min(1e-8)
+
+
 def _pointing(evaluation: Evaluation) -> Tensor:
     from lightning_igos.core.pointing import pointing_hits
 
@@ -311,6 +317,7 @@ def _register_builtins() -> None:
                   label="insertion (norm.)", group=normalized),
         Statistic("deletion_auc_normalized", lambda e: e.curves.deletion_auc_normalized, False,
                   label="deletion (norm.)", group=normalized),
+        Statistic("substrate_score", _substrate_score, False, label="substrate score", group="substrate"),
         Statistic("mask_mean", _mask("mask_mean"), label="mask mean", group="mask", applies=_has_mask),
         Statistic("mask_min", _mask("mask_min"), reduction="min", group="mask", applies=_has_mask),
         Statistic("mask_frac_below_half", _mask("mask_frac_below_half"), group="mask", applies=_has_mask),
