@@ -422,8 +422,8 @@ def comparison_html(comparison: Mapping[str, Any], baseline: Mapping[str, Any] |
                 f"<figcaption>#{i}: baseline | new</figcaption></figure>")
         parts.append("</div>")
     elif baseline is not None:
-        parts.append("<p>No side-by-side overlays: a report carries them when it was written with --html "
-                     "(or by save_report).</p>")
+        parts.append("<p>No side-by-side overlays: a report leaves them out when the display normalisation "
+                     "was unusable.</p>")
     return parts
 
 
