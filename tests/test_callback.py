@@ -27,6 +27,7 @@ SCALARS = (
     "igos/deletion_auc",
     "igos/insertion_auc_normalized",
     "igos/deletion_auc_normalized",
+    "igos/needed_fraction",
     "igos/mask_mean",
     "igos/mask_min",
     "igos/mask_frac_below_half",
@@ -131,6 +132,7 @@ def test_tensorboard_scalars_and_images_per_epoch(tmp_path: Path, loaders) -> No
         assert [e.step for e in events.Images(tag)] == [e.step for e in events.Scalars("igos/insertion_auc")] == [2, 5]
     panel = events.Images("igos/probe_0")[0]
     assert panel.width > panel.height >= 128
+    assert panel.width >= 4 * 160  # image, overlay, the top pixels kept over the substrate, curves
     assert all(0 <= e.value <= 1 for e in events.Scalars("igos/insertion_auc"))
     # The probe covers the classes of the validation samples: round-robin, each class's first samples first.
     val_images, val_labels = loaders[1].dataset.tensors[:2]

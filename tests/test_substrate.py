@@ -35,6 +35,19 @@ def square_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     return images, labels, oracle
 
 
+SQUARE_NET = """
+from torch import nn
+
+
+class SquareNet(nn.Sequential):
+    def __init__(self):
+        super().__init__(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(), nn.Linear(16 * 16, 4))
+"""
+
+
 @pytest.fixture(scope="module")
 def square_task() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A small CNN that finds the square's quadrant (about 2 s on 2 CPU cores) and 8 probe images."""
@@ -140,3 +153,34 @@ def test_the_callback_warns_once_when_the_substrate_keeps_the_evidence(square_ta
     assert len(kept) == 1, kept
     assert "zeros" in kept[0]
     assert run() == []
+
+
+def test_the_check_prints_and_reports_the_warning_when_the_substrate_keeps_the_evidence(
+        square_task, tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    from lightning_igos.cli import main
+    from lightning_igos.probe import save_probe
+
+    model, probe, targets, _ = square_task
+    (tmp_path / "square_net.py").write_text(SQUARE_NET)
+    torch.save(model.state_dict(), tmp_path / "net.pt")
+    save_probe(tmp_path / "probe.pt", probe, targets)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def check(*extra: str) -> tuple[str, dict]:
+        code = main(["check", "--model", "square_net:SquareNet", "--checkpoint", "net.pt", "--probe", "probe.pt",
+                     "--iterations", "1", "--ig-steps", "2", "--metric-steps", "4", "--device", "cpu",
+                     "--report", "report.json", "--html", "report.html", *extra])
+        assert code == 0
+        return capsys.readouterr().out, json.loads((tmp_path / "report.json").read_text())
+
+    out, report = check("--substrate", "blur")
+    assert len(report["warnings"]) == 1 and "deletion_substrate='zeros'" in report["warnings"][0]
+    assert "warning: the substrate kept the evidence" in out
+    assert "the substrate kept the evidence" in (tmp_path / "report.html").read_text()
+    assert report["mean"]["substrate_score"] > 0.9
+    out, report = check()
+    assert report["warnings"] == [] and "substrate kept" not in out
+    assert report["settings"]["deletion_substrate"] == "zeros" and report["settings"]["insertion_substrate"] == "blur"

@@ -132,8 +132,9 @@ class _IGOSCallbackLogic:
             Without labels (``target="pred"``) the probe is the first ``num_probe`` samples. A probe
             of one class while the labels read show several warns once.
         probe_pool: how many validation samples (from the first) a captured probe is chosen among;
-            None: ``max(8 * num_probe, 256)``. Reading them costs their labels and at most one CPU
-            copy of each image, and no extra batch: the validation epoch reads them anyway.
+            None: ``max(512 * num_probe, 4096)``, so a loader sorted by class with up to 512 images per
+            class still gives ``num_probe`` classes. Reading them costs their labels and a CPU copy of
+            each image chosen, and no extra batch: the validation epoch reads them anyway.
         probe_indices: the probe as indices into the first validation dataloader's dataset
             (``dataset[i]``, collated by that dataloader), read at the first validation epoch;
             ``num_probe`` and ``probe_selection`` are then unused. An index outside the dataset is an

@@ -387,15 +387,19 @@ class Outputs:
 
     # --------------------------------------------------------------------- images
 
-    def render_panels(self, probe_images: Tensor, result: ShareResult) -> list[Tensor]:
+    def render_panels(self, probe_images: Tensor, result: ShareResult, config: IGOSConfig = DEFAULTS) -> list[Tensor]:
+        """The share's panels; each shows what its map claims over ``config``'s insertion substrate."""
         from lightning_igos import render
 
         if len(result) == 0:  # an empty share (fewer probe images than ranks) has nothing to draw
             return []
         mean, std = self.display  # resolved once per run
-        display = render.unnormalize(probe_images[result.indices], mean, std)
+        images = probe_images[result.indices]
+        display = render.unnormalize(images, mean, std)
+        substrate = render.unnormalize(render.insertion_substrate(images, config), mean, std, range_of=images)
         return render.explanation_panels(display, result.saliency, result.curves, result.targets,
-                                         result.predictions, result.indices.tolist(), class_names=self.names)
+                                         result.predictions, result.indices.tolist(), class_names=self.names,
+                                         substrate=substrate)
 
     def write_images(self, trainer: Any, probe_images: Tensor, results: list[ShareResult]) -> None:
         """Give the panels to every logger that shows images (TensorBoard, W&B, MLflow, ...), else write PNGs."""

@@ -45,9 +45,11 @@ SELECTIONS = ("balanced", "first")
 #: The most images a probe may be asked for (``num_probe``, ``probe_indices``): every one is explained at
 #: every explained epoch and kept in every checkpoint; a larger evaluation is a job for ``lightning-igos check``.
 MAX_NUM_PROBE = 1024
-#: The default pool is ``max(POOL_PER_PROBE_IMAGE * num_probe, MIN_PROBE_POOL)`` validation samples.
-POOL_PER_PROBE_IMAGE = 8
-MIN_PROBE_POOL = 256
+#: The default pool is ``max(POOL_PER_PROBE_IMAGE * num_probe, MIN_PROBE_POOL)`` validation samples: enough for
+#: a loader sorted by class with up to ~500 images per class to give a probe of 8 its 8 classes. Reading a sample
+#: costs its label (the epoch reads the batch anyway); images are copied only while chosen (bench/probe_selection.py).
+POOL_PER_PROBE_IMAGE = 512
+MIN_PROBE_POOL = 4096
 
 
 def default_probe_pool(num_probe: int) -> int:
@@ -55,7 +57,7 @@ def default_probe_pool(num_probe: int) -> int:
 
     Example:
         >>> default_probe_pool(8), default_probe_pool(64)
-        (256, 512)
+        (4096, 32768)
     """
     return max(POOL_PER_PROBE_IMAGE * num_probe, MIN_PROBE_POOL)
 
@@ -98,7 +100,7 @@ def check_probe_choice(
 
     Example:
         >>> check_probe_choice(None, 8, "balanced", None, None, [3, 1])
-        ('balanced', 256, None, (3, 1))
+        ('balanced', 4096, None, (3, 1))
         >>> check_probe_choice(None, 8, "random", None, None, None)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -375,7 +377,9 @@ class ProbeStore:
             new = [position for position in chosen if position >= start]
             if new:
                 rows = torch.tensor([position - start for position in new], device=images.device)
-                copies = check_images(cpu_copy(images.index_select(0, rows)), "validation batch images")
+                with torch.inference_mode(False):  # one copy of the chosen rows, a normal tensor on the CPU
+                    copies = images.detach().index_select(0, rows).to("cpu")
+                copies = check_images(copies, "validation batch images")
                 for row, position in enumerate(new):
                     self._kept[position] = (copies[row], values[position - start])
             kept = set(chosen)

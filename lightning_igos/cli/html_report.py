@@ -314,7 +314,14 @@ def render_html(
                  + (" ROAD gap: LeRF - MoRF." if any(key == "road_gap" for key, _, _, _ in columns) else "") + "</p>")
 
     # Panels.
-    parts.append('<h2>Explanations</h2><div id="panels">')
+    parts.append("<h2>Explanations</h2>")
+    if panels:
+        parts.append('<p id="panel-key">Each panel: the image, its heatmap, what the map claims (the image with only '
+                     "the map's top pixels kept, the rest from the insertion curve's substrate: that curve's point, "
+                     "with its share of pixels and the model's score on it) and the insertion (blue) and deletion "
+                     "(vermillion) curves. A map on the object keeps the object's telling parts and gets the score "
+                     "back; the needed fraction is the share of top pixels that gives back half the clean score.</p>")
+    parts.append('<div id="panels">')
     for i, (caption, image) in enumerate(panels):
         parts.append(
             f'<figure class="panel"><img id="panel-{i}" alt="{e(caption, quote=True)}" '

@@ -18,23 +18,27 @@ if TYPE_CHECKING:
 
 def check_panels(probe: Probe, evaluation: Evaluation, mean: Any, std: Any,
                  class_names: ClassNames | None = None) -> tuple[list[Tensor], Tensor]:
-    """The panel of each probe image (image, heatmap and curves) and the overlay grid of all.
+    """The panel of each probe image (image, heatmap, its top pixels kept over the insertion substrate, and
+    curves) and the overlay grid of all.
 
     With ``class_names`` the panel headers read ``class 3 (cat)`` and the grid's tiles are captioned.
     """
-    from lightning_igos.render import explanation_panels, grid_labels, overlay_grid, unnormalize
+    from lightning_igos.render import explanation_panels, grid_labels, insertion_substrate, overlay_grid, unnormalize
 
     evaluation = evaluation.cpu()
     shown = unnormalize(probe.images, mean, std)
+    substrate = unnormalize(insertion_substrate(probe.images, evaluation.config), mean, std, range_of=probe.images)
     panels = explanation_panels(shown, evaluation.saliency, evaluation.curves, evaluation.targets,
-                                evaluation.predictions, indices=range(len(probe)), class_names=class_names)
+                                evaluation.predictions, indices=range(len(probe)), class_names=class_names,
+                                substrate=substrate)
     labels = None if class_names is None else grid_labels(range(len(probe)), evaluation.targets, class_names)
     return panels, overlay_grid(shown, evaluation.saliency, labels=labels)
 
 
 def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, std: Any,
                  rendered: tuple[list[Tensor], Tensor] | None = None) -> list[Path]:
-    """``probe_<i>.png`` (image, heatmap and curves) per image and ``overlays.png`` for all, each written atomically.
+    """``probe_<i>.png`` (image, heatmap, the top pixels kept, curves) per image and ``overlays.png`` for all, each
+    written atomically.
 
     ``rendered``: the output of :func:`check_panels` when already drawn (else drawn here).
     """

@@ -276,3 +276,38 @@ def score_curves(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tens
             substrate_score=insertion[:, 0].clone(),
         )
 
+
+def needed_fraction(insertion: Tensor, fractions: Tensor, clean_score: Tensor, level: float = 0.5) -> Tensor:
+    """The smallest fraction of pixels at which each insertion curve gives back ``level`` of the clean score.
+
+    The curve is read as piecewise linear between its points: the result is where it first
+    reaches ``level * clean_score``, 0 when the substrate alone already scores that much.
+    Smaller is better (fewer of the map's top pixels carry the class). A curve that never
+    reaches the level (possible only when its last point is not the clean score, e.g. a
+    negative clean score) gives 1.0: all the pixels were needed and were not enough.
+
+    Args:
+        insertion: ``(B, n + 1)`` scores, ``fractions``: ``(n + 1,)`` increasing, ``clean_score``: ``(B,)``.
+        level: the share of the clean score to give back.
+
+    Returns:
+        ``(B,)`` in [0, 1], the dtype of ``insertion``.
+
+    Example:
+        >>> f = torch.linspace(0, 1, 5)  # 0, 0.25, 0.5, 0.75, 1
+        >>> needed_fraction(torch.tensor([[0.0, 0.2, 0.6, 0.8, 0.8]]), f, torch.tensor([0.8]))
+        tensor([0.3750])
+    """
+    curve = insertion if insertion.is_floating_point() else insertion.float()
+    x = fractions.to(curve)
+    target = (level * clean_score.to(curve)).unsqueeze(1)
+    reached = curve >= target
+    first = reached.float().argmax(dim=1)  # the first point at or above the level (0 when none)
+    ever = reached.any(dim=1)
+    before = (first - 1).clamp_min(0)
+    y0, y1 = curve.gather(1, before[:, None])[:, 0], curve.gather(1, first[:, None])[:, 0]
+    x0, x1 = x[before], x[first]
+    rise = (y1 - y0).clamp_min(torch.finfo(curve.dtype).tiny)  # > 0 wherever it is used (y0 < target <= y1)
+    crossing = x0 + (target[:, 0] - y0) / rise * (x1 - x0)
+    out = torch.where(first == 0, x[0].expand_as(crossing), crossing.clamp(x0, x1))
+    return torch.where(ever, out, torch.ones_like(out)).to(insertion.dtype)

@@ -288,6 +288,14 @@ def _substrate_score(evaluation: Evaluation) -> Tensor:
     return curves.deletion[:, -1] / curves.clean_score.clamp_min(1e-8)
 
 
+def _needed_fraction(evaluation: Evaluation) -> Tensor:
+    """The smallest fraction of top pixels whose insertion gives back half the clean score."""
+    from lightning_igos.core.causal import needed_fraction
+
+    curves = evaluation.curves
+    return needed_fraction(curves.insertion, curves.fractions, curves.clean_score)
+
+
 def _pointing(evaluation: Evaluation) -> Tensor:
     from lightning_igos.core.pointing import pointing_hits
 
@@ -317,6 +325,8 @@ def _register_builtins() -> None:
                   label="insertion (norm.)", group=normalized),
         Statistic("deletion_auc_normalized", lambda e: e.curves.deletion_auc_normalized, False,
                   label="deletion (norm.)", group=normalized),
+        Statistic("needed_fraction", _needed_fraction, False, label="needed fraction", fmt=".3f",
+                  group="needed fraction"),
         Statistic("substrate_score", _substrate_score, False, label="substrate score", group="substrate"),
         Statistic("mask_mean", _mask("mask_mean"), label="mask mean", group="mask", applies=_has_mask),
         Statistic("mask_min", _mask("mask_min"), reduction="min", group="mask", applies=_has_mask),

@@ -14,13 +14,16 @@ from torch import Tensor
 from lightning_igos.render._checks import ChannelStats, _channel_stats, _grey_to_rgb, _image_batch
 
 
-def unnormalize(images: Tensor, mean: ChannelStats | None = None, std: ChannelStats | None = None) -> Tensor:
+def unnormalize(images: Tensor, mean: ChannelStats | None = None, std: ChannelStats | None = None,
+                range_of: Tensor | None = None) -> Tensor:
     """Bring normalised images back to the [0, 1] display range.
 
     With ``mean`` and ``std`` (per-channel numbers, a tensor, or one number for
     all channels) this undoes ``transforms.Normalize``: ``x * std + mean``,
     clamped to [0, 1]. Without them each image is min-max rescaled on its own
-    (a constant image becomes black). Images come back with 3 channels: one
+    (a constant image becomes black); with ``range_of`` (shaped like ``images``) each image
+    is rescaled by the range of its image there instead, so e.g. a substrate is shown in the
+    colours of the image it came from. Images come back with 3 channels: one
     channel as grey, two channels as their first in grey, four or more (RGBA,
     multispectral) as their first three.
 
@@ -28,6 +31,7 @@ def unnormalize(images: Tensor, mean: ChannelStats | None = None, std: ChannelSt
         images: (B, C, H, W) or (C, H, W), any C >= 1, any device; ``mean``/``std`` have
             one value per channel (or one for all).
         mean, std: both or neither.
+        range_of: the images whose ranges rescale ``images`` when ``mean``/``std`` are not given.
 
     Returns:
         (B, 3, H, W) or (3, H, W) float32 on the CPU.
@@ -39,14 +43,22 @@ def unnormalize(images: Tensor, mean: ChannelStats | None = None, std: ChannelSt
         True
         >>> unnormalize(torch.randn(1, 8, 8)).shape
         torch.Size([3, 8, 8])
+        >>> unnormalize(torch.zeros(1, 2, 2), range_of=torch.tensor([[[-1.0, 1.0], [0.0, 0.0]]])).unique()
+        tensor([0.5000])
     """
     x, unbatched = _image_batch(images, "images")
     if (mean is None) != (std is None):
         missing = "std" if std is None else "mean"
         raise ValueError(f"`{missing}` must be given together with `{'mean' if std is None else 'std'}`.")
     if mean is None:
-        lo = x.amin(dim=(1, 2, 3), keepdim=True)
-        span = x.amax(dim=(1, 2, 3), keepdim=True) - lo
+        ref = x
+        if range_of is not None:
+            ref, _ = _image_batch(range_of, "range_of")
+            if tuple(range_of.shape) != tuple(images.shape):
+                raise ValueError(f"`range_of` must be shaped like `images` {tuple(images.shape)}, "
+                                 f"got {tuple(range_of.shape)}.")
+        lo = ref.amin(dim=(1, 2, 3), keepdim=True)
+        span = ref.amax(dim=(1, 2, 3), keepdim=True) - lo
         out = (x - lo) / torch.where(span > 0, span, torch.ones_like(span))
     else:
         channels = x.shape[1]

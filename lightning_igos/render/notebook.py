@@ -92,9 +92,12 @@ def evaluation_html(evaluation: Any, images: Tensor | None = None, max_images: i
     count = min(len(evaluation), max_images)
     saliency = evaluation.saliency.float()
     if shown_images is not None:
-        shown = render.unnormalize(shown_images.detach().float().cpu())
+        images = shown_images.detach().float().cpu()
+        shown = render.unnormalize(images)
+        substrate = render.unnormalize(render.insertion_substrate(images, evaluation.config), range_of=images)
         panels = render.explanation_panels(shown, saliency, evaluation.curves, evaluation.targets,
-                                           evaluation.predictions, list(range(len(evaluation))))[:count]
+                                           evaluation.predictions, list(range(len(evaluation))),
+                                           substrate=substrate)[:count]
     else:  # the heatmaps alone, enlarged to at least 128 pixels
         scale = max(1, -(-128 // saliency.shape[-1]))
         maps = torch.nn.functional.interpolate(saliency[:count], scale_factor=scale, mode="nearest")

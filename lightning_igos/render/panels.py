@@ -1,5 +1,5 @@
-"""Composed images: one probe image's panel (image, overlay, curves under a title) and the
-captioned grid of a batch's overlays.
+"""Composed images: one probe image's panel (image, overlay, the pixels the map keeps, curves under a
+title) and the captioned grid of a batch's overlays.
 
 Example:
     >>> import torch
@@ -19,10 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from lightning_igos.core.causal import needed_fraction
 from lightning_igos.render._checks import ScalarLike, _grey_to_rgb, _image_batch
 from lightning_igos.render._drawing import _header, _header_height
 from lightning_igos.render.curves import curve_image
 from lightning_igos.render.heatmap import overlay
+from lightning_igos.render.kept import KEPT_FRACTION, kept_pixels, kept_point
 
 if TYPE_CHECKING:
     from lightning_igos.class_names import ClassNames
@@ -96,8 +98,16 @@ def probe_panel(
     title: str,
     min_size: int = MIN_TILE,
     alpha: float = 0.5,
+    kept: Tensor | None = None,
+    kept_label: str = "",
 ) -> Tensor:
-    """One probe image's panel: a title strip over ``image | overlay | curves``.
+    """One probe image's panel: a title strip over ``image | overlay | curves``, or with ``kept``
+    ``image | overlay | kept | curves``.
+
+    ``kept`` is what the map claims: the image with only its most salient pixels kept over the
+    substrate (:func:`~lightning_igos.render.kept.kept_pixels`, a point of the insertion curve);
+    ``kept_label`` (e.g. ``"top 10% kept: p=0.41"``) is written over it, the title over the image
+    and the overlay.
 
     Images shorter than ``min_size`` (160 by default) are upscaled by the smallest
     integer factor that reaches it, nearest-neighbour (pixels stay sharp and line up
@@ -112,16 +122,22 @@ def probe_panel(
         title: header text, e.g. ``"target 2 p=0.93"``; shrunk to fit the width.
         min_size: minimum tile height in pixels, at least 32.
         alpha: heatmap weight of the overlay.
+        kept: None, or (3, H, W) in [0, 1] (grey (1, H, W) also accepted), shaped like ``image``.
+        kept_label: the caption over ``kept``.
 
     Returns:
-        (3, header + T, 2 * W * s + T + 2 * gap) float32 on the CPU, where
-        ``s = ceil(min_size / H)`` (at least 1) and ``T = H * s``.
+        (3, header + T, n * W * s + T + n * gap) float32 on the CPU, where
+        ``s = ceil(min_size / H)`` (at least 1), ``T = H * s`` and ``n`` the image tiles (2, or 3 with ``kept``).
 
     Example:
         >>> f = torch.linspace(0, 1, 5)
         >>> p = probe_panel(torch.rand(3, 64, 64), torch.rand(1, 8, 8), f, 1 - f, f, 0.5, 0.5, "target 2 p=0.93")
         >>> p.shape[0], p.shape[1] > 192, p.shape[2] >= 3 * 192  # 64 px enlarged 3 times, to reach 160
         (3, True, True)
+        >>> q = probe_panel(torch.rand(3, 64, 64), torch.rand(1, 8, 8), f, 1 - f, f, 0.5, 0.5, "target 2 p=0.93",
+        ...                 kept=torch.rand(3, 64, 64), kept_label="top 10% kept: p=0.41")
+        >>> q.shape[2] - p.shape[2] >= 192  # one more tile
+        True
     """
     if not isinstance(title, str):
         raise TypeError(f"`title` must be a str, got {type(title).__name__}.")
@@ -130,19 +146,34 @@ def probe_panel(
     if not isinstance(image, Tensor) or image.dim() != 3:
         shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
         raise ValueError(f"`image` must be one image shaped (3, H, W), got {shape}.")
+    if not isinstance(kept_label, str):
+        raise TypeError(f"`kept_label` must be a str, got {type(kept_label).__name__}.")
     img, _ = _image_batch(image, "image")
-    tiles = torch.stack([_grey_to_rgb(img.clamp(0, 1))[0], overlay(img[0], saliency, alpha)])
+    shown = [_grey_to_rgb(img.clamp(0, 1))[0], overlay(img[0], saliency, alpha)]
+    if kept is not None:
+        kept_img, _ = _image_batch(kept, "kept")
+        if kept.dim() != 3 or kept_img.shape[-2:] != img.shape[-2:]:
+            raise ValueError(f"`kept` must be one image shaped like `image` (C, {img.shape[-2]}, {img.shape[-1]}), "
+                             f"got {tuple(kept.shape)}.")
+        shown.append(_grey_to_rgb(kept_img.clamp(0, 1))[0])
+    tiles = torch.stack(shown)
     scale = max(1, math.ceil(min_size / img.shape[-2]))
     if scale > 1:
         tiles = F.interpolate(tiles, scale_factor=scale, mode="nearest")
     tile_h, tile_w = tiles.shape[-2:]
     curves = curve_image(insertion, deletion, fractions, insertion_auc, deletion_auc, size=(tile_h, tile_h))
     gap = max(2, tile_h // 40)
-    row = torch.ones(3, tile_h, 2 * tile_w + tile_h + 2 * gap)
-    row[:, :, :tile_w] = tiles[0]
-    row[:, :, tile_w + gap : 2 * tile_w + gap] = tiles[1]
-    row[:, :, 2 * (tile_w + gap) :] = curves
-    header = _header(title, _header_height(tile_h), row.shape[-1])
+    n = len(tiles)
+    row = torch.ones(3, tile_h, n * tile_w + tile_h + n * gap)
+    for i, tile in enumerate(tiles):
+        row[:, :, i * (tile_w + gap) : i * (tile_w + gap) + tile_w] = tile
+    row[:, :, n * (tile_w + gap) :] = curves
+    height = _header_height(tile_h)
+    if kept is None:
+        header = _header(title, height, row.shape[-1])
+    else:  # the title over the image and the overlay, the caption over the kept pixels (and the curves)
+        split = 2 * (tile_w + gap)
+        header = torch.cat([_header(title, height, split), _header(kept_label, height, row.shape[-1] - split)], dim=2)
     return torch.cat([header, row], dim=1)
 
 
@@ -154,6 +185,8 @@ def explanation_panels(
     predictions: Tensor | None,
     indices: Sequence[int],
     class_names: ClassNames | None = None,
+    substrate: Tensor | None = None,
+    kept_fraction: float = KEPT_FRACTION,
 ) -> list[Tensor]:
     """One :func:`probe_panel` per explained image, titled ``#<index> class <target> p=<clean score>``.
 
@@ -161,9 +194,22 @@ def explanation_panels(
     argument belongs to probe image ``indices[j]``; ``(pred <class>)`` is added to the title
     when the model predicts another class than the explained one. With ``class_names`` each
     class reads ``3 (cat)``.
+
+    With ``substrate`` (the insertion curve's substrate images, displayed as ``shown``:
+    ``unnormalize(substrate, mean, std, range_of=images)``) each panel also shows what the map
+    claims: the image with only its top pixels kept over the substrate, at the insertion curve's
+    point nearest ``kept_fraction`` (:func:`~lightning_igos.render.kept.kept_point`), captioned
+    with that point's share of pixels and score and the image's needed fraction (the share of top
+    pixels that gives back half the clean score), e.g. ``top 10% kept: p=0.41, half back at 8%``.
     """
     from lightning_igos.class_names import label
 
+    kept, point = None, 0
+    if substrate is not None:
+        steps = curves.fractions.numel() - 1
+        point = kept_point(steps, kept_fraction)
+        kept = kept_pixels(shown, saliency, substrate, kept_fraction, steps=steps)
+        needed = needed_fraction(curves.insertion, curves.fractions, curves.clean_score)
     panels = []
     for j, index in enumerate(indices):
         target = int(targets[j])
@@ -173,6 +219,10 @@ def explanation_panels(
         panels.append(probe_panel(
             shown[j], saliency[j], curves.insertion[j], curves.deletion[j], curves.fractions,
             curves.insertion_auc[j], curves.deletion_auc[j], title,
+            kept=None if kept is None else kept[j],
+            kept_label="" if kept is None else (f"top {100 * float(curves.fractions[point]):.0f}% kept: "
+                                                f"p={float(curves.insertion[j, point]):.2f}, "
+                                                f"half back at {100 * float(needed[j]):.0f}%"),
         ))
     return panels
 
