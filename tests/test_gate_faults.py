@@ -153,6 +153,11 @@ def test_a_statistic_may_not_take_a_builtin_scalar_or_report_field_name(name):
         register_statistic(Statistic("mine", lambda e: e.curves.clean_score, scalar=name))
 
 
+def test_a_builtin_statistic_cannot_be_replaced():
+    with pytest.raises(ValueError, match="'insertion_auc' is already registered and built in"):
+        register_statistic(Statistic("insertion_auc", lambda e: e.curves.clean_score * 0 + 1, True), replace=True)
+
+
 # ----------------------------------------------------------------------------- an explainer's Explanation
 
 def _register_explanation_explainer(name: str, make) -> None:

@@ -115,7 +115,7 @@ RESERVED_NAMES = frozenset({
 
 
 def register_statistic(statistic: Statistic, *, replace: bool = False) -> Statistic:
-    """Add ``statistic`` after the others (its name taken once unless ``replace``); returns it.
+    """Add ``statistic`` after the others (its name taken once unless ``replace``; a built-in's never); returns it.
 
     Its name and scalar name may not be one of :data:`RESERVED_NAMES` nor the name or scalar
     name of another registered statistic (``target_prob`` is ``clean_score``'s scalar): a value
@@ -130,6 +130,9 @@ def register_statistic(statistic: Statistic, *, replace: bool = False) -> Statis
     if not isinstance(statistic, Statistic):
         raise TypeError(f"`statistic` must be a Statistic, got {type(statistic).__name__}.")
     _register_builtins()
+    if statistic.name in _BUILTIN_COMPUTE:  # a built-in's number must mean what the documentation says
+        raise ValueError(f"a statistic named {statistic.name!r} is already registered and built in: it cannot be "
+                         "replaced; choose another name.")
     if statistic.name in _REGISTRY and not replace:
         raise ValueError(f"a statistic named {statistic.name!r} is already registered; pass replace=True.")
     for name in dict.fromkeys((statistic.name, statistic.scalar_name)):
