@@ -581,7 +581,7 @@ class _IGOSCallbackLogic:
             try:
                 if panel_error is not None:
                     raise panel_error
-                result.panels = out.render_panels(probe_images, result)
+                result.panels = out.render_panels(probe_images, result, self.config)
             except Exception as err:  # the scalars are still logged; only the images are lost
                 panel_error = err
         error = own_error or panel_error
