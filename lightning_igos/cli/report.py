@@ -120,6 +120,11 @@ def build_report(
     sanity_block = None if sanity is None else sanity_report(
         sanity, settings.max_sanity_correlation, allow_empty=settings.allow_empty)
     report_warnings = [text for text in (_substrate_warning(every),) if text]
+    if excluded:
+        report_warnings.append(
+            f"{len(excluded)} of {len(probe)} images (index {', '.join(map(str, excluded[:10]))}"
+            f"{', ...' if len(excluded) > 10 else ''}) have a clean probability below chance (1/{round(1 / floor)}"
+            f" = {floor:.4g}): their normalised AUCs (AUC / clean probability) are left out of the normalised means")
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
