@@ -155,7 +155,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         callback = IGOSCallback(probe=(val.images[:n], val.labels[:n], val.boxes[:n]), seed=args.seed,
                                 **DEMO_IGOS)
         table = EpochTable(table_columns(callback))
-        logger = TensorBoardLogger(args.logdir, name="igos_demo")
+        # No hp_metric: its tag group sorts before igos, and TensorBoard's Scalars tab opens only the first groups.
+        logger = TensorBoardLogger(args.logdir, name="igos_demo", default_hp_metric=False)
         trainer = pl.Trainer(
             accelerator="auto",
             devices=1,
