@@ -113,6 +113,10 @@ def test_a_substrate_that_keeps_the_evidence_on_most_images_gives_a_warning_nami
     assert "deletion_substrate='zeros'" in text
     assert substrate_warning(torch.tensor([0.9, 0.1, 0.2, 0.99])) is None  # half is not most
     assert substrate_warning(torch.tensor([])) is None
+    # A two-class model is at 0.5 on an image without evidence: half of a sure clean score is not kept evidence.
+    no_evidence, clean = torch.tensor([0.51, 0.52, 0.55]), torch.tensor([0.98, 0.96, 0.9])
+    assert substrate_warning(no_evidence / clean, clean_scores=clean, num_classes=2) is None
+    assert substrate_warning(torch.tensor([0.95, 0.9, 0.99]), clean_scores=clean, num_classes=2) is not None
 
 
 def test_the_callback_warns_once_when_the_substrate_keeps_the_evidence(square_task, tmp_path) -> None:

@@ -593,7 +593,8 @@ class _IGOSCallbackLogic:
             result=result if self.log_images and error is None else None,
             empty_reasons=[] if result is None else result.empty_reasons,
             stability_maps=None if result is None or not self.stability else self._stability_maps(result.saliency),
-            substrate_scores=None if result is None else result.stats.get("substrate_score"),
+            substrate_scores=None if result is None or "substrate_score" not in result.stats
+            else torch.stack([result.stats["substrate_score"], result.stats["clean_score"]], 1),
             correlations={} if result is None else self._correlation_counts(result),
         )
         reports = self._gather(trainer, report)
@@ -615,7 +616,7 @@ class _IGOSCallbackLogic:
             out.handle_failures(trainer, [RankReport(trainer.global_rank, error_text(err))], own_error=err,
                                 what="scalars", local=True)
         out.warn_empty(trainer, reports, len(probe_images))
-        out.warn_substrate(trainer, reports)
+        out.warn_substrate(trainer, reports, self._num_classes if self.config.score_fn is None else None)
         self._last_run = explained_run(trainer, pl_module, result, reports, self._mask_size_used, out.display,
                                        out.names, self._num_classes)
         if trainer.is_global_zero:

@@ -179,7 +179,7 @@ class RankReport:
     result: ShareResult | None = None
     empty_reasons: list[str] = field(default_factory=list)
     stability_maps: Tensor | None = None  # with stability=True: the share's saliency as kept for the next epoch
-    substrate_scores: Tensor | None = None  # (n,) the share's substrate_score statistic
+    substrate_scores: Tensor | None = None  # (n, 2) the share's substrate_score and clean score per image
     # stability/sanity_correlation -> (defined, undefined) correlations of the share (an empty map has none)
     correlations: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -319,14 +319,17 @@ class Outputs:
             stacklevel=2,
         )
 
-    def warn_substrate(self, trainer: Any, reports: list[RankReport]) -> None:
-        """One warning per callback (rank 0) when the substrate kept the evidence on most of the probe."""
+    def warn_substrate(self, trainer: Any, reports: list[RankReport], num_classes: int | None = None) -> None:
+        """One warning per callback (rank 0) when the substrate kept the evidence on most of the probe.
+
+        ``num_classes``: the softmax's width, to count the evidence above chance (None: plain ratios)."""
         from lightning_igos.core.causal import substrate_warning
 
         scores = [r.substrate_scores for r in reports if r.substrate_scores is not None]
         if self.substrate_warned or not scores or not trainer.is_global_zero:
             return
-        text = substrate_warning(torch.cat(scores))
+        both = torch.cat(scores)
+        text = substrate_warning(both[:, 0], clean_scores=both[:, 1], num_classes=num_classes)
         if text is not None:
             self.substrate_warned = True
             warnings.warn(f"IGOSCallback: {text}", IGOSWarning, stacklevel=2)

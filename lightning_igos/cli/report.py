@@ -119,7 +119,8 @@ def build_report(
     solver = {name: options[name] for name in REPORTED_OPTIONS}
     sanity_block = None if sanity is None else sanity_report(
         sanity, settings.max_sanity_correlation, allow_empty=settings.allow_empty)
-    report_warnings = [text for text in (_substrate_warning(every),) if text]
+    softmax_classes = evaluation.num_classes if config.score_fn is None else None
+    report_warnings = [text for text in (_substrate_warning(every, softmax_classes),) if text]
     if excluded:
         report_warnings.append(
             f"{len(excluded)} of {len(probe)} images (index {', '.join(map(str, excluded[:10]))}"
@@ -221,11 +222,12 @@ def overlay_thumbnails(shown: Tensor, saliency: Tensor) -> list[str]:
     return [base64.b64encode(png_bytes(picture.clamp(0, 1))).decode("ascii") for picture in pictures]
 
 
-def _substrate_warning(per_image: dict[str, Tensor]) -> str | None:
+def _substrate_warning(per_image: dict[str, Tensor], num_classes: int | None) -> str | None:
     from lightning_igos.core.causal import substrate_warning
 
     scores = per_image.get("substrate_score")
-    return None if scores is None else substrate_warning(scores)
+    return None if scores is None else substrate_warning(scores, clean_scores=per_image.get("clean_score"),
+                                                          num_classes=num_classes)
 
 
 def sanity_report(correlation: Tensor | SanityResult, max_correlation: float, *,

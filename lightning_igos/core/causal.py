@@ -139,27 +139,39 @@ def pixel_ranks(saliency: Tensor, size: tuple[int, int]) -> Tensor:
 SUBSTRATE_SCORE_LIMIT = 0.5
 
 
-def substrate_warning(substrate_scores: Tensor, limit: float = SUBSTRATE_SCORE_LIMIT) -> str | None:
+def substrate_warning(substrate_scores: Tensor, limit: float = SUBSTRATE_SCORE_LIMIT, *,
+                      clean_scores: Tensor | None = None, num_classes: int | None = None) -> str | None:
     """The warning for a substrate that kept the evidence, or None.
 
     ``substrate_scores`` ``(B,)`` are the ``substrate_score`` statistic: the fully substituted
     image's score over the clean one. When it is above ``limit`` on more than half of the images,
     deleting every pixel leaves the model as sure as before: a deletion curve cannot fall, and a
-    map on the right pixels scores like a random one.
+    map on the right pixels scores like a random one. With softmax scores, ``clean_scores``
+    ``(B,)`` and ``num_classes`` ``K``, the share is counted above chance: an image counts when
+    more than ``limit`` of its clean score's excess over ``1 / K`` survived (a two-class model
+    sits at 0.5 on an image without evidence, which is half of a sure clean score).
 
     Example:
         >>> substrate_warning(torch.tensor([0.2, 0.1, 0.9])) is None
         True
         >>> substrate_warning(torch.tensor([0.97, 0.99, 0.3]))[:40]
         'the substrate kept the evidence: with ev'
+        >>> substrate_warning(torch.tensor([0.51, 0.52]), clean_scores=torch.tensor([0.98, 0.96]), num_classes=2)
     """
     scores = substrate_scores.detach().float().flatten().cpu()
-    scores = scores[scores.isfinite()]
-    kept = int((scores > limit).sum())
+    limits = torch.full_like(scores, limit)
+    if clean_scores is not None and num_classes is not None and num_classes >= 2:
+        clean = clean_scores.detach().float().flatten().cpu().clamp_min(1e-8)
+        limits = limit + (1 - limit) / num_classes / clean
+    finite = scores.isfinite()
+    scores, limits = scores[finite], limits[finite]
+    kept = int((scores > limits).sum())
     if scores.numel() == 0 or 2 * kept <= scores.numel():
         return None
+    above = f"{limit:g} of their clean score" if num_classes is None or clean_scores is None else (
+        f"{limit:g} of their clean score's excess over chance")
     return (f"the substrate kept the evidence: with every pixel substituted, {kept} of {scores.numel()} images "
-            f"keep more than {limit:g} of their clean score (substrate_score, mean {float(scores.mean()):.2f}), "
+            f"keep more than {above} (substrate_score, mean {float(scores.mean()):.2f}), "
             "so a deletion curve cannot fall and a correct map scores like a random one. Use "
             "deletion_substrate='zeros' or 'mean' (--deletion-substrate in the check), or a substrate that removes "
             "what the model looks at (a wider blur, as a callable).")
