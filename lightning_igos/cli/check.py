@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from lightning_igos.class_names import ClassNames, fitting_class_names, read_class_names
 from lightning_igos.cli.compare import check_baseline, compare_reports, load_report
+from lightning_igos.cli.early import threshold_problem
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.html_report import append_step_summary, render_markdown, write_html
 from lightning_igos.cli.images import check_panels, write_images
@@ -260,15 +261,9 @@ def check_thresholds(settings: Any) -> None:
         raise InputError(f"--max-sanity-correlation {settings.max_sanity_correlation:g} is only read with --sanity; "
                          "add --sanity to run the sanity check, or drop it.")
     for option, value in (("--min-insertion", settings.min_insertion), ("--max-deletion", settings.max_deletion)):
-        if value is None:
-            continue
-        lower = option == "--min-insertion"  # the AUC must be at least the value
-        if settings.normalized and value < 0:
-            verdict = "fail" if lower else "pass"
-            raise InputError(f"{option} {value:g} could never {verdict}: normalized AUCs are >= 0.")
-        if not settings.normalized and not 0 <= value <= 1:
-            verdict = "pass" if (value > 1) == lower else "fail"
-            raise InputError(f"{option} {value:g} could never {verdict}: raw AUCs lie in [0, 1].")
+        problem = threshold_problem(option, value, settings.normalized)
+        if problem is not None:
+            raise InputError(problem)
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when available, else the CPU; an unavailable device is an input error.
 
