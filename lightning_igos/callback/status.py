@@ -6,7 +6,7 @@ counts the images that go through the model (it listens to the evaluation's mode
 (Lightning's ``TQDMProgressBar`` or ``RichProgressBar``), turns the validation bar into a bar of
 the explaining while it runs:
 
-    igos: explaining 8 probe images with I-GOS  29%|###      | 320/1112 [00:05<00:12, 64.0 passes/s]
+    igos: explaining 8 probe images with I-GOS:  29%|###      | 320/1112 [00:05<00:12, 64.0 passes/s]
 
 The bar counts passes done out of the total, with its own clock, rate and time left (the
 validation batches' bar would sit at 100% while its rate fell); afterwards the validation
