@@ -136,6 +136,19 @@ def test_probe_indices_read_those_samples_of_the_validation_dataset(tmp_path: Pa
     assert _indices(images) == [5, 40, 17] and targets.tolist() == [0, 2, 1]
 
 
+def test_probe_indices_under_fit_read_the_validation_dataset(tmp_path: Path) -> None:
+    dataset = _sorted_dataset()
+    callback = IGOSCallback(probe_indices=[63, 0], **FAST)
+    torch.manual_seed(0)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=1, callbacks=[callback],
+                         logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, num_sanity_val_steps=0)
+    train = DataLoader(TensorDataset(dataset.tensors[0][:4], dataset.tensors[1][:4]), batch_size=4)
+    trainer.fit(ObjectClassifier(num_classes=CLASSES, width=4), train, DataLoader(dataset, batch_size=16))
+    assert _indices(callback.probe[0]) == [63, 0] and callback.probe[1].tolist() == [3, 0]
+    assert "igos/insertion_auc" in trainer.callback_metrics
+
+
 def test_probe_indices_outside_the_dataset_are_a_clear_error(tmp_path: Path) -> None:
     callback = IGOSCallback(probe_indices=[3, 64], on_error="raise", **FAST)
     with pytest.raises(ValueError, match=r"`probe_indices` holds 64, outside .* dataset of 64 samples"):
