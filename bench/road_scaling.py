@@ -20,7 +20,7 @@ difference over all imputed pixels from ``scipy.sparse.linalg.spsolve`` in float
 
 With ``--costs`` it also times ``road_curves`` against ``causal_curves(steps=28)`` on
 EfficientNet-Lite0 and the five photos of ``real_model.py`` at 224x224 (the edge map as
-saliency, wall seconds, median of ``--repeats``, ``--threads`` torch threads), with each
+saliency, CPU seconds, median of ``--repeats``, ``--threads`` torch threads), with each
 solver: ROAD's cost relative to the insertion/deletion curves, before and after.
 
     cd bench && ../.venv/bin/python road_scaling.py                  # 64, 224, 512: a few minutes
@@ -181,12 +181,12 @@ def curve_costs(repeats: int, threads: int) -> None:
         targets = model(images).argmax(1)
     saliency = (images - gaussian_blur(images, kernel_size=[5, 5], sigma=[1.0, 1.0])).abs().sum(1, keepdim=True)
 
-    def timed(fn) -> float:
+    def timed(fn) -> float:  # CPU seconds of the process (all its threads): steadier than wall under load
         runs = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            runs.append(time.perf_counter() - start)
+            runs.append(time.process_time() - start)
         return statistics.median(runs) / images.shape[0]
 
     timed(lambda: causal_curves(model, images[:2], saliency[:2], targets[:2], steps=4))  # warm-up
@@ -198,9 +198,9 @@ def curve_costs(repeats: int, threads: int) -> None:
             rows.append((name, timed(lambda: road_curves(model, images, saliency, targets))))
         finally:
             road.linear_imputation = linear_imputation
-    print(f"\nEfficientNet-Lite0, {images.shape[0]} photos 224x224, edge-map saliency, {threads} torch threads,"
+    print(f"\nEfficientNet-Lite0, {images.shape[0]} photos 224x224, edge-map saliency, CPU s, {threads} torch threads,"
           f" median of {repeats}; load average now {' '.join(f'{v:.2f}' for v in os.getloadavg())}:\n")
-    print("| metric | s / photo | ratio to insertion/deletion |")
+    print("| metric | CPU s / photo | ratio to insertion/deletion |")
     print("|---|---|---|")
     print(f"| insertion/deletion (causal_curves, steps=28) | {curves:.2f} | 1.00 |")
     for name, seconds in rows:
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-before", default="", help="sides at which the old solver is not run")
     parser.add_argument("--costs", action="store_true", help="also ROAD against the curves on EfficientNet-Lite0")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each metric with --costs (median)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads with --costs")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads with --costs")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     skip = {int(s) for s in args.skip_before.split(",") if s}

@@ -209,8 +209,8 @@ class _IGOSCallbackLogic:
     ``<prefix>/seconds`` (wall time of the run, the slowest rank's) and
     ``<prefix>/passes_per_image`` (images through the model per probe image); with ``road=True``
     also ``<prefix>/road_morf`` (lower is better), ``<prefix>/road_lerf`` and ``<prefix>/road_gap``
-    (higher is better), the probe means of the ROAD areas (2.2-4.2x the insertion/deletion
-    curves' cost on the CPU). It prints one line
+    (higher is better), the probe means of the ROAD areas (about the insertion/deletion
+    curves' cost again). It prints one line
     with the cost after its first run, and writes the work into the validation progress bar
     while it runs. Panels go to every logger that shows images (TensorBoard, W&B's
     ``log_image``, MLflow artifacts); PNG files only when none does.

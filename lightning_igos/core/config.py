@@ -113,7 +113,7 @@ class IGOSConfig:
         seed: seed of the integration noise when :func:`evaluate` makes the generator.
         road: also score the explanations with ROAD's MoRF/LeRF areas, pixels removed by
             noisy linear imputation (:func:`~lightning_igos.core.road.road_curves`); off by
-            default because it costs 2.2-4.2x the insertion/deletion curves on the CPU.
+            default because it costs about as much again as the insertion/deletion curves.
     """
 
     method: str = option("igos", "the explainer: {explainers}, or one a --plugin module registers", metavar="NAME")
@@ -153,7 +153,7 @@ class IGOSConfig:
     metric_steps: int = option(50, "points on each insertion/deletion curve minus one", kind="positive_int")
     seed: int = option(0, "seed of the integration noise, 0 to 2**63 - 1", kind="seed")
     road: bool = option(False, "also report the ROAD MoRF/LeRF areas and their gap (noisy linear imputation, about "
-                               "2.2-4.2x the insertion/deletion curves' cost on the CPU)", kind="flag")
+                               "the insertion/deletion curves' cost again)", kind="flag")
 
     def __post_init__(self) -> None:
         from lightning_igos.core.explainers import explainer_names, get_explainer

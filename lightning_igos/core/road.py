@@ -279,9 +279,11 @@ def _pseudo_inverse(level: Tensor) -> Tensor:
     """The pseudo-inverse (n, h*w, h*w) of a small level's operator, from its stencil (n, 9, h, w).
 
     Interpolation onto few unknowns can make the coarse operator singular; its right-hand
-    sides lie in its range, where the pseudo-inverse is the exact inverse.
+    sides lie in its range, where the pseudo-inverse is the exact inverse. The matrices are
+    small (at most ``_DENSE_PIXELS`` square): they are inverted on the CPU in float64, which
+    every device's tensors can be copied to, and the result goes back to the level's device.
     """
-    stencil = level.double()
+    stencil = level.detach().to(device="cpu", dtype=torch.float64)
     n, _, h, w = stencil.shape
     size = h * w
     matrix = stencil.new_zeros(n, size, size)
@@ -293,7 +295,7 @@ def _pseudo_inverse(level: Tensor) -> Tensor:
     values, vectors = torch.linalg.eigh(0.5 * (matrix + matrix.transpose(1, 2)))
     kept = values > 1e-6 * values.amax(dim=1, keepdim=True)
     inverted = torch.where(kept, 1 / torch.where(kept, values, torch.ones_like(values)), torch.zeros_like(values))
-    return ((vectors * inverted.unsqueeze(1)) @ vectors.transpose(1, 2)).to(level.dtype)
+    return ((vectors * inverted.unsqueeze(1)) @ vectors.transpose(1, 2)).to(device=level.device, dtype=level.dtype)
 
 
 def _jacobi_step(level: _Level) -> Tensor:
