@@ -117,6 +117,9 @@ def test_a_substrate_that_keeps_the_evidence_on_most_images_gives_a_warning_nami
     no_evidence, clean = torch.tensor([0.51, 0.52, 0.55]), torch.tensor([0.98, 0.96, 0.9])
     assert substrate_warning(no_evidence / clean, clean_scores=clean, num_classes=2) is None
     assert substrate_warning(torch.tensor([0.95, 0.9, 0.99]), clean_scores=clean, num_classes=2) is not None
+    # An image near chance (an untrained model) has no evidence to keep: it is not judged.
+    near_chance = torch.tensor([0.3, 0.28, 0.31])
+    assert substrate_warning(torch.tensor([1.0, 1.0, 0.98]), clean_scores=near_chance, num_classes=4) is None
 
 
 def test_the_callback_warns_once_when_the_substrate_keeps_the_evidence(square_task, tmp_path) -> None:

@@ -149,7 +149,9 @@ def substrate_warning(substrate_scores: Tensor, limit: float = SUBSTRATE_SCORE_L
     map on the right pixels scores like a random one. With softmax scores, ``clean_scores``
     ``(B,)`` and ``num_classes`` ``K``, the share is counted above chance: an image counts when
     more than ``limit`` of its clean score's excess over ``1 / K`` survived (a two-class model
-    sits at 0.5 on an image without evidence, which is half of a sure clean score).
+    sits at 0.5 on an image without evidence, which is half of a sure clean score), and only
+    images the model is sure of, at least halfway from chance to 1, are judged: on an image near
+    chance (an untrained model) there is no evidence to keep.
 
     Example:
         >>> substrate_warning(torch.tensor([0.2, 0.1, 0.9])) is None
@@ -157,13 +159,15 @@ def substrate_warning(substrate_scores: Tensor, limit: float = SUBSTRATE_SCORE_L
         >>> substrate_warning(torch.tensor([0.97, 0.99, 0.3]))[:40]
         'the substrate kept the evidence: with ev'
         >>> substrate_warning(torch.tensor([0.51, 0.52]), clean_scores=torch.tensor([0.98, 0.96]), num_classes=2)
+        >>> substrate_warning(torch.tensor([1.0, 1.0]), clean_scores=torch.tensor([0.3, 0.3]), num_classes=4)
     """
     scores = substrate_scores.detach().float().flatten().cpu()
     limits = torch.full_like(scores, limit)
+    finite = scores.isfinite()
     if clean_scores is not None and num_classes is not None and num_classes >= 2:
         clean = clean_scores.detach().float().flatten().cpu().clamp_min(1e-8)
         limits = limit + (1 - limit) / num_classes / clean
-    finite = scores.isfinite()
+        finite &= clean > 0.5 + 0.5 / num_classes
     scores, limits = scores[finite], limits[finite]
     kept = int((scores > limits).sum())
     if scores.numel() == 0 or 2 * kept <= scores.numel():
