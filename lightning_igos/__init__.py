@@ -5,6 +5,34 @@ Every public name is imported on first use (PEP 562), so ``import lightning_igos
 ``--version`` and ``--help`` at once. ``from lightning_igos import igos, IGOSCallback`` works
 as with eager imports: the solver and metric functions need torch alone; the torchmetrics
 classes, the Lightning callback and the probe files pull in what they need when asked for.
+
+The modules, in layers: each imports only modules of its own layer or of the layers before it
+(imports inside functions included; annotations only under ``TYPE_CHECKING``).
+
+1. Leaves and values. :mod:`~lightning_igos.core.runtime` (side-effect-free context managers,
+   batching, seeds), :mod:`~lightning_igos.core.scoring` (the score that is explained),
+   :mod:`~lightning_igos.core.baselines` (baselines and substrates), :mod:`~lightning_igos.core.intervals`
+   (confidence intervals), :mod:`~lightning_igos.core.explainers` (the explainer registry, which imports
+   nothing of the package), :mod:`~lightning_igos.class_names`, :mod:`~lightning_igos.quiet_logs`;
+   then :mod:`~lightning_igos.core.validation` (argument checks), :mod:`~lightning_igos.core.runner`
+   (every forward) and :mod:`~lightning_igos.core.config` (``IGOSConfig``, a value that checks
+   ``method`` against the registry).
+2. Kernels, functions on tensors: :mod:`~lightning_igos.core.solver` (I-GOS, ``igos``),
+   :mod:`~lightning_igos.core.gradients`, :mod:`~lightning_igos.core.causal` (insertion and deletion
+   curves), :mod:`~lightning_igos.core.road`, :mod:`~lightning_igos.core.pointing` and
+   :mod:`~lightning_igos.core.comparison` (rank correlation, edge map, randomised network copy).
+3. The built-ins on the kernels: :mod:`~lightning_igos.core.builtin_explainers` (registered when
+   :mod:`lightning_igos.core` is imported) and :mod:`~lightning_igos.core.statistics` (the per-image
+   statistics registry and its built-in statistics); :mod:`~lightning_igos.metrics` (torchmetrics
+   classes) and :mod:`lightning_igos.render` (heatmaps, curves, panels, PNGs and the notebook HTML,
+   drawn from tensors; it reads an evaluation by its attributes, never importing it).
+4. :mod:`~lightning_igos.core.evaluation`: ``evaluate``, which explains, scores and summarises a batch
+   (its notebook display draws with :mod:`lightning_igos.render.notebook`).
+5. Orchestrators on ``evaluate``: :mod:`~lightning_igos.core.sanity` (the model-randomisation check).
+6. The shells: :mod:`~lightning_igos.probe` (probe files), :mod:`lightning_igos.callback` (the Lightning
+   callback), :mod:`lightning_igos.cli` (``lightning-igos check`` and ``compare``), :mod:`lightning_igos.demo`,
+   ``python -m lightning_igos`` (:mod:`~lightning_igos.__main__`), and :mod:`~lightning_igos.causal`,
+   the short import path of :func:`~lightning_igos.core.causal.causal_curves`.
 """
 
 from __future__ import annotations

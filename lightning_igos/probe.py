@@ -53,7 +53,7 @@ from torch import Tensor
 from lightning_igos.core.runtime import cpu_copy, load_failure_reason, load_weights_only
 from lightning_igos.core.validation import (
     TargetsLike,
-    check_box_shape,
+    check_boxes,
     check_channel_stats,
     check_images,
     check_targets,
@@ -284,44 +284,6 @@ def load_probe(path: PathLike, *, max_elements: int | None = None) -> Probe:
                      content.get("boxes"))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{str(path)!r} is not a valid lightning-igos probe: {err}") from err
-
-
-def check_boxes(boxes: object, batch_size: int, height: int, width: int, name: str = "boxes") -> Tensor:
-    """One object box per image, checked: a ``(B, 4)`` float32 CPU copy of ``boxes``.
-
-    A box is ``(x0, y0, x1, y1)`` in the pixel grid of ``height`` x ``width`` images, end
-    exclusive: it covers columns ``x0 <= x < x1`` and rows ``y0 <= y < y1``, so it must have
-    ``0 <= x0 < x1 <= width`` and ``0 <= y0 < y1 <= height``. ``boxes`` is a real (integer or
-    floating point) tensor or a nested sequence of numbers. A tensor's shape is checked before
-    its elements are copied; the value checks run on the float32 copy that is returned (and stored).
-
-    Raises:
-        TypeError: not a tensor or sequence of numbers, or a bool, complex, sparse or meta tensor.
-        ValueError: a shape other than ``(batch_size, 4)``, NaN or infinite coordinates, an
-            empty box or one outside the image; the message names the first image at fault.
-
-    Example:
-        >>> check_boxes([[2, 0, 6, 4]], 1, 8, 8)
-        tensor([[2., 0., 6., 4.]])
-        >>> check_boxes([[2, 0, 9, 4]], 1, 8, 8)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: `boxes` must lie inside the 8x8 images (...), got (2.0, 0.0, 9.0, 4.0) for image 0.
-    """
-    values = check_box_shape(boxes, batch_size, name)
-    values = values.to(device="cpu", dtype=torch.float32, copy=True).contiguous()
-    x0, y0, x1, y1 = values.unbind(1)
-    for bad, problem in (
-        (~torch.isfinite(values).all(1), "must hold finite coordinates"),
-        ((x0 >= x1) | (y0 >= y1), "must have x0 < x1 and y0 < y1 (x1 and y1 are end exclusive)"),
-        ((x0 < 0) | (y0 < 0) | (x1 > width) | (y1 > height),
-         f"must lie inside the {height}x{width} images (0 <= x0 < x1 <= {width}, 0 <= y0 < y1 <= {height})"),
-    ):
-        if bad.any():
-            index = int(bad.nonzero()[0, 0])
-            box = tuple(values[index].tolist())
-            raise ValueError(f"`{name}` {problem}, got {box} for image {index}.")
-    return values
 
 
 def _element_cap(max_elements: object) -> int:

@@ -173,7 +173,9 @@ def test_zero_tolerance_is_the_peak_inside_the_box(seed):
         (torch.rand(2, 8, 8), torch.zeros(2, 5), ValueError, r"got shape \(2, 5\)"),
         (torch.rand(1, 8, 8), torch.zeros(4), ValueError, r"got shape \(4,\)"),
         (torch.rand(1, 8, 8), "box", TypeError, "`boxes` must be a tensor"),
-        (torch.rand(1, 8, 8), torch.tensor([[4.0, 0, 2, 4]]), ValueError, "x0 <= x1"),
+        (torch.rand(1, 8, 8), torch.tensor([[4.0, 0, 2, 4]]), ValueError, "x0 < x1"),
+        # A box without a pixel has nothing to point at: the probe files' rule.
+        (torch.rand(1, 8, 8), torch.tensor([[2.0, 0, 2, 4]]), ValueError, "x0 < x1 and y0 < y1"),
         (torch.rand(1, 8, 8), torch.tensor([[0.0, float("nan"), 2, 4]]), ValueError, "`boxes` must hold finite"),
     ],
 )

@@ -263,3 +263,23 @@ def test_bf16_autocast_masks_agree_with_float32(trained_cnn, probe_data):
     print("Spearman correlation of bf16 and float32 masks:", spearman.tolist())
     assert spearman.mean() > 0.9 and (spearman > 0.8).all()
     assert half.mask.dtype == torch.float32
+
+
+@pytest.mark.parametrize("explain", [gradient_saliency, integrated_gradients, igos])
+def test_a_nan_logit_on_any_image_is_refused_before_the_work(explain) -> None:
+    """Every public explainer checks the clean logits of all its images, not the first alone."""
+
+    class NaNOnSecond(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(3 * 4 * 4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = self.linear(x.flatten(1))
+            bad = (x.flatten(1)[:, 0] > 100).unsqueeze(1)  # only the second image is marked
+            return torch.where(bad, torch.full_like(logits, float("nan")), logits)
+
+    images = torch.rand(3, 3, 4, 4)
+    images[1, 0, 0, 0] = 1000.0
+    with pytest.raises(ValueError, match=r"NaN or infinite outputs on image\(s\) \[1\]"):
+        explain(NaNOnSecond(), images, 0)

@@ -1,10 +1,8 @@
-"""The functional core: plain functions on tensors that need torch alone.
+"""The functional core: functions on tensors that need torch alone, from the leaves to ``evaluate`` and the
+sanity check (the layer order of its modules is in :mod:`lightning_igos`'s docstring).
 
-* :mod:`~lightning_igos.core.solver`: the I-GOS and iGOS++ saliency solver (:func:`igos`);
-* :mod:`~lightning_igos.core.causal`: the causal insertion and deletion curves and AUCs;
-* :mod:`~lightning_igos.core.gradients`: gradient and integrated-gradients saliencies to compare with;
-* :mod:`~lightning_igos.core.baselines`: the baseline (solver) and substrate (metrics) images;
-* :mod:`~lightning_igos.core.scoring`: the score that is explained (softmax probability or ``score_fn``);
-* :mod:`~lightning_igos.core.validation`: the argument checks every entry point starts with;
-* :mod:`~lightning_igos.core.runtime`: context managers and batching that keep the work side-effect free.
+Importing this package registers the built-in explainers (:mod:`~lightning_igos.core.builtin_explainers`) in
+the registry (:mod:`~lightning_igos.core.explainers`), so every module of the core finds them there.
 """
+
+from lightning_igos.core import builtin_explainers  # noqa: F401  (registers the built-in explainers)

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_igos.core.baselines import BaselineLike, check_baseline, curve_substrates, make_baseline, same_kind
-from lightning_igos.core.runner import ModelRunner
-from lightning_igos.core.runtime import chunks, usable
+from lightning_igos.core.runner import ModelRunner, checked_start
+from lightning_igos.core.runtime import chunks
 from lightning_igos.core.scoring import ScoreFn, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
@@ -229,11 +229,10 @@ def causal_curves(
         if value is not None:
             check_baseline(value, name)
     deleted, inserted = curve_substrates(substrate, deletion_substrate, insertion_substrate)
-    runner = ModelRunner(model, images.device, score_fn=score_fn, max_batch_size=max_batch_size)
+    runner, x, targets_t, logits = checked_start(model, images, targets_t, score_fn=score_fn,
+                                                 max_batch_size=max_batch_size)
     with runner.running(grad=False):
-        x = usable(images).float()
-        # The clean forward also checks the model's output before the other points.
-        clean = target_scores(runner.checked_clean_logits(x, targets_t), targets_t, score_fn)
+        clean = target_scores(logits, targets_t, score_fn)
         sub = make_baseline(x, deleted, "deletion_substrate" if deletion_substrate is not None else "substrate")
         into = sub if same_kind(deleted, inserted) else make_baseline(
             x, inserted, "insertion_substrate" if insertion_substrate is not None else "substrate")

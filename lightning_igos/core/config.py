@@ -27,9 +27,12 @@ from typing import Any
 import torch
 
 from lightning_igos.core.baselines import BaselineLike, check_baseline, curve_substrates
+from lightning_igos.core.explainers import check_explainer_name
+from lightning_igos.core.runtime import MAX_SEED
 from lightning_igos.core.scoring import ScoreFn
 from lightning_igos.core.validation import (
     check_autocast_dtype,
+    check_bool,
     check_mask_size,
     check_non_negative,
     check_positive_int,
@@ -37,8 +40,6 @@ from lightning_igos.core.validation import (
 
 OBJECTIVES = ("probability", "log_complement")
 QUADRATURES = ("riemann", "gauss-legendre")
-#: Largest ``seed`` (torch generators take 64-bit seeds; reports store it as a JSON integer).
-MAX_SEED = 2**63 - 1
 
 
 def _check_finite(value: object, name: str) -> None:
@@ -156,11 +157,7 @@ class IGOSConfig:
                                "the insertion/deletion curves' cost again)", kind="flag")
 
     def __post_init__(self) -> None:
-        from lightning_igos.core.explainers import explainer_names, get_explainer
-
-        if not isinstance(self.method, str):
-            raise TypeError(f"`method` must be a str, one of {explainer_names()}, got {self.method!r}.")
-        get_explainer(self.method)
+        check_explainer_name(self.method)
         object.__setattr__(self, "mask_size", check_mask_size(self.mask_size))
         check_positive_int(self.iterations, "iterations", minimum=0)
         check_positive_int(self.ig_steps, "ig_steps")
@@ -180,8 +177,7 @@ class IGOSConfig:
             raise ValueError(f"`tolerance` must be > 0, got {self.tolerance!r}.")
         if self.patience is not None:
             check_positive_int(self.patience, "patience")
-        if not isinstance(self.normalize_score, bool):
-            raise TypeError(f"`normalize_score` must be True or False, got {self.normalize_score!r}.")
+        check_bool(self.normalize_score, "normalize_score")
         check_autocast_dtype(self.autocast_dtype)
         for name, choices in (("objective", OBJECTIVES), ("quadrature", QUADRATURES)):
             if getattr(self, name) not in choices:
@@ -199,8 +195,7 @@ class IGOSConfig:
         check_positive_int(self.seed, "seed", minimum=0)
         if self.seed > MAX_SEED:
             raise ValueError(f"`seed` must be an integer from 0 to 2**63 - 1, got {self.seed!r}.")
-        if not isinstance(self.road, bool):
-            raise TypeError(f"`road` must be True or False, got {self.road!r}.")
+        check_bool(self.road, "road")
 
     def replace(self, **changes: Any) -> IGOSConfig:
         """A copy with ``changes`` applied (and validated)."""

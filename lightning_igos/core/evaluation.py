@@ -38,31 +38,21 @@ from lightning_igos.core.baselines import make_baseline, same_kind
 from lightning_igos.core.causal import CausalCurves, score_curves
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.explainers import ExplainRequest, get_explainer
-from lightning_igos.core.road import DEFAULT_FRACTIONS, RoadCurves, road_scores
-from lightning_igos.core.runner import ForwardListener, ModelRunner
+from lightning_igos.core.road import DEFAULT_FRACTIONS, DEFAULT_NOISE_STD, RoadCurves, road_scores
+from lightning_igos.core.runner import ForwardListener, ModelRunner, checked_start
 from lightning_igos.core.runtime import draw_seed, usable
 from lightning_igos.core.scoring import target_scores
 from lightning_igos.core.solver import NONFINITE_SALIENCY, Explanation
 from lightning_igos.core.statistics import statistic_values, statistics
 from lightning_igos.core.validation import (
     TargetsLike,
+    as_saliency_batch,
     check_box_shape,
     check_images,
-    check_logits,
     check_model,
     check_same_device,
     check_targets,
 )
-
-
-def __getattr__(name: str) -> object:
-    # The names of the statistics, read from the registry (kept for code that imported the lists).
-    plain = [s.name for s in statistics(IGOSConfig()) if s.in_report]  # a default evaluation's
-    if name == "STATISTICS":
-        return tuple(plain)
-    if name == "ROAD_STATISTICS":  # what road=True adds
-        return tuple(s.name for s in statistics(IGOSConfig(road=True)) if s.in_report and s.name not in plain)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -103,12 +93,14 @@ class Evaluation:
 
     @property
     def empty(self) -> Tensor:
-        """``(B,)`` True for an empty explanation (non-finite gradient or unmoved mask)."""
+        """``(B,)`` True for an empty explanation (:attr:`empty_reasons` names why)."""
         return self.explanation.empty
 
     @property
     def empty_reasons(self) -> list[str]:
-        """Per image ``""`` or why its explanation is empty (``"non-finite gradient"``, ``"mask never moved"``)."""
+        """Per image ``""`` or why its explanation is empty, one of
+        :data:`~lightning_igos.core.solver.EMPTY_REASONS` (a non-finite gradient or a mask that never moved,
+        a saliency map that is non-finite or the same everywhere)."""
         return self.explanation.empty_reasons
 
     def per_image(self) -> dict[str, Tensor]:
@@ -208,7 +200,7 @@ def evaluate(
     road = None
     if config.road:
         road = road_scores(runner, x, explanation.saliency, targets_t, clean_score=clean_score,
-                           fractions=torch.tensor(DEFAULT_FRACTIONS), noise_std=0.01,
+                           fractions=torch.tensor(DEFAULT_FRACTIONS), noise_std=DEFAULT_NOISE_STD,
                            seed=draw_seed(torch.Generator().manual_seed(config.seed)))
     return Evaluation(explanation=explanation, curves=curves, targets=targets_t,
                       predictions=_predictions(logits, targets_t), road=road, boxes=boxes, config=config,
@@ -291,22 +283,10 @@ def _prepare(model: object, images: object, targets: object, config: IGOSConfig 
         raise ValueError(f"`targets` must be class indices or 'pred', got {targets!r}.")
     if not isinstance(targets, str):
         targets_t = check_targets(targets, batch, images.device)
-    runner = _runner(model, images.device, config)
-    if on_forward is not None:
-        runner.listeners.append(on_forward)
-    with runner.running(grad=False):
-        x = usable(images).float()
-        logits = runner.clean_logits(x) if clean_logits is None else clean_logits
-        if not isinstance(targets, str):
-            targets_t = usable(targets_t)  # an inference tensor (Lightning's validate) cannot enter autograd
-    if isinstance(targets, str):
-        if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
-            shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-            raise ValueError(f"`targets='pred'` needs logits shaped (B, num_classes) from `model(images)`, "
-                             f"got {shape}.")
-        with runner.running(grad=False):
-            targets_t = usable(logits.argmax(1))
-    check_logits(logits, batch, targets_t, config.score_fn)
+    runner, x, targets_t, logits = checked_start(
+        model, images, None if isinstance(targets, str) else targets_t, autocast_dtype=config.autocast_dtype,
+        score_fn=config.score_fn, max_batch_size=config.max_batch_size, listener=on_forward,
+        clean_logits=clean_logits)
     return config, model, runner, x, targets_t, logits, boxes
 
 
@@ -326,11 +306,8 @@ def _explain(runner: ModelRunner, x: Tensor, targets: Tensor, config: IGOSConfig
         raise TypeError(f"explainer {config.method!r} must return a saliency tensor or an Explanation, "
                         f"got {type(out).__name__}.")
     # float32 before the finiteness test: a float64 map past float32's range is non-finite where it is used.
-    saliency = out.detach().float()
-    if saliency.dim() == 3:
-        saliency = saliency.unsqueeze(1)
-    if saliency.dim() != 4 or saliency.shape[:2] != (x.shape[0], 1) or saliency.shape[-2] > x.shape[-2] \
-            or saliency.shape[-1] > x.shape[-1]:
+    saliency = as_saliency_batch(out.detach().float(), x.shape[0])
+    if saliency is None or saliency.shape[-2] > x.shape[-2] or saliency.shape[-1] > x.shape[-1]:
         raise ValueError(f"explainer {config.method!r} must return a saliency shaped (B, 1, h, w) with "
                          f"B = {x.shape[0]} and h, w at most the images' {tuple(x.shape[-2:])}, "
                          f"got {tuple(out.shape)}.")

@@ -22,10 +22,13 @@ gradients on; the function must not touch the model's parameters or their ``.gra
 gradients with ``torch.autograd.grad``, as above). A saliency that is NaN anywhere or the
 same everywhere ranks nothing, and is flagged as an empty explanation.
 
-Built in: ``"igos"`` and ``"igos++"`` (the solver), ``"gradient"`` and
+Built in (registered by :mod:`~lightning_igos.core.builtin_explainers` when
+:mod:`lightning_igos.core` is imported): ``"igos"`` and ``"igos++"`` (the solver), ``"gradient"`` and
 ``"integrated_gradients"`` (the classic comparisons), and two model-free controls that a
 faithfulness metric must tell apart from an explanation: ``"edge_map"`` (``|image -
-blur(image)|``) and ``"random"`` (uniform noise from the seed).
+blur(image)|``) and ``"random"`` (uniform noise from the seed). This module is the registry
+alone: it imports nothing of the package, so :class:`~lightning_igos.core.config.IGOSConfig`
+checks ``method`` against it.
 
 Example:
     >>> from lightning_igos.core.config import IGOSConfig
@@ -101,7 +104,9 @@ class Explainer:
 
 
 _REGISTRY: dict[str, Explainer] = {}
-_BUILTINS_REGISTERED = False
+#: Built-in names whose explainer is not registered yet: :mod:`~lightning_igos.core.builtin_explainers`
+#: registers them when :mod:`lightning_igos.core` is imported, after :class:`IGOSConfig`'s defaults are checked.
+_PENDING_BUILTINS: list[str] = list(BUILTIN_EXPLAINERS)
 
 
 def register_explainer(name: str, explain: ExplainFn | None = None, *, passes: PassesFn | None = None,
@@ -120,7 +125,6 @@ def register_explainer(name: str, explain: ExplainFn | None = None, *, passes: P
     """
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_+-." for c in name):
         raise ValueError(f"`name` must be a non-empty name of letters, digits and _+-., got {name!r}.")
-    _register_builtins()
     if passes is not None and not callable(passes):
         raise TypeError(f"`passes` must be None or a callable config -> number, got {passes!r}.")
 
@@ -130,6 +134,8 @@ def register_explainer(name: str, explain: ExplainFn | None = None, *, passes: P
         if name in _REGISTRY and not replace and _REGISTRY[name].explain is not function:
             raise ValueError(f"an explainer named {name!r} is already registered; pass replace=True to replace it.")
         _REGISTRY[name] = Explainer(name, function, passes or (lambda config: 1), description, has_mask)
+        if name in _PENDING_BUILTINS:
+            _PENDING_BUILTINS.remove(name)
         return function
 
     return add if explain is None else add(explain)
@@ -137,75 +143,28 @@ def register_explainer(name: str, explain: ExplainFn | None = None, *, passes: P
 
 def unregister_explainer(name: str) -> None:
     """Remove the explainer ``name`` (e.g. one a test registered); built-ins come back only on restart."""
-    _register_builtins()
     _REGISTRY.pop(name, None)
+    if name in _PENDING_BUILTINS:
+        _PENDING_BUILTINS.remove(name)
 
 
 def get_explainer(name: str) -> Explainer:
     """The explainer registered as ``name``; an unknown name lists the known ones."""
-    _register_builtins()
-    if name not in _REGISTRY:
+    check_explainer_name(name)
+    return _REGISTRY[name]
+
+
+def check_explainer_name(name: object) -> str:
+    """``name`` if it names an explainer (a built-in counts before its module registers it), else the error
+    that ``IGOSConfig(method=...)`` raises."""
+    if not isinstance(name, str):
+        raise TypeError(f"`method` must be a str, one of {explainer_names()}, got {name!r}.")
+    if name not in _REGISTRY and name not in _PENDING_BUILTINS:
         raise ValueError(f"`method` must be a registered explainer, one of {explainer_names()}, got {name!r}. "
                          "Register others with lightning_igos.core.explainers.register_explainer.")
-    return _REGISTRY[name]
+    return name
 
 
 def explainer_names() -> tuple[str, ...]:
     """The registered names, built-ins first."""
-    _register_builtins()
-    return tuple(_REGISTRY)
-
-
-# --------------------------------------------------------------------------- built-ins
-
-def _igos(request: ExplainRequest) -> Explanation:
-    from lightning_igos.core.solver import resolve_mask_size, solve
-
-    size = resolve_mask_size(request.config.mask_size, *request.images.shape[-2:])
-    return solve(request.runner, request.images, request.baseline, request.targets, request.config,
-                 seed=request.seed, mask_size=size, clean_logits=request.clean_logits)
-
-
-def _gradient(request: ExplainRequest) -> Tensor:
-    from lightning_igos.core.gradients import gradient_map
-
-    return gradient_map(request.runner, request.images, request.targets)
-
-
-def _integrated_gradients(request: ExplainRequest) -> Tensor:
-    from lightning_igos.core.gradients import integrated_gradient_map
-
-    return integrated_gradient_map(request.runner, request.images, request.baseline, request.targets,
-                                   request.config.ig_steps)
-
-
-def _edge_map(request: ExplainRequest) -> Tensor:
-    from lightning_igos.core.sanity import edge_map
-
-    return edge_map(request.images)
-
-
-def _random(request: ExplainRequest) -> Tensor:
-    shape = (request.images.shape[0], 1, *request.images.shape[-2:])
-    return torch.rand(shape, generator=request.generator()).to(request.images.device)
-
-
-def _igos_passes(config: IGOSConfig) -> float:
-    return config.iterations * config.ig_steps * (2 if config.method == "igos++" else 1)
-
-
-def _register_builtins() -> None:
-    global _BUILTINS_REGISTERED
-    if _BUILTINS_REGISTERED:
-        return
-    _BUILTINS_REGISTERED = True
-    register_explainer("igos", _igos, passes=_igos_passes, has_mask=True,
-                       description="I-GOS (integrated-gradient optimised mask)")
-    register_explainer("igos++", _igos, passes=_igos_passes, has_mask=True,
-                       description="iGOS++ (deletion and insertion masks)")
-    register_explainer("gradient", _gradient, passes=lambda config: 1, description="vanilla gradient")
-    register_explainer("integrated_gradients", _integrated_gradients, passes=lambda config: config.ig_steps,
-                       description="integrated gradients, ig_steps points from the baseline")
-    register_explainer("edge_map", _edge_map, passes=lambda config: 0,
-                       description="model-free control: |image - blur(image)|")
-    register_explainer("random", _random, passes=lambda config: 0, description="model-free control: uniform noise")
+    return (*_REGISTRY, *_PENDING_BUILTINS)

@@ -7,13 +7,12 @@ from torch import Tensor, nn
 
 from lightning_igos.core.baselines import BaselineLike, check_baseline, make_baseline
 from lightning_igos.core.config import IGOSConfig
-from lightning_igos.core.runner import ModelRunner
-from lightning_igos.core.runtime import chunks, usable
+from lightning_igos.core.runner import ModelRunner, checked_start
+from lightning_igos.core.runtime import chunks
 from lightning_igos.core.scoring import ScoreFn
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
-    check_logits,
     check_positive_int,
 )
 
@@ -28,10 +27,7 @@ def _checked(model: object, images: object, targets: object, score_fn: ScoreFn |
              max_batch_size: int | None) -> tuple[ModelRunner, Tensor, Tensor]:
     """The runner, float32 images and long targets of a call; one clean forward checks the model's output."""
     model, images, targets_t, _ = check_call(model, images, targets, max_batch_size)
-    runner = ModelRunner(model, images.device, score_fn=score_fn, max_batch_size=max_batch_size)
-    with runner.running(grad=False):
-        x = usable(images).float()
-        check_logits(runner.logits(x[:1]), 1, targets_t, score_fn)
+    runner, x, targets_t, _ = checked_start(model, images, targets_t, score_fn=score_fn, max_batch_size=max_batch_size)
     return runner, x, targets_t
 
 

@@ -4,7 +4,7 @@ Each map points at one pixel, its maximum. The rule is TorchRay's: the point is 
 peak pixel is a pixel of the object's box, or when the Euclidean distance between its pixel
 indices and those of the nearest pixel of the box is strictly less than a tolerance. Boxes are
 ``(x0, y0, x1, y1)`` in pixels of the images, end exclusive, as in
-:class:`lightning_igos.synthetic.ObjectImages`: their pixels are the columns ``x0 <= x < x1``
+:class:`lightning_igos.demo.synthetic.ObjectImages`: their pixels are the columns ``x0 <= x < x1``
 and the rows ``y0 <= y < y1`` (for boxes with fractional coordinates too). So the pixel next to a
 box is 1 pixel away, and a peak 15 pixels from the box misses at TorchRay's tolerance of 15
 pixels at 224x224 (scaled with the image: :func:`pointing_tolerance`); at tolerance 0 the peak
@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_igos.core.validation import check_box_shape, check_non_negative, check_positive_int
+from lightning_igos.core.validation import as_saliency_batch, check_boxes, check_non_negative, check_positive_int
 
 #: TorchRay's pointing game tolerance: 15 pixels at its 224x224 benchmark resolution.
 TORCHRAY_TOLERANCE = 15.0
@@ -59,7 +59,8 @@ def pointing_hits(saliency: Tensor, boxes: Tensor, tolerance: float | None = Non
             A map with a NaN or infinite value, or a constant map (every pixel equal), points at
             nothing and is never a hit.
         boxes: ``(B, 4)`` boxes ``(x0, y0, x1, y1)`` in pixels of the images, end exclusive
-            (integers or floats; boxes may reach outside the image).
+            (integers or floats; boxes may reach outside the image), checked by
+            :func:`~lightning_igos.core.validation.check_boxes`.
         tolerance: a peak outside the box hits when its distance in pixel indices to the box's
             nearest pixel is strictly less than this; None: :func:`pointing_tolerance` of ``(H, W)``.
 
@@ -69,7 +70,7 @@ def pointing_hits(saliency: Tensor, boxes: Tensor, tolerance: float | None = Non
     Raises:
         TypeError: ``saliency`` or ``boxes`` of the wrong type or dtype, ``tolerance`` not a number.
         ValueError: a wrong shape, a batch size that differs between the two, boxes with
-            non-finite coordinates or ``x0 > x1`` or ``y0 > y1``, or a negative tolerance.
+            non-finite coordinates or without a pixel (``x0 >= x1`` or ``y0 >= y1``), or a negative tolerance.
 
     Example:
         >>> saliency = torch.zeros(1, 8, 8)
@@ -82,7 +83,7 @@ def pointing_hits(saliency: Tensor, boxes: Tensor, tolerance: float | None = Non
     """
     s = _check_saliency(saliency)
     batch, _, height, width = s.shape
-    b = _check_boxes(boxes, batch)
+    b = check_boxes(boxes, batch)
     tol = pointing_tolerance(height, width) if tolerance is None else check_non_negative(tolerance, "tolerance")
     # float64 keeps the tolerance boundary exact; MPS has no float64.
     dtype = torch.float32 if s.device.type == "mps" else torch.float64
@@ -102,22 +103,11 @@ def pointing_hits(saliency: Tensor, boxes: Tensor, tolerance: float | None = Non
 def _check_saliency(saliency: object) -> Tensor:
     if not isinstance(saliency, Tensor):
         raise TypeError(f"`saliency` must be a torch.Tensor, got {type(saliency).__name__}.")
-    s = saliency.detach()
-    if s.dim() == 3:
-        s = s.unsqueeze(1)
-    if s.dim() != 4 or s.shape[1] != 1:
+    s = as_saliency_batch(saliency.detach())
+    if s is None:
         raise ValueError(f"`saliency` must be shaped (B, 1, H, W) or (B, H, W), got {tuple(saliency.shape)}.")
     if s.shape[-2] < 1 or s.shape[-1] < 1:
         raise ValueError(f"`saliency` must have at least one pixel per map, got {tuple(saliency.shape)}.")
     if s.dtype == torch.bool or s.is_complex():
         raise TypeError(f"`saliency` must hold real numbers, got dtype {s.dtype}.")
     return s if s.is_floating_point() else s.float()
-
-
-def _check_boxes(boxes: object, batch: int) -> Tensor:
-    b = check_box_shape(boxes, batch)
-    if not torch.isfinite(b).all():
-        raise ValueError("`boxes` must hold finite coordinates, got NaN or infinite values.")
-    if ((b[:, 0] > b[:, 2]) | (b[:, 1] > b[:, 3])).any():
-        raise ValueError("`boxes` must have x0 <= x1 and y0 <= y1 in every (x0, y0, x1, y1) box.")
-    return b

@@ -62,8 +62,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_igos.core.causal import pixel_ranks
-from lightning_igos.core.runner import ModelRunner
-from lightning_igos.core.runtime import chunks, draw_seed, usable
+from lightning_igos.core.runner import ModelRunner, checked_start
+from lightning_igos.core.runtime import chunks, draw_seed
 from lightning_igos.core.scoring import ScoreFn, target_scores
 from lightning_igos.core.solver import image_keys
 from lightning_igos.core.validation import (
@@ -77,6 +77,8 @@ from lightning_igos.core.validation import (
 FractionsLike = Union[Sequence[float], Tensor]
 
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: The std of the imputation noise, in input units (:func:`road_curves`' default and what ``evaluate`` uses).
+DEFAULT_NOISE_STD = 0.01
 
 # Mixed into the seed of the per-image noise keys, so ROAD's noise is not the solver's noise of the same seed.
 _NOISE_SALT = 0x524F4144_00000000
@@ -469,7 +471,7 @@ def road_curves(
     targets: TargetsLike,
     *,
     fractions: FractionsLike = DEFAULT_FRACTIONS,
-    noise_std: float = 0.01,
+    noise_std: float = DEFAULT_NOISE_STD,
     score_fn: ScoreFn | None = None,
     max_batch_size: int | None = None,
     generator: torch.Generator | None = None,
@@ -514,11 +516,10 @@ def road_curves(
     solver_iterations = check_positive_int(solver_iterations, "solver_iterations")
     solver_tolerance = check_non_negative(solver_tolerance, "solver_tolerance")
     seed = draw_seed(generator)
-    runner = ModelRunner(model, images.device, score_fn=score_fn, max_batch_size=max_batch_size)
+    runner, x, targets_t, logits = checked_start(model, images, targets_t, score_fn=score_fn,
+                                                 max_batch_size=max_batch_size)
     with runner.running(grad=False):
-        x = usable(images).float()
-        # The clean forward also checks the model's output before the imputation work.
-        clean = target_scores(runner.checked_clean_logits(x, targets_t), targets_t, score_fn)
+        clean = target_scores(logits, targets_t, score_fn)
     return road_scores(runner, x, saliency, targets_t, clean_score=clean, fractions=fractions_t, noise_std=noise_std,
                        seed=seed, solver_iterations=solver_iterations, solver_tolerance=solver_tolerance)
 

@@ -31,6 +31,7 @@ from lightning_igos.core.runtime import (
     gradient_context,
     model_input_dtype,
     model_memory_format,
+    usable,
 )
 from lightning_igos.core.scoring import ScoreFn, target_scores
 from lightning_igos.core.validation import check_logits
@@ -121,13 +122,45 @@ class ModelRunner:
             return parts[0]  # not logits: the caller's check names the type
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
-    def checked_clean_logits(self, images: Tensor, targets: Tensor) -> Tensor:
-        """:meth:`clean_logits`, checked (logits shaped ``(B, C)``, finite, targets in range): what a public
-        function starts with, before the expensive work."""
-        logits = self.clean_logits(images)
-        check_logits(logits, images.shape[0], targets, self.score_fn)
-        return logits
-
     @property
     def images_pushed(self) -> int:
         return self.images_with_grad + self.images_without_grad
+
+
+def checked_start(model: nn.Module, images: Tensor, targets: Tensor | None, *,
+                  autocast_dtype: torch.dtype | None = None, score_fn: ScoreFn | None = None,
+                  max_batch_size: int | None = None, listener: ForwardListener | None = None,
+                  clean_logits: Tensor | None = None) -> tuple[ModelRunner, Tensor, Tensor, Tensor]:
+    """What every public function runs first, after checking its arguments: ``(runner, x, targets, logits)``.
+
+    A :class:`ModelRunner` for the checked ``model`` (told about every forward through ``listener``),
+    the images as float32 that may take part in autograd, the targets (None: the model's
+    predictions, which need logits ``(B, num_classes)``) and the logits of the one clean forward
+    (``clean_logits`` when given), checked before the expensive work: shaped ``(B, num_classes)``,
+    finite on every image, the targets within the classes.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+        >>> runner, x, targets, logits = checked_start(model, torch.randn(3, 3, 4, 4), None)
+        >>> targets.shape, logits.shape, runner.images_without_grad
+        (torch.Size([3]), torch.Size([3, 2]), 3)
+    """
+    runner = ModelRunner(model, images.device, autocast_dtype=autocast_dtype, score_fn=score_fn,
+                         max_batch_size=max_batch_size)
+    if listener is not None:
+        runner.listeners.append(listener)
+    batch = images.shape[0]
+    with runner.running(grad=False):
+        x = usable(images).float()
+        logits = runner.clean_logits(x) if clean_logits is None else clean_logits
+        if targets is None:
+            if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != batch:
+                shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+                raise ValueError(f"`targets='pred'` needs logits shaped (B, num_classes) from `model(images)`, "
+                                 f"got {shape}.")
+            targets = logits.argmax(1)
+        targets = usable(targets)  # an inference tensor (Lightning's validate) cannot enter autograd
+    check_logits(logits, batch, targets, score_fn)
+    return runner, x, targets, logits

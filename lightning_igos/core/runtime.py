@@ -87,13 +87,18 @@ def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, total)
 
 
+#: Largest seed (torch generators take 64-bit seeds; reports store it as a JSON integer): ``IGOSConfig.seed``'s
+#: bound and the range of every seed drawn from a generator.
+MAX_SEED = 2**63 - 1
+
+
 def draw_seed(generator: torch.Generator | None) -> int:
     """The one number a solve draws from ``generator`` (None: a CPU generator seeded with 0)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"`generator` must be a torch.Generator or None, got {type(generator).__name__}.")
     if generator is None:
         generator = torch.Generator().manual_seed(0)
-    return int(torch.randint(0, 2**63 - 1, (1,), generator=generator, device=generator.device))
+    return int(torch.randint(0, MAX_SEED, (1,), generator=generator, device=generator.device))
 
 
 def default_max_batch_size(device: torch.device) -> int:

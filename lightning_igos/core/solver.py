@@ -50,9 +50,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_igos.core.baselines import BaselineLike, make_baseline
-from lightning_igos.core.config import DEFAULTS, IGOSConfig
-from lightning_igos.core.runner import ModelRunner
-from lightning_igos.core.runtime import chunks, draw_seed, usable
+from lightning_igos.core.config import DEFAULTS, SOLVER_FIELDS, IGOSConfig
+from lightning_igos.core.runner import ModelRunner, checked_start
+from lightning_igos.core.runtime import chunks, draw_seed
 from lightning_igos.core.scoring import ScoreFn, log_complement, target_scores
 from lightning_igos.core.validation import (
     TargetsLike,
@@ -78,6 +78,8 @@ NONFINITE_GRADIENT = "non-finite gradient"
 UNMOVED_MASK = "mask never moved"
 NONFINITE_SALIENCY = "non-finite saliency"
 CONSTANT_SALIENCY = "constant saliency"
+#: The four reasons, in that order: the first two for a mask, the last two for a saliency map.
+EMPTY_REASONS = (NONFINITE_GRADIENT, UNMOVED_MASK, NONFINITE_SALIENCY, CONSTANT_SALIENCY)
 
 
 @dataclass
@@ -104,8 +106,9 @@ class Explanation:
             changed by ``MIN_MASK_MOVE`` = 0.001 or more); for a saliency without a mask, one
             that is NaN or infinite anywhere, or the same everywhere. Its saliency ranks nothing
             and its AUCs say nothing about the model; reports name it and the check fails on it.
-        empty_reasons: per image ``""`` or the reason (``"non-finite gradient"``, ``"mask never
-            moved"``, ``"non-finite saliency"``, ``"constant saliency"``).
+        empty_reasons: per image ``""`` or the reason, one of :data:`EMPTY_REASONS`
+            (``"non-finite gradient"``, ``"mask never moved"``, ``"non-finite saliency"``,
+            ``"constant saliency"``).
 
     Example:
         >>> from torch import nn
@@ -638,26 +641,17 @@ def igos(
         >>> bool((ex.saliency == 1 - ex.mask).all())  # a full-resolution mask: saliency = 1 - mask
         True
     """
+    arguments = dict(locals())  # the keyword signature above is SOLVER_FIELDS and `generator` (a test keeps it so)
     model, images, targets_t, _ = check_call(model, images, targets, max_batch_size)
     # The options' defaults and checks live in IGOSConfig (one rule for every entry point).
-    config = IGOSConfig(
-        method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
-        tv_power=tv_power, noise_std=noise_std, baseline=baseline, max_batch_size=max_batch_size,
-        initial_step=initial_step, tolerance=tolerance, patience=patience, score_fn=score_fn,
-        autocast_dtype=autocast_dtype, normalize_score=normalize_score, objective=objective,
-        quadrature=quadrature,
-    )
+    config = IGOSConfig(**{name: arguments[name] for name in SOLVER_FIELDS})
     if method not in SOLVER_METHODS:
         raise ValueError(f"`method` of igos() must be one of {SOLVER_METHODS}, got {method!r}; other explainers run "
                          "through lightning_igos.core.evaluation.evaluate(..., IGOSConfig(method=...)).")
     seed = draw_seed(generator)
     size = resolve_mask_size(mask_size, *images.shape[-2:])
-    runner = ModelRunner(model, images.device, autocast_dtype=autocast_dtype, score_fn=score_fn,
-                         max_batch_size=max_batch_size)
-    # One forward of the clean images validates the model's output before the expensive work.
-    with runner.running(grad=False):
-        x = usable(images).float()
-        clean_logits = runner.checked_clean_logits(x, targets_t)
+    runner, x, targets_t, clean_logits = checked_start(model, images, targets_t, autocast_dtype=autocast_dtype,
+                                                       score_fn=score_fn, max_batch_size=max_batch_size)
     with runner.running(grad=False):
         b = make_baseline(x, baseline)
     return solve(runner, x, b, targets_t, config, seed=seed, mask_size=size, clean_logits=clean_logits)

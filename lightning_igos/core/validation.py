@@ -258,6 +258,51 @@ def check_box_shape(boxes: object, batch_size: int, name: str = "boxes") -> Tens
     return values
 
 
+def check_boxes(boxes: object, batch_size: int, height: int | None = None, width: int | None = None,
+                name: str = "boxes") -> Tensor:
+    """One object box per image, checked: a ``(B, 4)`` float32 CPU copy of ``boxes``; the box rule of the probe
+    files and of the pointing game.
+
+    A box is ``(x0, y0, x1, y1)`` in the pixel grid of ``height`` x ``width`` images, end
+    exclusive: it covers columns ``x0 <= x < x1`` and rows ``y0 <= y < y1``, so it must have
+    ``x0 < x1`` and ``y0 < y1`` (a box holds a pixel), and, when ``height`` and ``width`` are given,
+    ``0 <= x0`` and ``x1 <= width``, ``0 <= y0`` and ``y1 <= height`` (without them a box may reach
+    outside the image, as the pointing game allows). ``boxes`` is a real (integer or
+    floating point) tensor or a nested sequence of numbers. A tensor's shape is checked before
+    its elements are copied; the value checks run on the float32 copy that is returned (and stored).
+
+    Raises:
+        TypeError: not a tensor or sequence of numbers, or a bool, complex, sparse or meta tensor.
+        ValueError: a shape other than ``(batch_size, 4)``, NaN or infinite coordinates, an
+            empty box or one outside the image; the message names the first image at fault.
+
+    Example:
+        >>> check_boxes([[2, 0, 6, 4]], 1, 8, 8)
+        tensor([[2., 0., 6., 4.]])
+        >>> check_boxes([[2, 0, 9, 4]], 1, 8, 8)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: `boxes` must lie inside the 8x8 images (...), got (2.0, 0.0, 9.0, 4.0) for image 0.
+    """
+    values = check_box_shape(boxes, batch_size, name)
+    values = values.to(device="cpu", dtype=torch.float32, copy=True).contiguous()
+    x0, y0, x1, y1 = values.unbind(1)
+    rules = [
+        (~torch.isfinite(values).all(1), "must hold finite coordinates"),
+        ((x0 >= x1) | (y0 >= y1), "must have x0 < x1 and y0 < y1 (x1 and y1 are end exclusive)"),
+    ]
+    if height is not None and width is not None:
+        rules.append(((x0 < 0) | (y0 < 0) | (x1 > width) | (y1 > height),
+                      f"must lie inside the {height}x{width} images (0 <= x0 < x1 <= {width}, "
+                      f"0 <= y0 < y1 <= {height})"))
+    for bad, problem in rules:
+        if bad.any():
+            index = int(bad.nonzero()[0, 0])
+            box = tuple(values[index].tolist())
+            raise ValueError(f"`{name}` {problem}, got {box} for image {index}.")
+    return values
+
+
 def check_model(model: object, name: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"`{name}` must be a torch.nn.Module, got {type(model).__name__}.")
@@ -315,13 +360,26 @@ def check_logits(logits: object, batch_size: int, targets: Tensor, score_fn: Sco
         )
 
 
+def as_saliency_batch(saliency: Tensor, batch_size: int | None = None) -> Tensor | None:
+    """``saliency`` as ``(B, 1, h, w)`` (a ``(B, h, w)`` map gains its channel), or None when it is shaped
+    otherwise or, with ``batch_size``, holds another number of maps: the shape rule of every saliency
+    argument (the caller's error names what it needed).
+
+    Example:
+        >>> as_saliency_batch(torch.zeros(2, 8, 8)).shape, as_saliency_batch(torch.zeros(2, 3, 8, 8))
+        (torch.Size([2, 1, 8, 8]), None)
+    """
+    s = saliency.unsqueeze(1) if saliency.dim() == 3 else saliency
+    if s.dim() != 4 or s.shape[1] != 1 or (batch_size is not None and s.shape[0] != batch_size):
+        return None
+    return s
+
+
 def check_saliency(saliency: object, images: Tensor, name: str = "saliency") -> Tensor:
     if not isinstance(saliency, Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(saliency).__name__}.")
-    s = saliency
-    if s.dim() == 3:
-        s = s.unsqueeze(1)
-    if s.dim() != 4 or s.shape[0] != images.shape[0] or s.shape[1] != 1:
+    s = as_saliency_batch(saliency, images.shape[0])
+    if s is None:
         raise ValueError(
             f"`{name}` must be shaped (B, 1, h, w) or (B, h, w) with B = {images.shape[0]}, "
             f"got {tuple(saliency.shape)}."
