@@ -14,25 +14,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_igos.core import solver
 from lightning_igos.core.comparison import edge_map
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.explainers import ExplainRequest, register_explainer
-from lightning_igos.core.gradients import gradient_map, integrated_gradient_map
-from lightning_igos.core.solver import Explanation, resolve_mask_size, solve
+from lightning_igos.core.gradients import _gradient_map, _integrated_gradient_map
+from lightning_igos.core.solver import Explanation, _resolve_mask_size
 
 
 def _igos(request: ExplainRequest) -> Explanation:
-    size = resolve_mask_size(request.config.mask_size, *request.images.shape[-2:])
-    return solve(request.runner, request.images, request.baseline, request.targets, request.config,
-                 seed=request.seed, mask_size=size, clean_logits=request.clean_logits)
+    size = _resolve_mask_size(request.config.mask_size, *request.images.shape[-2:])
+    # Looked up at call time, so a test (or a profiler) that replaces ``solver.solve`` reaches every shell.
+    return solver.solve(request.runner, request.images, request.baseline, request.targets, request.config,
+                        seed=request.seed, mask_size=size, clean_logits=request.clean_logits)
 
 
 def _gradient(request: ExplainRequest) -> Tensor:
-    return gradient_map(request.runner, request.images, request.targets)
+    return _gradient_map(request.runner, request.images, request.targets)
 
 
 def _integrated_gradients(request: ExplainRequest) -> Tensor:
-    return integrated_gradient_map(request.runner, request.images, request.baseline, request.targets,
+    return _integrated_gradient_map(request.runner, request.images, request.baseline, request.targets,
                                    request.config.ig_steps)
 
 

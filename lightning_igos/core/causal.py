@@ -236,11 +236,11 @@ def causal_curves(
         sub = make_baseline(x, deleted, "deletion_substrate" if deletion_substrate is not None else "substrate")
         into = sub if same_kind(deleted, inserted) else make_baseline(
             x, inserted, "insertion_substrate" if insertion_substrate is not None else "substrate")
-    return score_curves(runner, x, saliency, targets_t, steps=steps, substrate=sub, clean_score=clean,
+    return _score_curves(runner, x, saliency, targets_t, steps=steps, substrate=sub, clean_score=clean,
                         insertion_substrate=into)
 
 
-def score_curves(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tensor, *, steps: int, substrate: Tensor,
+def _score_curves(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tensor, *, steps: int, substrate: Tensor,
            clean_score: Tensor, insertion_substrate: Tensor | None = None) -> CausalCurves:
     """The kernel behind :func:`causal_curves`; its inputs are trusted (checked by the caller).
 

@@ -35,10 +35,10 @@ import torch
 from torch import Tensor, nn
 
 from lightning_igos.core.baselines import make_baseline, same_kind
-from lightning_igos.core.causal import CausalCurves, score_curves
+from lightning_igos.core.causal import CausalCurves, _score_curves
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.explainers import ExplainRequest, get_explainer
-from lightning_igos.core.road import DEFAULT_FRACTIONS, DEFAULT_NOISE_STD, RoadCurves, road_scores
+from lightning_igos.core.road import DEFAULT_FRACTIONS, DEFAULT_NOISE_STD, RoadCurves, _road_scores
 from lightning_igos.core.runner import ForwardListener, ModelRunner, checked_start
 from lightning_igos.core.runtime import draw_seed, usable
 from lightning_igos.core.scoring import target_scores
@@ -194,12 +194,12 @@ def evaluate(
     explanation = _explain(runner, x, targets_t, config, baseline, logits, clean_score, generator)
     if on_stage is not None:
         on_stage("scoring")
-    curves = score_curves(runner, x, explanation.saliency, targets_t, steps=config.metric_steps,
+    curves = _score_curves(runner, x, explanation.saliency, targets_t, steps=config.metric_steps,
                           substrate=deletion_substrate, clean_score=clean_score,
                           insertion_substrate=insertion_substrate)
     road = None
     if config.road:
-        road = road_scores(runner, x, explanation.saliency, targets_t, clean_score=clean_score,
+        road = _road_scores(runner, x, explanation.saliency, targets_t, clean_score=clean_score,
                            fractions=torch.tensor(DEFAULT_FRACTIONS), noise_std=DEFAULT_NOISE_STD,
                            seed=draw_seed(torch.Generator().manual_seed(config.seed)))
     return Evaluation(explanation=explanation, curves=curves, targets=targets_t,

@@ -31,7 +31,7 @@ def _checked(model: object, images: object, targets: object, score_fn: ScoreFn |
     return runner, x, targets_t
 
 
-def gradient_map(runner: ModelRunner, x: Tensor, targets: Tensor) -> Tensor:
+def _gradient_map(runner: ModelRunner, x: Tensor, targets: Tensor) -> Tensor:
     """The kernel of :func:`gradient_saliency` (inputs trusted): ``(B, 1, H, W)``."""
     out = []
     with runner.running(grad=True):
@@ -41,7 +41,7 @@ def gradient_map(runner: ModelRunner, x: Tensor, targets: Tensor) -> Tensor:
     return torch.cat(out).detach()
 
 
-def integrated_gradient_map(runner: ModelRunner, x: Tensor, b: Tensor, targets: Tensor, steps: int) -> Tensor:
+def _integrated_gradient_map(runner: ModelRunner, x: Tensor, b: Tensor, targets: Tensor, steps: int) -> Tensor:
     """The kernel of :func:`integrated_gradients` (inputs trusted): ``(B, 1, H, W)``, baselines ``b``."""
     batch = x.shape[0]
     with runner.running(grad=True):
@@ -76,7 +76,7 @@ def gradient_saliency(
         torch.Size([4, 1, 8, 8])
     """
     runner, x, targets_t = _checked(model, images, targets, score_fn, max_batch_size)
-    return gradient_map(runner, x, targets_t)
+    return _gradient_map(runner, x, targets_t)
 
 
 def integrated_gradients(
@@ -110,4 +110,4 @@ def integrated_gradients(
     runner, x, targets_t = _checked(model, images, targets, score_fn, max_batch_size)
     with runner.running(grad=False):
         b = make_baseline(x, baseline)
-    return integrated_gradient_map(runner, x, b, targets_t, steps)
+    return _integrated_gradient_map(runner, x, b, targets_t, steps)

@@ -65,7 +65,7 @@ from lightning_igos.core.causal import pixel_ranks
 from lightning_igos.core.runner import ModelRunner, checked_start
 from lightning_igos.core.runtime import chunks, draw_seed
 from lightning_igos.core.scoring import ScoreFn, target_scores
-from lightning_igos.core.solver import image_keys
+from lightning_igos.core.solver import _image_keys
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
@@ -520,17 +520,17 @@ def road_curves(
                                                  max_batch_size=max_batch_size)
     with runner.running(grad=False):
         clean = target_scores(logits, targets_t, score_fn)
-    return road_scores(runner, x, saliency, targets_t, clean_score=clean, fractions=fractions_t, noise_std=noise_std,
+    return _road_scores(runner, x, saliency, targets_t, clean_score=clean, fractions=fractions_t, noise_std=noise_std,
                        seed=seed, solver_iterations=solver_iterations, solver_tolerance=solver_tolerance)
 
 
-def road_scores(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tensor, *, clean_score: Tensor,
+def _road_scores(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tensor, *, clean_score: Tensor,
                 fractions: Tensor, noise_std: float, seed: int, solver_iterations: int = 2000,
                 solver_tolerance: float = 1e-5) -> RoadCurves:
     """The kernel behind :func:`road_curves`; its inputs are trusted (checked by the caller).
 
     ``clean_score`` is the target's score on ``x``; ``seed`` and each image's values seed that image's
-    imputation noise (:func:`~lightning_igos.core.solver.image_keys`).
+    imputation noise (:func:`~lightning_igos.core.solver._image_keys`).
     """
     batch, _, height, width = x.shape
     device = x.device
@@ -542,7 +542,7 @@ def road_scores(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tenso
             # Each image's noise is drawn from its own key (the seed and the image's values), as the
             # solver's is: an image gets the same noise at any position, in any batch, on any rank.
             noise = torch.empty(x.shape)
-            for row, key in zip(noise, image_keys(x, seed ^ _NOISE_SALT)):
+            for row, key in zip(noise, _image_keys(x, seed ^ _NOISE_SALT)):
                 torch.randn(row.shape, generator=torch.Generator().manual_seed(key), out=row)
             noise = (noise_std * noise).to(device)
 

@@ -185,11 +185,11 @@ def mask_statistics(mask: Tensor) -> dict[str, Tensor]:
     }
 
 
-def resolve_mask_size(mask_size: None | int | tuple[int, int], height: int, width: int) -> tuple[int, int]:
+def _resolve_mask_size(mask_size: None | int | tuple[int, int], height: int, width: int) -> tuple[int, int]:
     """Mask resolution: given, or the image's own (one mask cell per pixel).
 
     Example:
-        >>> resolve_mask_size(None, 224, 224), resolve_mask_size(7, 64, 64)
+        >>> _resolve_mask_size(None, 224, 224), _resolve_mask_size(7, 64, 64)
         ((224, 224), (7, 7))
     """
     size = check_mask_size(mask_size, image_size=(height, width))
@@ -243,7 +243,7 @@ _HASH_PRIME = 2_147_483_647
 _HASH_MULTIPLIERS = (1_103_515_245, 1_664_525_731, 2_024_337_881)
 
 
-def image_keys(images: Tensor, seed: int) -> list[int]:
+def _image_keys(images: Tensor, seed: int) -> list[int]:
     """One 63-bit key per image from ``seed`` and the image's values (its float32 bytes).
 
     Two images with the same values get the same key whatever batch, position or device
@@ -251,7 +251,7 @@ def image_keys(images: Tensor, seed: int) -> list[int]:
 
     Example:
         >>> x = torch.randn(2, 3, 4, 4)
-        >>> image_keys(x, 0)[1] == image_keys(x[1:], 0)[0], image_keys(x, 0) == image_keys(x, 1)
+        >>> _image_keys(x, 0)[1] == _image_keys(x[1:], 0)[0], _image_keys(x, 0) == _image_keys(x, 1)
         (True, False)
     """
     host = images.detach().float().cpu().contiguous()
@@ -267,7 +267,7 @@ class _PathNoise:
     """Gaussian noise for the integration path that is a function of each image and the seed only.
 
     Each image owns a bank of ``2 * C*H*W`` i.i.d. normals, drawn on the CPU from a
-    generator seeded with the image's key (:func:`image_keys`), so the bank is the same
+    generator seeded with the image's key (:func:`_image_keys`), so the bank is the same
     on every device and in every batch. A path point reads a window of ``C*H*W``
     values at an offset that is an integer hash of the image's key, how many descent
     directions the image has had, the score term and the integration step: windows at
@@ -279,7 +279,7 @@ class _PathNoise:
     def __init__(self, images: Tensor, std: float, seed: int) -> None:
         batch = images.shape[0]
         self.per_image = math.prod(images.shape[1:])
-        keys = image_keys(images, seed)
+        keys = _image_keys(images, seed)
         banks = torch.empty(batch, 2 * self.per_image)
         for row, key in zip(banks, keys):
             torch.randn(row.shape, generator=torch.Generator().manual_seed(key), out=row)
@@ -335,7 +335,7 @@ class _Problem:
         self.targets = targets
         self.size = images.shape[-2:]
         self.ig_steps = ig_steps
-        self.alphas, self.weights = path_points(ig_steps, quadrature, images.device)
+        self.alphas, self.weights = _path_points(ig_steps, quadrature, images.device)
         self.log_complement = objective == "log_complement"
         # `tv` is the weight at the reference 28x28 mask. The mean squared difference of
         # a smooth mask grows as (28 / n)^2 at an n x n mask, so the weight is scaled by
@@ -451,7 +451,7 @@ class _Problem:
         return [torch.where(bad.view(-1, 1, 1, 1), torch.zeros_like(g), g) for g in grads]
 
 
-def path_points(steps: int, quadrature: str, device: torch.device) -> tuple[Tensor, Tensor]:
+def _path_points(steps: int, quadrature: str, device: torch.device) -> tuple[Tensor, Tensor]:
     """Positions ``alpha`` in (0, 1] along the baseline-to-image path and their weights (summing to 1).
 
     ``"riemann"`` is the reference's right Riemann sum, ``alpha = k / steps``;
@@ -459,7 +459,7 @@ def path_points(steps: int, quadrature: str, device: torch.device) -> tuple[Tens
     degree ``2 * steps - 1``, so fewer points integrate a smooth path as well.
 
     Example:
-        >>> alphas, weights = path_points(2, "gauss-legendre", torch.device("cpu"))
+        >>> alphas, weights = _path_points(2, "gauss-legendre", torch.device("cpu"))
         >>> [round(a, 4) for a in alphas.tolist()], weights.tolist()
         ([0.2113, 0.7887], [0.5, 0.5])
     """
@@ -649,7 +649,7 @@ def igos(
         raise ValueError(f"`method` of igos() must be one of {SOLVER_METHODS}, got {method!r}; other explainers run "
                          "through lightning_igos.core.evaluation.evaluate(..., IGOSConfig(method=...)).")
     seed = draw_seed(generator)
-    size = resolve_mask_size(mask_size, *images.shape[-2:])
+    size = _resolve_mask_size(mask_size, *images.shape[-2:])
     runner, x, targets_t, clean_logits = checked_start(model, images, targets_t, autocast_dtype=autocast_dtype,
                                                        score_fn=score_fn, max_batch_size=max_batch_size)
     with runner.running(grad=False):
