@@ -1,35 +1,65 @@
-"""torchmetrics ``Metric`` classes that average per-image causal AUCs.
+"""torchmetrics ``Metric`` classes: means across images (and processes) of the package's per-image values.
 
-They hold state only (a sum and a count, both reduced by summation, so they
-sync correctly across processes) and take the result of
-:func:`lightning_igos.core.causal.causal_curves` or a tensor of per-image AUCs.
+Every one is a torchmetrics :class:`~torchmetrics.aggregation.MeanMetric`: its states (a
+weighted sum and the total weight) are reduced by summation, so they sync across processes.
+
+* :class:`InsertionAUC`, :class:`DeletionAUC`: the mean causal AUCs of
+  :func:`lightning_igos.core.causal.causal_curves` results (or of a tensor of per-image AUCs),
+  accumulated in float64;
+* :class:`HigherIsBetterMean`, :class:`LowerIsBetterMean`: a float32 mean that says which way is
+  better, what :class:`~lightning_igos.IGOSCallback` logs for each of its mean scalars.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics.aggregation import MeanMetric
 
 from lightning_igos.core.causal import CausalCurves
 
+__all__ = ["DeletionAUC", "HigherIsBetterMean", "InsertionAUC", "LowerIsBetterMean"]
 
-class _MeanAUC(Metric):
+
+class HigherIsBetterMean(MeanMetric):
+    """A mean whose higher values are better (``higher_is_better`` is a class constant in torchmetrics).
+
+    Example:
+        >>> import torch
+        >>> metric = HigherIsBetterMean()
+        >>> metric.update(torch.tensor([0.5, 1.0]))
+        >>> metric.compute(), metric.higher_is_better
+        (tensor(0.7500), True)
+    """
+
+    higher_is_better = True
+
+
+class LowerIsBetterMean(MeanMetric):
+    """A mean whose lower values are better: :class:`HigherIsBetterMean`'s other way.
+
+    Example:
+        >>> LowerIsBetterMean().higher_is_better
+        False
+    """
+
+    higher_is_better = False
+
+
+class _MeanAUC(MeanMetric):
     is_differentiable = False
-    # The mean is sum / count: a batch's update does not need the global state.
-    full_state_update = False
     plot_lower_bound = 0.0
     _curve: str = ""
 
     def __init__(self, normalize: bool = False, **kwargs) -> None:
-        super().__init__(**kwargs)
+        # A NaN AUC makes the mean NaN (it is not dropped); the sum is kept in float64.
+        super().__init__(nan_strategy="disable", **kwargs)
         if not isinstance(normalize, bool):
             raise TypeError(f"`normalize` must be True or False, got {normalize!r}.")
         self.normalize = normalize
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.set_dtype(torch.float64)
 
-    def update(self, curves: CausalCurves | Tensor) -> None:
+    def update(self, curves: CausalCurves | Tensor) -> None:  # type: ignore[override]
         """Add a batch: a :class:`CausalCurves` or a tensor ``(B,)`` of per-image AUCs.
 
         A tensor is taken as already computed AUCs, so it cannot be combined with
@@ -48,13 +78,11 @@ class _MeanAUC(Metric):
             raise TypeError(
                 f"`curves` must be a CausalCurves or a tensor of AUCs, got {type(curves).__name__}."
             )
-        values = values.detach().reshape(-1).to(device=self.total.device, dtype=torch.float64)
-        self.total += values.sum()
-        self.count += values.numel()
+        super().update(values.detach().reshape(-1).to(device=self.device, dtype=torch.float64))
 
     def compute(self) -> Tensor:
         """Mean AUC over all images seen (NaN before any update)."""
-        return (self.total / self.count).float() if self.count > 0 else torch.tensor(float("nan"))
+        return super().compute().float()
 
 
 class InsertionAUC(_MeanAUC):

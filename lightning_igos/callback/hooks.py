@@ -1,4 +1,4 @@
-"""``IGOSCallback``: explain a fixed probe batch with I-GOS at validation time.
+"""``IGOSCallback``: explain a fixed probe batch at validation time (I-GOS, or any registered explainer).
 
 The class reads as its Lightning hooks: ``on_validation_batch_end`` captures the probe,
 ``on_validation_epoch_end`` explains it with :func:`~lightning_igos.core.evaluation.evaluate`
@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from copy import deepcopy
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +42,6 @@ from torch import Tensor, nn
 
 from lightning_igos.callback.messages import EmptyExplanationWarning, IGOSWarning, error_text
 from lightning_igos.callback.outputs import (
-    SANITY_SCALAR,
-    STABILITY_SCALAR,
     Outputs,
     RankReport,
     ShareResult,
@@ -59,6 +59,7 @@ from lightning_igos.callback.probe_state import (
     saved_options,
 )
 from lightning_igos.callback.report_writer import ExplainedRun, explained_run
+from lightning_igos.callback.scalars import EPOCH_STATISTICS
 from lightning_igos.callback.status import ExplainStatus
 from lightning_igos.class_names import ClassNames, ClassNamesLike
 from lightning_igos.core.baselines import BaselineLike
@@ -76,6 +77,8 @@ TARGET_MODES = ("label", "pred")
 #: The most values the stability maps of the whole probe keep (in the checkpoint too); larger probes are area-pooled.
 STABILITY_MAX_VALUES = 2**21
 ERROR_MODES = ("warn", "raise")
+#: The keyword options that are :class:`~lightning_igos.core.config.IGOSConfig`'s fields, in its order.
+CONFIG_OPTIONS = tuple(f.name for f in fields(IGOSConfig))
 # A prefix names logged tags and a folder: letters, digits, '_', '-' and '.', not starting with '.'.
 _PREFIX = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
@@ -108,8 +111,8 @@ def _config(config: IGOSConfig | None, options: dict[str, Any]) -> IGOSConfig:
 
 
 class _IGOSCallbackLogic:
-    """Explain a fixed probe batch with I-GOS every few validation epochs and log how faithful
-    the explanations are.
+    """Explain a fixed probe batch every few validation epochs (with I-GOS, or the ``method`` given)
+    and log how faithful the explanations are.
 
     Args:
         probe: the images to explain: an ``(images, targets)`` pair (images as the model takes
@@ -146,11 +149,8 @@ class _IGOSCallbackLogic:
             other epochs are unexplained (see *Monitoring* below).
         target: ``"label"`` explains the probe's labels, ``"pred"`` the class the model predicts
             on each probe image at that epoch.
-        method, mask_size, iterations, ig_steps, l1, tv, tv_power, noise_std, baseline,
-            tolerance, patience, autocast_dtype, normalize_score, objective, quadrature,
-            initial_step, substrate, deletion_substrate, insertion_substrate, metric_steps, max_batch_size,
-            seed, score_fn, road: the solver and
-            metric options of :class:`lightning_igos.core.config.IGOSConfig`, which holds their defaults and checks
+        CONFIG_OPTIONS: the solver and metric options of
+            :class:`lightning_igos.core.config.IGOSConfig`, which holds their defaults and checks
             (the same as :func:`lightning_igos.igos` and ``lightning-igos check``); the callback
             keeps them as ``callback.config``. ``method`` is any registered explainer
             (:mod:`lightning_igos.core.explainers`: ``"igos"``, ``"igos++"``, ``"gradient"``,
@@ -204,8 +204,8 @@ class _IGOSCallbackLogic:
             monitors get the stand-in), never a correlation of 1.
 
     Besides the igos/ quality scalars it logs ``<prefix>/empty_fraction`` (the fraction of probe
-    images whose explanation is empty: a mask that never moved, or gradients that were not
-    finite; any such image also gives one warning per epoch, with how many and why),
+    images whose explanation is empty: a mask that never moved, a non-finite gradient, a non-finite
+    or a constant saliency; any such image also gives one warning per epoch, with how many and why),
     ``<prefix>/seconds`` (wall time of the run, the slowest rank's) and
     ``<prefix>/passes_per_image`` (images through the model per probe image); with ``road=True``
     also ``<prefix>/road_morf`` (lower is better), ``<prefix>/road_lerf`` and ``<prefix>/road_gap``
@@ -218,7 +218,7 @@ class _IGOSCallbackLogic:
     Monitoring: on an unexplained epoch (not one of ``every_n_epochs``, or its explanation failed
     under ``on_error="warn"``, on any rank) no logger gets a ``<prefix>/`` scalar, and each key
     that ``ModelCheckpoint``/``EarlyStopping`` monitor reads as the worst finite value of the
-    monitor's ``mode`` (-3.4e38 for ``"max"``, +3.4e38 for ``"min"``). ``ModelCheckpoint`` ranks
+    monitor's ``mode`` (:data:`~lightning_igos.callback.monitors.WORST`). ``ModelCheckpoint`` ranks
     it below every explained epoch, so its top-k places go to explained epochs (an unexplained
     one holds a place only while fewer explained epochs than places exist). An
     ``EarlyStopping`` on a ``<prefix>/`` key does not count an unexplained epoch towards its
@@ -294,6 +294,7 @@ class _IGOSCallbackLogic:
         sanity_every_n: int | None = None,
         config: IGOSConfig | None = None,
     ) -> None:
+        arguments = dict(locals())
         super().__init__()
         self.num_probe = check_positive_int(num_probe, "num_probe")
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
@@ -301,16 +302,9 @@ class _IGOSCallbackLogic:
         # How a captured probe is chosen: checked (conflicts with `probe` included) before a probe file is read.
         self.probe_selection, self.probe_pool, self.probe_indices, self.probe_classes = check_probe_choice(
             probe, self.num_probe, probe_selection, probe_pool, probe_indices, probe_classes)
-        # The solver and metric options: defaults and validation are IGOSConfig's.
-        options = dict(
-            method=method, mask_size=mask_size, iterations=iterations, ig_steps=ig_steps, l1=l1, tv=tv,
-            tv_power=tv_power, noise_std=noise_std, baseline=baseline, tolerance=tolerance, patience=patience,
-            autocast_dtype=autocast_dtype, normalize_score=normalize_score, initial_step=initial_step,
-            substrate=substrate, deletion_substrate=deletion_substrate, insertion_substrate=insertion_substrate,
-            metric_steps=metric_steps, max_batch_size=max_batch_size, seed=seed,
-            score_fn=score_fn, objective=objective, quadrature=quadrature, road=road,
-        )
-        self.config = _config(config, options)
+        # The solver and metric options (the keywords named after IGOSConfig's fields): defaults and validation are
+        # IGOSConfig's.
+        self.config = _config(config, {name: arguments[name] for name in CONFIG_OPTIONS})
         self.prefix = check_prefix(prefix)
         self.stability = check_bool(stability, "stability")
         self.sanity_every_n = None if sanity_every_n is None else check_positive_int(sanity_every_n, "sanity_every_n")
@@ -349,8 +343,8 @@ class _IGOSCallbackLogic:
         self._num_classes: int | None = None
 
     def _scalars(self) -> tuple:
-        return callback_scalars(self.config, self.store.boxes is not None, self.stability,
-                                self.sanity_every_n is not None)
+        epoch = [s.short for s in EPOCH_STATISTICS if getattr(self, s.option) not in (None, False)]
+        return callback_scalars(self.config, self.store.boxes is not None, epoch=epoch)
 
     @property
     def scalar_names(self) -> tuple[str, ...]:
@@ -421,11 +415,6 @@ class _IGOSCallbackLogic:
         return "IGOSCallback" + repr({"prefix": self.prefix, "method": self.config.method, "target": self.target})
 
     @property
-    def _legacy_state_key(self) -> str:
-        # Checkpoints written before the state key carried the options used the class name.
-        return "IGOSCallback"
-
-    @property
     def options(self) -> dict[str, Any]:
         """What the logged values depend on, as saved with the probe: the prefix, target and config fields."""
         return {"prefix": self.prefix, "target": self.target, **self.config.as_dict()}
@@ -454,7 +443,7 @@ class _IGOSCallbackLogic:
         several, the one saved with its prefix).
         """
         states = checkpoint.get("callbacks")
-        if not isinstance(states, Mapping) or self.state_key in states or self._legacy_state_key in states:
+        if not isinstance(states, Mapping) or self.state_key in states:
             return  # Lightning restores it (or there is nothing to restore)
         claimed = {cb.state_key for cb in getattr(trainer, "callbacks", []) if isinstance(cb, _IGOSCallbackLogic)}
         found = {key: state for key, state in states.items() if key not in claimed and is_probe_state(state)}
@@ -562,30 +551,57 @@ class _IGOSCallbackLogic:
     # --------------------------------------------------------------------- one run
 
     def _run(self, trainer: Any, pl_module: Any) -> None:
-        out, probe_images = self.outputs, self.store.images
-        own_error: Exception | None = None
-        panel_error: Exception | None = None
-        result = None
+        """One explained epoch, in stages: capture the display statistics, explain this rank's share, draw its
+        panels, gather what every rank learnt, then log the scalars (or, when any rank failed, nothing) and write
+        the panels (rank 0)."""
+        panel_error = self._capture_display(pl_module)
+        result, own_error = self._explain(trainer, pl_module)
+        panel_error = self._draw(result, panel_error)
+        reports = self._gather(trainer, self._rank_report(trainer, result, own_error or panel_error))
+        failed = [r for r in reports if not r.explained]
+        if failed:
+            # As in a single process: an epoch whose explanation failed on any rank is logged on none.
+            self.outputs.handle_failures(trainer, failed, own_error=own_error, what="explanations")
+            return
+        panel_failures = [r for r in reports if r.error is not None]
+        self.outputs.handle_failures(trainer, panel_failures, own_error=panel_error, what="panels")
+        self._log(trainer, pl_module, result, reports)
+        if not panel_failures:
+            self._write(trainer, reports)
+
+    def _capture_display(self, pl_module: Any) -> Exception | None:
+        """Resolve the display ``(mean, std)`` of this run's panels; the error that costs the panels, if any."""
         from lightning_igos.render import display_stats
 
         try:
-            out.use_display(display_stats(self.mean, self.std, pl_module, probe_images.shape[1]))
+            self.outputs.use_display(display_stats(self.mean, self.std, pl_module, self.store.images.shape[1]))
         except (TypeError, ValueError) as err:  # bad display statistics cost the panels only
-            out.use_display((self.mean, self.std))
-            panel_error = err if self.log_images else None
+            self.outputs.use_display((self.mean, self.std))
+            return err if self.log_images else None
+        return None
+
+    def _explain(self, trainer: Any, pl_module: Any) -> tuple[ShareResult | None, Exception | None]:
+        """This rank's share explained, or the error that stopped it (handled once every rank has reported)."""
         try:
-            result = self._explain_share(trainer, pl_module)
-        except Exception as err:  # the run must go on (on_error="warn"); handled below
-            own_error = err
-        if result is not None and self.log_images:
-            try:
-                if panel_error is not None:
-                    raise panel_error
-                result.panels = out.render_panels(probe_images, result, self.config)
-            except Exception as err:  # the scalars are still logged; only the images are lost
-                panel_error = err
-        error = own_error or panel_error
-        report = RankReport(
+            return self._explain_share(trainer, pl_module), None
+        except Exception as err:  # the run must go on (on_error="warn"); handled in _run
+            return None, err
+
+    def _draw(self, result: ShareResult | None, panel_error: Exception | None) -> Exception | None:
+        """Render the share's panels into ``result.panels`` (with ``log_images``); the error that lost them."""
+        if result is None or not self.log_images:
+            return panel_error
+        try:
+            if panel_error is not None:
+                raise panel_error
+            result.panels = self.outputs.render_panels(self.store.images, result, self.config)
+        except Exception as err:  # the scalars are still logged; only the images are lost
+            return err
+        return None
+
+    def _rank_report(self, trainer: Any, result: ShareResult | None, error: Exception | None) -> RankReport:
+        """What the other ranks must learn of this rank's run (see :meth:`_gather`)."""
+        return RankReport(
             rank=trainer.global_rank,
             error=None if error is None else error_text(error),
             explained=result is not None,
@@ -593,18 +609,14 @@ class _IGOSCallbackLogic:
             result=result if self.log_images and error is None else None,
             empty_reasons=[] if result is None else result.empty_reasons,
             stability_maps=None if result is None or not self.stability else self._stability_maps(result.saliency),
+            correlations={} if result is None else self._correlation_counts(result),
             substrate_scores=None if result is None or "substrate_score" not in result.stats
             else torch.stack([result.stats["substrate_score"], result.stats["clean_score"]], 1),
-            correlations={} if result is None else self._correlation_counts(result),
         )
-        reports = self._gather(trainer, report)
-        failed = [r for r in reports if not r.explained]
-        if failed:
-            # As in a single process: an epoch whose explanation failed on any rank is logged on none.
-            out.handle_failures(trainer, failed, own_error=own_error, what="explanations")
-            return
-        panel_failures = [r for r in reports if r.error is not None]
-        out.handle_failures(trainer, panel_failures, own_error=panel_error, what="panels")
+
+    def _log(self, trainer: Any, pl_module: Any, result: ShareResult, reports: list[RankReport]) -> None:
+        """Keep what the next epochs need, log the scalars, warn, and keep the run for :meth:`save_report`."""
+        out = self.outputs
         if all(r.targets is not None for r in reports):
             self.store.remember_targets(torch.cat([r.targets for r in reports]))
         if self.stability:  # the epoch is logged on every rank: the next one compares with it (the whole probe)
@@ -615,19 +627,24 @@ class _IGOSCallbackLogic:
         except Exception as err:  # pl_module.log refused them (the loggers get them later, from Lightning)
             out.handle_failures(trainer, [RankReport(trainer.global_rank, error_text(err))], own_error=err,
                                 what="scalars", local=True)
-        out.warn_empty(trainer, reports, len(probe_images))
-        out.warn_substrate(trainer, reports, self._num_classes if self.config.score_fn is None else None)
+        num_images = len(self.store.images)
+        out.warn_empty(trainer, reports, num_images)
         self._last_run = explained_run(trainer, pl_module, result, reports, self._mask_size_used, out.display,
                                        out.names, self._num_classes)
+        out.warn_substrate(trainer, reports, self._num_classes if self.config.score_fn is None else None)
         if trainer.is_global_zero:
-            out.after_scalars(trainer, pl_module, result, len(probe_images), self.every_n_epochs, self.config.method)
+            out.after_scalars(trainer, pl_module, result, num_images, self.every_n_epochs, self.config.method)
+
+    def _write(self, trainer: Any, reports: list[RankReport]) -> None:
+        """Rank 0 gives every rank's panels to the loggers that show images, else writes PNG files."""
         rendered = [r.result for r in reports if r.result is not None and len(r.result) > 0]
-        if self.log_images and trainer.is_global_zero and rendered and not panel_failures:
-            try:
-                out.write_images(trainer, probe_images, rendered)
-            except Exception as err:
-                out.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="panels",
-                                    local=True)
+        if not (self.log_images and trainer.is_global_zero and rendered):
+            return
+        try:
+            self.outputs.write_images(trainer, self.store.images, rendered)
+        except Exception as err:
+            self.outputs.handle_failures(trainer, [RankReport(0, error_text(err))], own_error=err, what="panels",
+                                         local=True)
 
     def _explain_share(self, trainer: Any, pl_module: nn.Module) -> ShareResult:
         everyone = torch.arange(len(self.store.images))
@@ -704,19 +721,21 @@ class _IGOSCallbackLogic:
 
     @staticmethod
     def _correlation_counts(result: ShareResult) -> dict[str, tuple[int, int]]:
-        """The share's defined and undefined (NaN: an empty map) stability and sanity correlations."""
+        """The share's defined and undefined (NaN: an empty map) values of each epoch statistic."""
         counts = {}
-        for short, values in ((STABILITY_SCALAR, result.stability), (SANITY_SCALAR, result.sanity)):
+        for statistic in EPOCH_STATISTICS:
+            values = getattr(result, statistic.attribute)
             if values is not None:
                 undefined = int(torch.isnan(values).sum())
-                counts[short] = (values.numel() - undefined, undefined)
+                counts[statistic.short] = (values.numel() - undefined, undefined)
         return counts
 
     def _drop_undefined_correlations(self, trainer: Any, reports: list[RankReport], result: ShareResult) -> None:
-        """Log the stability and sanity means over the images whose correlation is defined; warn (rank 0) about
+        """Log each epoch statistic's mean over the images whose value is defined; warn (rank 0) about
         the others; log no value when no image of the probe has one, so the monitors get the stand-in of an
         epoch without it (the decision is the same on every rank: it reads the gathered counts)."""
-        for short, attribute in ((STABILITY_SCALAR, "stability"), (SANITY_SCALAR, "sanity")):
+        for statistic in EPOCH_STATISTICS:
+            short, attribute = statistic.short, statistic.attribute
             values = getattr(result, attribute)
             if values is None:
                 continue
@@ -724,7 +743,7 @@ class _IGOSCallbackLogic:
             undefined = sum(r.correlations.get(short, (0, 0))[1] for r in reports)
             setattr(result, attribute, values[~torch.isnan(values)] if defined else None)
             if undefined and trainer.is_global_zero:
-                what = "stability" if short == STABILITY_SCALAR else "sanity check"
+                what = statistic.what
                 logged = (f"the logged {self.prefix}/{short} is the mean of the other {defined}" if defined else
                           f"no {self.prefix}/{short} is logged (a monitor on it gets the stand-in of an epoch "
                           "without it)")
@@ -744,12 +763,16 @@ class _IGOSCallbackLogic:
         return reports
 
 
+def _option_list(names: Sequence[str], width: int = 100) -> str:
+    """``names`` as the docstring's one argument entry: comma-separated lines, the later ones indented."""
+    return textwrap.fill(", ".join(names), width=width, subsequent_indent=" " * 12)
+
+
+# The docstring's entry for the config's options is the config's field list.
+_IGOSCallbackLogic.__doc__ = (_IGOSCallbackLogic.__doc__ or "").replace("CONFIG_OPTIONS:", _option_list(CONFIG_OPTIONS)
+                                                                         + ":", 1)
+
+
 class IGOSCallback(_IGOSCallbackLogic, pl.Callback):
     __doc__ = _IGOSCallbackLogic.__doc__
 
-
-def lightning_callback_class() -> type:
-    """The same callback for ``lightning.pytorch.Trainer``: :class:`~.lightning_namespace.LightningIGOSCallback`."""
-    from lightning_igos.callback.lightning_namespace import LightningIGOSCallback
-
-    return LightningIGOSCallback

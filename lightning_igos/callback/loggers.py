@@ -37,7 +37,10 @@ from typing import Any
 
 from torch import Tensor
 
+from lightning_igos.callback.lightning_internals import batches_that_stepped, summary_file_writer
+from lightning_igos.callback.scalars import callback_scalars
 from lightning_igos.render import to_pil_image
+from lightning_igos.render.files import run_folder
 
 __all__ = [
     "ImageSink", "artifact_folder", "comparison_title", "custom_scalars_layout", "image_sinks", "layout_summary",
@@ -55,7 +58,7 @@ def artifact_folder(epoch: int, step: int, prefix: str = "igos") -> str:
         >>> artifact_folder(3, 120)
         'igos/epoch_003_step_000120'
     """
-    return f"{prefix}/epoch_{epoch:03d}_step_{step:06d}"
+    return f"{prefix}/{run_folder(epoch, step)}"
 
 
 @dataclass
@@ -147,8 +150,6 @@ def custom_scalars_layout(charts: str | Sequence[str] | Charts = "igos") -> dict
         ['road_morf', 'road_lerf']
     """
     if isinstance(charts, str) or not isinstance(charts, Mapping):
-        from lightning_igos.callback.outputs import callback_scalars
-
         prefixes = [charts] if isinstance(charts, str) else list(dict.fromkeys(charts))
         default = [(s.short, s.group) for s in callback_scalars()]
         charts = {p: default for p in prefixes}
@@ -238,9 +239,9 @@ def write_custom_scalars(loggers: Iterable[Any], done: set[str] | None = None,
         key = str(getattr(experiment, "log_dir", None) or getattr(logger, "log_dir", None) or id(experiment))
         if getattr(experiment, _LAYOUT_MARK, False) or (done is not None and key in done):
             continue
-        file_writer = getattr(experiment, "_get_file_writer", None)
-        if callable(file_writer):  # torch's SummaryWriter: margin charts with several bands
-            file_writer().add_summary(layout_summary(custom_scalars_layout(charts)))
+        file_writer = summary_file_writer(experiment)
+        if file_writer is not None:  # torch's SummaryWriter: margin charts with several bands
+            file_writer.add_summary(layout_summary(custom_scalars_layout(charts)))
         else:
             add(custom_scalars_layout(charts))
         try:
@@ -268,6 +269,5 @@ def scalar_step(trainer: Any) -> int:
     """The step Lightning gives the epoch-end scalars it sends to the loggers (the optimizer steps taken
     before this validation, ``trainer.global_step`` less one inside an epoch's last batch), so panels
     and scalars share a step; ``trainer.global_step`` where that counter is missing."""
-    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
-    step = getattr(loop, "_batches_that_stepped", None)
-    return int(step) if isinstance(step, int) else int(trainer.global_step)
+    step = batches_that_stepped(trainer)
+    return int(trainer.global_step) if step is None else step

@@ -25,27 +25,27 @@ No logger records a stand-in: they go to ``trainer.callback_metrics`` only.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 
+from lightning_igos.callback.lightning_internals import (
+    checks_on_train_epoch_end,
+    drop_callback_metric,
+    early_stopping_classes,
+    hold_patience,
+    release_patience,
+    set_callback_metric,
+)
+
 __all__ = ["WORST", "MonitorStandIns"]
 
-#: The worst finite value of each monitor mode.
+#: The worst finite value of each monitor mode (float32's largest magnitude): the stand-in's value.
+#:
+#: >>> {mode: f"{value:.1e}" for mode, value in WORST.items()}
+#: {'max': '-3.4e+38', 'min': '3.4e+38'}
 WORST = {"max": -torch.finfo(torch.float32).max, "min": torch.finfo(torch.float32).max}
-
-
-def _early_stopping_classes() -> tuple[type, ...]:
-    from pytorch_lightning.callbacks import EarlyStopping
-
-    classes: list[type] = [EarlyStopping]
-    # lightning.pytorch's own class, only if that package is in use (never imported here).
-    module = sys.modules.get("lightning.pytorch.callbacks.early_stopping")
-    if module is not None and isinstance(getattr(module, "EarlyStopping", None), type):
-        classes.append(module.EarlyStopping)
-    return tuple(classes)
 
 
 class MonitorStandIns:
@@ -57,9 +57,8 @@ class MonitorStandIns:
 
     def apply(self, trainer: Any, names: Iterable[str], fresh: set[str]) -> None:
         """Give the monitors of ``names`` their stand-ins, except for the ``fresh`` names logged this epoch."""
-        metrics = trainer.callback_metrics
         callbacks = list(getattr(trainer, "callbacks", []))
-        stopping_classes = _early_stopping_classes()
+        stopping_classes = early_stopping_classes()
         fitting = getattr(getattr(trainer, "state", None), "fn", None) == "fit" and not trainer.sanity_checking
         schedulers = getattr(trainer, "lr_scheduler_configs", None) or []
         scheduled = {getattr(config, "monitor", None) for config in schedulers}
@@ -73,7 +72,7 @@ class MonitorStandIns:
                 continue
             if not monitors:
                 if name not in scheduled:
-                    metrics.pop(name, None)
+                    drop_callback_metric(trainer, name)
                 continue
             mode = monitors[0].mode
             value = WORST[mode]
@@ -81,22 +80,22 @@ class MonitorStandIns:
                 threshold = getattr(stopper, "divergence_threshold", None)
                 if threshold is not None and stopper.mode == mode:
                     value = max(value, float(threshold)) if mode == "max" else min(value, float(threshold))
-            metrics[name] = torch.tensor(value, dtype=torch.float32)
+            set_callback_metric(trainer, name, torch.tensor(value, dtype=torch.float32))
             if fitting:
                 for stopper in stoppers:
                     self._hold(stopper, trainer.current_epoch)
 
     def _hold(self, stopper: Any, epoch: int) -> None:
         """Hold back ``stopper``'s patience count by one: its next check counts the stand-in."""
-        if getattr(stopper, "_check_on_train_epoch_end", False):
+        if checks_on_train_epoch_end(stopper):
             # One check per training epoch, after its last validation: hold once per epoch.
             if self._held_epochs.get(id(stopper)) == epoch:
                 return
             self._held_epochs[id(stopper)] = epoch
-        stopper.wait_count -= 1
+        hold_patience(stopper)
 
     def _release(self, stopper: Any, epoch: int) -> None:
         """A later validation of the same training epoch was explained: its check counts as usual."""
         if self._held_epochs.get(id(stopper)) == epoch:
             del self._held_epochs[id(stopper)]
-            stopper.wait_count += 1
+            release_patience(stopper)

@@ -40,85 +40,31 @@ from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric
 from lightning_igos.callback.loggers import log_panels, scalar_step, write_custom_scalars
 from lightning_igos.callback.messages import EmptyExplanationWarning, IGOSWarning, error_text
 from lightning_igos.callback.monitors import MonitorStandIns
+from lightning_igos.callback.scalars import (
+    EPOCH_STATISTICS,
+    SANITY_SCALAR,
+    STABILITY_SCALAR,
+    Scalar,
+    callback_scalars,
+    scalar_shorts,
+)
 from lightning_igos.callback.status import cost_line, progress_bar, terminal_output
 from lightning_igos.class_names import ClassNames, fitting_class_names
 from lightning_igos.core.causal import CausalCurves
 from lightning_igos.core.config import DEFAULTS, IGOSConfig
 from lightning_igos.core.evaluation import Evaluation
-from lightning_igos.core.statistics import statistics
+from lightning_igos.metrics import HigherIsBetterMean, LowerIsBetterMean
+from lightning_igos.render.files import OVERLAYS_FILE, panel_file, run_folder
 
 __all__ = [
-    "SANITY_SCALAR", "STABILITY_SCALAR", "EmptyExplanationWarning", "IGOSWarning", "Outputs", "RankReport",
+    "SANITY_SCALAR", "STABILITY_SCALAR", "EmptyExplanationWarning", "HigherIsBetterMean", "IGOSWarning",
+    "LowerIsBetterMean", "Outputs", "RankReport",
     "Scalar", "ShareResult", "callback_scalars", "empty_result", "error_text", "new_folder", "png_root", "say",
     "scalar_shorts",
 ]
 
 # Lightning's own logger hierarchy: the first-run cost line shows (and is silenced) like Lightning's info lines.
 _log = logging.getLogger("pytorch_lightning.callbacks.igos")
-
-#: Logged with ``stability=True`` from the second explained epoch on (higher is better: the explanation changed less).
-STABILITY_SCALAR = "stability"
-#: Logged with ``sanity_every_n`` on the epochs the sanity check runs (lower is better).
-SANITY_SCALAR = "sanity_correlation"
-
-
-@dataclass(frozen=True)
-class Scalar:
-    """One quality scalar of the callback, ``<prefix>/<short>``: a statistic's probe reduction, or an extra.
-
-    ``statistic`` names the per-image statistic it reduces (None for the callback's own
-    ``stability`` and ``sanity_correlation``).
-    """
-
-    short: str
-    group: str
-    higher_is_better: bool | None
-    reduction: str = "mean"
-    statistic: str | None = None
-
-
-def callback_scalars(config: IGOSConfig = DEFAULTS, has_boxes: bool = False, stability: bool = False,
-                     sanity: bool = False) -> tuple[Scalar, ...]:
-    """The quality scalars a callback with these options logs, in order (the registered statistics that apply).
-
-    Example:
-        >>> [s.short for s in callback_scalars()][:3]
-        ['target_prob', 'insertion_auc', 'deletion_auc']
-    """
-    out = [Scalar(s.scalar_name, s.group or s.scalar_name, s.higher_is_better, s.reduction, s.name)
-           for s in statistics(config, has_boxes)]
-    if stability:
-        out.append(Scalar(STABILITY_SCALAR, "stability across epochs", True))
-    if sanity:
-        out.append(Scalar(SANITY_SCALAR, "sanity check", False))
-    return tuple(out)
-
-
-def scalar_shorts(config: IGOSConfig = DEFAULTS, has_boxes: bool = False, stability: bool = False,
-                  sanity: bool = False) -> tuple[str, ...]:
-    """The short names of the quality scalars a callback with these options logs, in order."""
-    return tuple(s.short for s in callback_scalars(config, has_boxes, stability, sanity))
-
-
-def __getattr__(name: str) -> Any:
-    # The default callback's scalars, read from the statistics registry when asked for.
-    if name == "SCALARS":
-        return scalar_shorts()
-    if name == "SCALAR_NAMES":
-        return tuple(f"igos/{short}" for short in scalar_shorts())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-class HigherIsBetterMean(MeanMetric):
-    """A synced mean whose higher values are better (``higher_is_better`` is a class constant in torchmetrics)."""
-
-    higher_is_better = True
-
-
-class LowerIsBetterMean(MeanMetric):
-    """A synced mean whose lower values are better."""
-
-    higher_is_better = False
 
 
 def _metric(scalar: Scalar) -> Metric:
@@ -143,8 +89,10 @@ class ShareResult:
     curves: CausalCurves
     saliency: Tensor
     stats: dict[str, Tensor]  # (n,) per registered statistic that applies (Evaluation.per_image)
-    empty: Tensor  # (n,) bool: the mask never moved, or the gradients were not finite
-    empty_reasons: list[str]  # per image: "" when the explanation is fine, else why it is empty
+    empty: Tensor  # (n,) bool: an empty explanation (see empty_reasons)
+    # per image: "" when the explanation is fine, else why it is empty: "non-finite gradient", "mask never moved",
+    # "non-finite saliency" or "constant saliency" (lightning_igos.core.solver)
+    empty_reasons: list[str]
     panels: list[Tensor] = field(default_factory=list)
     passes: int = 0  # images through the model while explaining and scoring
     seconds: float = 0.0
@@ -179,9 +127,9 @@ class RankReport:
     result: ShareResult | None = None
     empty_reasons: list[str] = field(default_factory=list)
     stability_maps: Tensor | None = None  # with stability=True: the share's saliency as kept for the next epoch
-    substrate_scores: Tensor | None = None  # (n, 2) the share's substrate_score and clean score per image
-    # stability/sanity_correlation -> (defined, undefined) correlations of the share (an empty map has none)
+    # epoch statistic (scalars.EPOCH_STATISTICS) -> (defined, undefined) values of the share (an empty map has none)
     correlations: dict[str, tuple[int, int]] = field(default_factory=dict)
+    substrate_scores: Tensor | None = None  # (n, 2) the share's substrate_score and clean score per image
 
 
 def empty_result(metric_steps: int, scalars: tuple[Scalar, ...] = ()) -> ShareResult:
@@ -341,7 +289,7 @@ class Outputs:
 
         On an epoch that is not explained (``every_n_epochs``) or whose explanation failed
         (``on_error="warn"``), a monitored key reads as the worst finite value of the monitor's
-        ``mode`` (-3.4e38 for ``"max"``, +3.4e38 for ``"min"``), which ``ModelCheckpoint`` ranks
+        ``mode`` (:data:`~lightning_igos.callback.monitors.WORST`), which ``ModelCheckpoint`` ranks
         below every explained epoch, and an ``EarlyStopping`` on it does not count the epoch
         towards its ``patience`` (see :mod:`~lightning_igos.callback.monitors`). Unmonitored keys
         are dropped from ``trainer.callback_metrics``. Stand-ins go to ``trainer.callback_metrics``
@@ -367,8 +315,8 @@ class Outputs:
             self.metrics["seconds"] = MaxMetric()  # the slowest rank's wall time
             self.metrics["passes_per_image"] = MeanMetric()
         n = len(result)
-        extras = {STABILITY_SCALAR: result.stability, SANITY_SCALAR: result.sanity,
-                  "seconds": torch.tensor([result.seconds]),
+        extras = {e.short: getattr(result, e.attribute) for e in EPOCH_STATISTICS}
+        extras |= {"seconds": torch.tensor([result.seconds]),
                   "passes_per_image": torch.full((n,), result.passes / max(n, 1))}
         statistic_of = {s.short: s.statistic for s in self.scalars}
         for short, metric in self.metrics.items():
@@ -425,10 +373,10 @@ class Outputs:
             return
         root, where = png_root(trainer, self.prefix)
         # The step of the scalars, as every logger records them (CSVLogger's "step" column, MLflow's folders).
-        folder = new_folder(root, f"epoch_{trainer.current_epoch:03d}_step_{step:06d}")
+        folder = new_folder(root, run_folder(trainer.current_epoch, step))
         for index, panel in zip(indices.tolist(), panels):
-            render.save_png(panel, folder / f"probe_{index}.png")
-        render.save_png(grid, folder / "overlays.png")
+            render.save_png(panel, folder / panel_file(index))
+        render.save_png(grid, folder / OVERLAYS_FILE)
         if not self.png_warned:
             self.png_warned = True
             warnings.warn(

@@ -17,7 +17,8 @@ passes (``2 * metric_steps - 1`` per image after the shared clean forward).
 When every image converges before ``iterations`` the count jumps to the end of the solver's
 share. The solver's forward-only line-search trials are not in the count but are in the
 time, so the time left (the time per counted pass so far, times the passes left) includes them.
-Every line starts with the callback's prefix and names the method.
+Every line starts with the callback's prefix and names the method the callback runs (``I-GOS``,
+``iGOS++``, else the registered explainer's name: :func:`method_label`).
 
 Outside a terminal (a CI log, output sent to a file) the bar is not redrawn while explaining:
 a log would get a status line per redraw. The log gets one line when the explaining starts
@@ -35,9 +36,10 @@ Example:
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
+
+from lightning_igos.callback.lightning_internals import take_over_progress_bar, terminal_output
 
 __all__ = ["ExplainStatus", "clock", "cost_line", "method_label", "progress_bar", "terminal_output"]
 
@@ -61,24 +63,6 @@ def progress_bar(trainer: Any) -> Any:
     if callback is None or not getattr(callback, "is_enabled", False):
         return None
     return callback
-
-
-def terminal_output(callback: Any) -> bool:
-    """Whether the progress bar draws on a terminal (redrawn in place) rather than into a log."""
-    progress = getattr(callback, "progress", None)  # Rich
-    console = getattr(progress, "console", None)
-    if console is not None and hasattr(console, "is_terminal"):
-        return bool(console.is_terminal)
-    stream = None
-    try:
-        stream = getattr(callback.val_progress_bar, "fp", None)
-    except Exception:  # no validation bar (yet)
-        stream = None
-    stream = sys.stdout if stream is None else stream
-    try:
-        return bool(stream.isatty())
-    except Exception:
-        return False
 
 
 def method_label(method: str) -> str:
@@ -210,66 +194,13 @@ class ExplainStatus:
         live = self._live = terminal_output(callback)
         if not live and callable(getattr(callback, "print", None)):
             callback.print(self.start_line())
-        progress, task_id = getattr(callback, "progress", None), getattr(callback, "val_progress_bar_id", None)
-        if progress is not None and task_id is not None and callable(getattr(progress, "reset", None)):
-            self._show_rich(progress, task_id, live)
-            return
-        try:  # tqdm: the validation bar exists between on_validation_start and on_validation_end.
-            bar = callback.val_progress_bar
-        except Exception:
-            return
-        if bar is not None and callable(getattr(bar, "set_description_str", None)):
-            self._show_tqdm(bar, live)
+        taken = take_over_progress_bar(callback, self.total, live, self._description, lambda: self.done)
+        if taken is not None:
+            self._bar, self._restore = taken
 
     def _description(self) -> str:
         # With a total the bar itself shows done/total, the time and the rate; the words say what runs.
         return self.lead() if self.total is not None else self.text()
-
-    def _show_rich(self, progress: Any, task_id: Any, live: bool) -> None:
-        task = progress.tasks[task_id]
-        old = (task.description, task.total, task.completed)
-
-        def draw() -> None:
-            progress.update(task_id, description=self._description(), completed=self.done)
-            if live:
-                progress.refresh()
-
-        def restore() -> None:
-            description, total, completed = old
-            progress.reset(task_id, total=total, completed=completed, description=description)
-
-        # A fresh task clock: the time and speed columns then measure the explaining.
-        progress.reset(task_id, total=self.total if self.total is not None else None, completed=0,
-                       description=self._description())
-        if live:
-            progress.refresh()
-        self._bar, self._restore = draw, restore
-
-    def _show_tqdm(self, bar: Any, live: bool) -> None:
-        names = ("total", "n", "desc", "unit", "start_t", "last_print_t", "last_print_n")
-        old = {name: getattr(bar, name, None) for name in names}
-
-        def draw() -> None:
-            if live:
-                bar.update(self.done - bar.n)  # tqdm's own rate and time left follow the passes
-                bar.set_description_str(self._description(), refresh=True)
-            else:
-                bar.n = self.done
-
-        def restore() -> None:
-            for name, value in old.items():
-                if value is not None or name == "total":
-                    setattr(bar, name, value)
-            bar.set_description_str(old["desc"] or "", refresh=False)
-
-        if self.total is not None:
-            bar.unit = " passes"
-            if live:
-                bar.reset(total=self.total)  # a fresh clock and rate: the bar's numbers are the explaining's
-            else:
-                bar.total, bar.n = self.total, 0
-        bar.set_description_str(self._description(), refresh=live)
-        self._bar, self._restore = draw, restore
 
 
 def cost_line(num_images: int, passes: int, seconds: float, every_n_epochs: int, device: object,
