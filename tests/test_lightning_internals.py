@@ -165,8 +165,9 @@ def test_the_validation_bar_can_be_taken_over_and_put_back(namespace: str, bar: 
                 before = (callback.val_progress_bar.total, callback.val_progress_bar.n,
                           callback.val_progress_bar.desc)
             assert isinstance(internals.terminal_output(callback), bool)
+            done = [0]
             for live in (False, True):
-                done = [0]
+                done[0] = 0
                 taken = internals.take_over_progress_bar(callback, 10, live, lambda: "explaining", lambda: done[0])
                 assert taken is not None, f"no validation bar found on {type(callback).__name__}"
                 draw, restore = taken

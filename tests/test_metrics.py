@@ -55,3 +55,34 @@ def test_bad_updates_are_rejected():
         InsertionAUC().update([0.5])
     with pytest.raises(TypeError, match="normalize"):
         DeletionAUC(normalize="yes")
+
+
+def test_one_mean_across_processes_for_the_aucs_and_the_callback():
+    """The AUC metrics and the callback's scalars are torchmetrics MeanMetrics (one sync rule); the AUCs sum in
+    float64, so a large and a small AUC do not cancel, and a NaN AUC is kept (the mean is NaN), never dropped."""
+    from torchmetrics.aggregation import MeanMetric
+
+    from lightning_igos.callback.outputs import Outputs, ShareResult
+    from lightning_igos.metrics import HigherIsBetterMean, LowerIsBetterMean
+
+    assert issubclass(InsertionAUC, MeanMetric) and issubclass(DeletionAUC, MeanMetric)
+    metric = InsertionAUC()
+    metric.update(torch.tensor([1e8, 1.0, -1e8]))
+    assert metric.mean_value.dtype == torch.float64 and metric.compute().dtype == torch.float32
+    assert metric.compute().item() == pytest.approx(1 / 3)  # float32 sums would give 0
+    metric.reset()
+    assert metric.mean_value.dtype == torch.float64  # reset keeps the float64 states
+    metric.update(torch.tensor([0.5, float("nan")]))
+    assert torch.isnan(metric.compute())
+
+    logged = {}
+    module = type("Module", (), {"device": torch.device("cpu"),
+                                 "log": lambda self, name, value, **kw: logged.__setitem__(name, value)})()
+    outputs = Outputs("igos", "warn", None, display=(None, None))
+    share = ShareResult(torch.arange(2), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long),
+                        None, torch.zeros(2, 1, 2, 2), {"insertion_auc": torch.tensor([0.2, 0.4]),
+                                                        "deletion_auc": torch.tensor([0.1, 0.3])},
+                        torch.zeros(2, dtype=torch.bool), ["", ""])
+    outputs.log_scalars(module, share)
+    assert type(logged["igos/insertion_auc"]) is HigherIsBetterMean
+    assert type(logged["igos/deletion_auc"]) is LowerIsBetterMean
