@@ -24,7 +24,9 @@ depend on the batch it is explained in, its position, the other images or ``max_
 the mask is bitwise the same at the same batch shapes, and agrees to the backend's rounding
 (kernels chosen by batch shape) otherwise.
 An explanation whose gradient was ever NaN or infinite, or whose mask never moved,
-is flagged as empty (:attr:`Explanation.empty`). iGOS++ (Khorram
+is flagged as empty (:attr:`Explanation.empty`); the other two of the four reasons in
+:data:`EMPTY_REASONS`, a saliency map that is non-finite or the same everywhere, are those of
+explainers without a mask. iGOS++ (Khorram
 et al., CHIL 2021) optimises a deletion and an insertion mask together, with an
 edge-aware smoothness term; their product is the result.
 
