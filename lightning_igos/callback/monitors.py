@@ -7,7 +7,7 @@ value in ``trainer.callback_metrics``, the value of an older epoch (which lets a
 checkpoint take a top-k place). :class:`MonitorStandIns` prevents both:
 
 * every monitored ``<prefix>/`` key reads the worst finite value of its monitor's ``mode``
-  (-3.4e38 for ``"max"``, +3.4e38 for ``"min"``): ``ModelCheckpoint`` ranks it below every
+  (:data:`WORST`): ``ModelCheckpoint`` ranks it below every
   explained epoch, so a top-k place goes to an unexplained epoch only while there are fewer
   explained epochs than places, and an explained epoch takes it back;
 * a monitored key's stand-in never crosses the ``divergence_threshold`` of an ``EarlyStopping``
@@ -21,6 +21,10 @@ checkpoint take a top-k place). :class:`MonitorStandIns` prevents both:
   scheduler needs it and has no way to skip an epoch.
 
 No logger records a stand-in: they go to ``trainer.callback_metrics`` only.
+
+Example:
+    >>> {mode: f"{value:.1e}" for mode, value in WORST.items()}
+    {'max': '-3.4e+38', 'min': '3.4e+38'}
 """
 
 from __future__ import annotations
@@ -42,9 +46,6 @@ from lightning_igos.callback.lightning_internals import (
 __all__ = ["WORST", "MonitorStandIns"]
 
 #: The worst finite value of each monitor mode (float32's largest magnitude): the stand-in's value.
-#:
-#: >>> {mode: f"{value:.1e}" for mode, value in WORST.items()}
-#: {'max': '-3.4e+38', 'min': '3.4e+38'}
 WORST = {"max": -torch.finfo(torch.float32).max, "min": torch.finfo(torch.float32).max}
 
 
