@@ -97,7 +97,7 @@ def code_sources(settings: CheckSettings) -> dict[str, object]:
 
     Example:
         >>> code_sources(CheckSettings("m:M", "c", "p", plugins=["my_plugin"]))
-        {'plugins': ['my_plugin'], 'explainer': 'lightning_igos.core.explainers._igos'}
+        {'plugins': ['my_plugin'], 'explainer': 'lightning_igos.core.builtin_explainers._igos'}
     """
     from lightning_igos.core.explainers import get_explainer
 
