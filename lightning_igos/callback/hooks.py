@@ -649,14 +649,12 @@ class _IGOSCallbackLogic:
     def _explain_share(self, trainer: Any, pl_module: nn.Module) -> ShareResult:
         everyone = torch.arange(len(self.store.images))
         indices = everyone.tensor_split(trainer.world_size)[trainer.global_rank]
-        sanity = self._sanity_due(trainer)
+        due = [statistic for statistic in EPOCH_STATISTICS if getattr(self, statistic.due)(trainer)]
         if indices.numel() == 0:
             result = empty_result(self.config.metric_steps, self.outputs.scalars)
             # An empty share adds nothing to the synced means, but logs the same keys as the other ranks.
-            if self.stability and self.previous_saliency is not None:
-                result.stability = torch.empty(0)
-            if sanity:
-                result.sanity = torch.empty(0)
+            for statistic in due:
+                setattr(result, statistic.attribute, torch.empty(0))
             return result
         images = self.store.images[indices].to(pl_module.device)
         targets = "pred" if self.target == "pred" else self.store.targets[indices]
@@ -674,18 +672,35 @@ class _IGOSCallbackLogic:
         result.passes, result.seconds = status.passes, status.seconds
         result.summary = status.summary(trainer.current_epoch)
         self.outputs.use_class_names(run_class_names(self.class_names, pl_module, evaluation.num_classes, result))
-        if self.stability and self.previous_saliency is not None:
-            current, previous = self._stability_maps(result.saliency), self.previous_saliency
-            # The same images of the same probe (any world size); another probe compares nothing.
-            same = previous.shape[0] == len(self.store.images) and previous.shape[1:] == current.shape[1:]
-            result.stability = spearman(current, previous[indices]) if same else torch.empty(0)
-            if same:  # an empty explanation this epoch has no correlation with the last one
-                result.stability = result.stability.masked_fill(evaluation.empty.cpu(), float("nan"))
-        if sanity:
-            start = time.perf_counter()
-            result.sanity = self._sanity_correlation(trainer, pl_module, images, evaluation).cpu()
-            result.seconds += time.perf_counter() - start
+        for statistic in due:
+            values = getattr(self, statistic.compute)(trainer, pl_module, images, indices, evaluation, result)
+            setattr(result, statistic.attribute, values)
         return result
+
+    # The epoch statistics (scalars.EPOCH_STATISTICS): for each, whether this explained epoch computes it (the same
+    # answer on every rank) and its (n,) values for the share, on the CPU, NaN where they are undefined.
+
+    def _stability_due(self, trainer: Any) -> bool:
+        """With ``stability=True``, when a previous explained epoch's maps are kept to compare with."""
+        return self.stability and self.previous_saliency is not None
+
+    def _stability_values(self, trainer: Any, pl_module: nn.Module, images: Tensor, indices: Tensor,
+                          evaluation: Evaluation, result: ShareResult) -> Tensor:
+        """Each image's Spearman correlation between its saliency and the previous explained epoch's."""
+        current, previous = self._stability_maps(result.saliency), self.previous_saliency
+        # The same images of the same probe (any world size); another probe compares nothing.
+        if previous.shape[0] != len(self.store.images) or previous.shape[1:] != current.shape[1:]:
+            return torch.empty(0)
+        # An empty explanation this epoch has no correlation with the last one.
+        return spearman(current, previous[indices]).masked_fill(evaluation.empty.cpu(), float("nan"))
+
+    def _sanity_values(self, trainer: Any, pl_module: nn.Module, images: Tensor, indices: Tensor,
+                       evaluation: Evaluation, result: ShareResult) -> Tensor:
+        """The sanity check's correlations (:meth:`_sanity_correlation`); its time counts in the run's seconds."""
+        start = time.perf_counter()
+        values = self._sanity_correlation(trainer, pl_module, images, evaluation).cpu()
+        result.seconds += time.perf_counter() - start
+        return values
 
     def _stability_maps(self, saliency: Tensor) -> Tensor:
         """``saliency`` as stability compares and keeps it: on the CPU, area-pooled when the whole probe's maps

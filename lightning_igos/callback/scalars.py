@@ -5,8 +5,11 @@ and reaches the callback through :func:`callback_scalars`. An *epoch statistic* 
 the epoch's evaluation (an earlier epoch's saliency, a second explanation on a randomised model): it
 is declared once in :data:`EPOCH_STATISTICS`, which names its scalar, its chart, which way is
 better and the :class:`~lightning_igos.callback.outputs.ShareResult` attribute holding its per-image
-values (NaN where an empty explanation leaves it undefined). Everything that logs, counts, warns about
-or charts these values iterates over that table.
+values (NaN where an empty explanation leaves it undefined). Everything that logs, counts, warns about,
+charts or gives a monitor stand-in for these values iterates over that table. To add one: its
+declaration here, its ``ShareResult`` field, the callback's keyword that turns it on, and the
+callback's ``due`` and ``compute`` methods the declaration names (plus its checkpoint state, if
+it keeps one across epochs as ``stability`` keeps the previous maps).
 
 Example:
     >>> [s.short for s in callback_scalars(stability=True)][-1]
@@ -50,7 +53,11 @@ class EpochStatistic:
 
     ``attribute`` is the :class:`~lightning_igos.callback.outputs.ShareResult` field holding its
     ``(n,)`` values (None on an epoch without one); ``option`` the callback attribute that turns it
-    on (truthy); ``what`` names it in the warning about images without a value.
+    on (neither None nor False); ``what`` names it in the warning about images without a value.
+    ``due`` and ``compute`` name the callback's methods ``due(trainer) -> bool`` (whether this
+    explained epoch computes it: the same answer on every rank) and ``compute(trainer, pl_module,
+    images, indices, evaluation, result) -> Tensor`` (the share's ``(n,)`` values on the CPU, NaN
+    where undefined).
     """
 
     short: str
@@ -59,6 +66,8 @@ class EpochStatistic:
     attribute: str
     option: str
     what: str
+    due: str
+    compute: str
 
     @property
     def scalar(self) -> Scalar:
@@ -68,9 +77,11 @@ class EpochStatistic:
 #: The epoch statistics, in the order they are logged: each one's declaration is here and only here.
 EPOCH_STATISTICS = (
     # Higher is better: the explanation changed less since the previous explained epoch.
-    EpochStatistic("stability", "stability across epochs", True, "stability", "stability", "stability"),
+    EpochStatistic("stability", "stability across epochs", True, "stability", "stability", "stability",
+                   due="_stability_due", compute="_stability_values"),
     # Lower is better: the saliency depends on the trained weights.
-    EpochStatistic("sanity_correlation", "sanity check", False, "sanity", "sanity_every_n", "sanity check"),
+    EpochStatistic("sanity_correlation", "sanity check", False, "sanity", "sanity_every_n", "sanity check",
+                   due="_sanity_due", compute="_sanity_values"),
 )
 #: Logged with ``stability=True`` from the second explained epoch on (higher is better: the explanation changed less).
 STABILITY_SCALAR = EPOCH_STATISTICS[0].short
