@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
 from lightning_igos.core.causal import CausalCurves
+from lightning_igos.core.validation import check_bool
 
 __all__ = ["DeletionAUC", "HigherIsBetterMean", "InsertionAUC", "LowerIsBetterMean"]
 
@@ -54,9 +55,7 @@ class _MeanAUC(MeanMetric):
     def __init__(self, normalize: bool = False, **kwargs) -> None:
         # A NaN AUC makes the mean NaN (it is not dropped); the sum is kept in float64.
         super().__init__(nan_strategy="disable", **kwargs)
-        if not isinstance(normalize, bool):
-            raise TypeError(f"`normalize` must be True or False, got {normalize!r}.")
-        self.normalize = normalize
+        self.normalize = check_bool(normalize, "normalize")
         self.set_dtype(torch.float64)
 
     def update(self, curves: CausalCurves | Tensor) -> None:  # type: ignore[override]

@@ -287,12 +287,30 @@ def test_check_outputs_creates_nothing(tmp_path):
 # ----------------------------------------------------------------------------- options
 
 
-@pytest.mark.parametrize("seed", ["1180591620717411303424", str(2**63), "-1", "1e3"])
-def test_a_seed_outside_64_bits_is_a_usage_error(workspace, monkeypatch, capsys, seed):
+@pytest.mark.parametrize(("option", "text", "field", "value"), [
+    ("--seed", "1180591620717411303424", "seed", 1180591620717411303424), ("--seed", str(2**63), "seed", 2**63),
+    ("--seed", "-1", "seed", -1), ("--ig-steps", "0", "ig_steps", 0), ("--tv-power", "0.5", "tv_power", 0.5),
+    ("--mask-size", "0", "mask_size", 0), ("--l1", "nan", "l1", float("nan")), ("--iterations", "-1", "iterations", -1),
+])
+def test_a_solver_option_is_judged_by_the_config_in_its_words(workspace, monkeypatch, capsys, option, text, field,
+                                                              value):
+    """The command line only reads the text; IGOSConfig says what is wrong with the value, as it does in Python."""
+    from lightning_igos.core.config import IGOSConfig
+
+    with pytest.raises(ValueError) as raised:
+        IGOSConfig(**{field: value})
     monkeypatch.setattr("lightning_igos.cli.check.explain", _must_not_run)
-    result = run_main(workspace, monkeypatch, capsys, *check_args(f"--seed={seed}"))
+    result = run_main(workspace, monkeypatch, capsys, *check_args(f"{option}={text}"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == f"lightning-igos: error: {option}: {str(raised.value).replace('`', '')}"
+
+
+@pytest.mark.parametrize(("option", "text"), [("--seed", "1e3"), ("--ig-steps", "2.5"), ("--mask-size", "4x")])
+def test_an_option_that_is_no_number_is_a_usage_error(workspace, monkeypatch, capsys, option, text):
+    monkeypatch.setattr("lightning_igos.cli.check.explain", _must_not_run)
+    result = run_main(workspace, monkeypatch, capsys, *check_args(f"{option}={text}"))
     assert result.returncode == 2
-    assert "argument --seed: must be an integer from 0 to 2**63 - 1" in result.stderr
+    assert f"argument {option}: must be an integer" in result.stderr and repr(text) in result.stderr
 
 
 def test_the_largest_seed_is_accepted(workspace, monkeypatch, capsys):

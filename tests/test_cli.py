@@ -159,11 +159,11 @@ def test_report_is_consistent_with_the_table(passing):
         mean = sum(row[name] for row in report["images"]) / 4
         assert report["mean"][name] == pytest.approx(mean, abs=1e-9)
     m = report["mean"]
-    # The table's columns are the report's labelled statistics, in order.
-    expected = [m[s["name"]] for s in report["statistics"] if s["label"]]
-    assert [s["name"] for s in report["statistics"] if s["label"]][:4] == [
+    # The table's columns are the report's labelled statistics, in order, each in its own format.
+    labelled = [s for s in report["statistics"] if s["label"]]
+    assert [s["name"] for s in labelled][:4] == [
         "clean_score", "insertion_auc", "deletion_auc", "insertion_auc_normalized"]
-    assert printed_means(result.stdout) == pytest.approx(expected, abs=5e-5)
+    assert printed_means(result.stdout) == [float(format(m[s["name"]], s["format"])) for s in labelled]
     for row in report["images"]:
         assert row["insertion_auc_normalized"] == pytest.approx(row["insertion_auc"] / row["clean_score"], rel=1e-5)
         assert f"{row['insertion_auc']:.4f}" in result.stdout
@@ -224,8 +224,10 @@ def test_images_option_writes_panels(workspace, passing):
     result, _ = passing
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (workspace / "panels").iterdir())
-    assert written == ["overlays.png", "probe_0.png", "probe_1.png", "probe_2.png", "probe_3.png"]
-    for name in written:
+    panels = ["overlays.png", "probe_0.png", "probe_1.png", "probe_2.png", "probe_3.png"]
+    assert written == ["manifest.json", *panels]  # the manifest names the run's panels
+    assert json.loads((workspace / "panels" / "manifest.json").read_text())["files"] == panels
+    for name in panels:
         assert (workspace / "panels" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

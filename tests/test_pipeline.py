@@ -97,7 +97,8 @@ def test_require_gates_on_any_reported_statistic(workspace, monkeypatch, capsys)
     gates = {t["metric"]: t for t in report["thresholds"]}
     assert gates["road_lerf"]["name"] == "require" and gates["road_lerf"]["passed"]
     assert gates["road_lerf"]["value"] == pytest.approx(report["mean"]["road_lerf"])
-    failing = run_main(workspace, monkeypatch, capsys, *check_args("--require", "insertion_auc>1"))
+    # A gate that can be decided and fails (insertion_auc>1 could never pass: an input error, exit 2).
+    failing = run_main(workspace, monkeypatch, capsys, *check_args("--require", "insertion_auc>0.999"))
     assert failing.returncode == 1 and "FAIL" in failing.stdout
 
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from lightning_igos.cli import main
 from lightning_igos.cli.check import CheckSettings
-from lightning_igos.cli.html_report import render_html, render_markdown, verdict_text
+from lightning_igos.cli.html_report import render_html, render_markdown
+from lightning_igos.cli.report_model import verdict_text
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.gradients import gradient_saliency
 from lightning_igos.core.sanity import (

@@ -137,7 +137,6 @@ def test_the_lightning_callback_is_exported() -> None:
 
 def test_the_facts_read_from_the_source_are_the_imported_ones() -> None:
     from lightning_igos import probe
-    from lightning_igos.cli import report
     from lightning_igos.core import baselines, config
 
     for field in dataclasses.fields(config.IGOSConfig):
@@ -149,14 +148,22 @@ def test_the_facts_read_from_the_source_are_the_imported_ones() -> None:
     assert source_value("lightning_igos.core.explainers", "BUILTIN_EXPLAINERS") == explainers.explainer_names()
     assert source_value("lightning_igos.core.baselines", "BASELINE_KINDS") == baselines.BASELINE_KINDS
     assert source_value("lightning_igos.probe", "MAX_PROBE_ELEMENTS") == probe.MAX_PROBE_ELEMENTS
-    assert source_value("lightning_igos.cli.report", "PROG") == report.PROG
     # Not a literal in the source: taken from the imported module.
     assert source_value("lightning_igos.probe", "PROBE_DTYPES") == probe.PROBE_DTYPES
 
 
-def test_the_parser_choices_and_defaults_are_the_configs() -> None:
+def _input_files(tmp_path: Path, monkeypatch) -> None:
+    """Run from ``tmp_path`` holding the inputs ``c`` and ``p``: a missing input stops a parse before the defaults."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("c", "p"):
+        (tmp_path / name).write_bytes(b"")
+
+
+def test_the_parser_choices_and_defaults_are_the_configs(tmp_path, monkeypatch) -> None:
     from lightning_igos import probe
     from lightning_igos.core import baselines, config
+
+    _input_files(tmp_path, monkeypatch)
 
     check = build_parser()._subparsers._group_actions[0].choices["check"]
     choices = {a.dest: a.choices for a in check._actions if a.choices}
@@ -173,10 +180,11 @@ def test_the_parser_choices_and_defaults_are_the_configs() -> None:
     assert (given.iterations, given.normalize_score, given.max_probe_elements) == (7, False, 5)
 
 
-def test_the_probe_cap_is_read_when_parsing(monkeypatch) -> None:
+def test_the_probe_cap_is_read_when_parsing(tmp_path, monkeypatch) -> None:
     """``lightning_igos.probe.MAX_PROBE_ELEMENTS`` set in-process is the check's default from then on."""
     from lightning_igos import probe
 
+    _input_files(tmp_path, monkeypatch)
     parser = build_parser()
     monkeypatch.setattr(probe, "MAX_PROBE_ELEMENTS", 123)
     args = parser.parse_args(["check", "--model", "m:M", "--checkpoint", "c", "--probe", "p"])

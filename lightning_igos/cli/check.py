@@ -27,7 +27,7 @@ from lightning_igos.class_names import ClassNames, fitting_class_names, read_cla
 from lightning_igos.cli.compare import check_baseline, compare_reports, load_report
 from lightning_igos.cli.early import threshold_problem
 from lightning_igos.cli.errors import InputError
-from lightning_igos.cli.html_report import append_step_summary, render_markdown, write_html
+from lightning_igos.cli.html_report import render_markdown, write_html
 from lightning_igos.cli.images import check_panels, write_images
 from lightning_igos.cli.model_loading import (
     check_input_file,
@@ -35,7 +35,7 @@ from lightning_igos.cli.model_loading import (
     load_model,
     working_directory_importable,
 )
-from lightning_igos.cli.outputs import check_outputs, write_bytes
+from lightning_igos.cli.outputs import check_outputs, step_summary, write_bytes
 from lightning_igos.cli.progress import ProgressLine
 from lightning_igos.cli.report import build_report, overlay_thumbnails, probe_digest, write_report
 from lightning_igos.cli.settings import CheckSettings
@@ -142,12 +142,13 @@ def _run_check(settings: CheckSettings, progress: IO[str] | None = None) -> Chec
     if settings.html is not None:
         panels, grid = rendered
         write_html(settings.html, report, list(zip(map(_caption, report["images"]), panels)), grid, baseline=baseline)
+    summary = render_markdown(report) + "\n"
     if settings.markdown is not None:
         try:
-            write_bytes(settings.markdown, (render_markdown(report) + "\n").encode("utf-8"))
+            write_bytes(settings.markdown, summary.encode("utf-8"))
         except OSError as err:
             raise InputError(f"cannot write the Markdown summary to '{settings.markdown}': {err}") from err
-    _append_step_summary(report)
+    step_summary(summary)  # on GitHub Actions
     return CheckResult(report=report, evaluation=evaluation, probe=probe)
 
 
@@ -235,14 +236,6 @@ def _fitting_class_names(names: ClassNames | None, settings: CheckSettings, mode
                                    what=f"class names in '{settings.class_names}'", indices_what="probe target")
     except ValueError as err:
         raise InputError(f"--class-names: {err}") from err
-
-
-def _append_step_summary(report: dict[str, Any]) -> None:
-    """On GitHub Actions (``$GITHUB_STEP_SUMMARY`` set) append the Markdown summary; never fails the check."""
-    try:
-        append_step_summary(report)
-    except OSError as err:
-        print(f"lightning-igos: warning: could not append to $GITHUB_STEP_SUMMARY: {err}", file=sys.stderr)
 
 
 def check_thresholds(settings: Any) -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning_igos
 from lightning_igos.cli.early import early_input_error
-from lightning_igos.cli.errors import InputError
+from lightning_igos.cli.errors import PROG, InputError
 from lightning_igos.cli.options import add_config_options, config_options, number, positive_int
 from lightning_igos.cli.source import imported_value, source_value
 
@@ -44,9 +44,6 @@ if TYPE_CHECKING:
     from lightning_igos.cli.settings import CheckSettings
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-
-#: The program name in usage lines and messages (the report's, where the check's header uses it).
-PROG: str = source_value("lightning_igos.cli.report", "PROG")
 
 # --------------------------------------------------------------------------- arguments
 
@@ -154,8 +151,8 @@ def _add_check_parser(commands: argparse._SubParsersAction) -> None:
     gate.add_argument("--normalized", action="store_true",
                       help="compare the thresholds with the AUCs divided by each image's clean probability")
     gate.add_argument("--allow-empty", action="store_true",
-                      help="pass although some explanations are empty (a non-finite gradient, or a mask that never "
-                           "moved); by default one empty explanation fails the check")
+                      help="pass although some explanations are empty (they rank no pixel; the table says why for "
+                           "each); by default one empty explanation fails the check")
     gate.add_argument("--sanity", action="store_true",
                       help="also run the model-randomisation sanity check: explain the probe again with the head "
                            "and last blocks re-initialised and fail when the mean Spearman correlation of the two "
@@ -247,8 +244,8 @@ def settings_from_args(args: argparse.Namespace) -> CheckSettings:
     options["patience"] = options["patience"] or None  # 0 on the command line: never stop early
     try:
         config = IGOSConfig(**options)
-    except (TypeError, ValueError) as err:
-        raise InputError(str(err).replace("`", "")) from err
+    except (TypeError, ValueError) as err:  # the config is the only judge of its options' values
+        raise InputError(_config_error(str(err))) from err
     return CheckSettings(
         model=args.model, checkpoint=args.checkpoint, probe=args.probe, device=args.device,
         min_insertion=args.min_insertion, max_deletion=args.max_deletion, normalized=args.normalized,
@@ -260,6 +257,18 @@ def settings_from_args(args: argparse.Namespace) -> CheckSettings:
         baseline_report=getattr(args, "baseline_report", None), max_drop=tuple(getattr(args, "max_drop", None) or ()),
         markdown=getattr(args, "markdown", None),
     )
+
+
+def _config_error(message: str) -> str:
+    """IGOSConfig's message, prefixed with the option it names: ``--ig-steps: ig_steps must be an integer >= 1``.
+
+    Example:
+        >>> _config_error("`tv_power` must be >= 1 (the reference uses 2), got 0.5.")
+        '--tv-power: tv_power must be >= 1 (the reference uses 2), got 0.5.'
+    """
+    named = re.match(r"`(\w+)`", message)
+    flag = next((o.flag for o in config_options() if named and o.name == named.group(1)), None)
+    return (f"{flag}: " if flag else "") + message.replace("`", "")
 
 
 # --------------------------------------------------------------------------- entry point

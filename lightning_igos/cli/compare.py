@@ -36,7 +36,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_igos.cli.errors import InputError
+from lightning_igos.cli.errors import PROG, InputError
+from lightning_igos.cli.report_model import markdown_text as _md
 from lightning_igos.core.intervals import LEVEL, RESAMPLES, SEED, bootstrap_interval, finite_values, paired_interval
 
 __all__ = [
@@ -160,7 +161,7 @@ def load_report(path: str | Path, what: str) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise InputError(f"{what} '{path}' is not JSON ({err}); give a report written by check --report.") from err
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
-        raise InputError(f"{what} '{path}' is not a report of lightning-igos check (no \"format\": "
+        raise InputError(f"{what} '{path}' is not a report of {PROG} check (no \"format\": "
                          f"\"{REPORT_FORMAT}\"); give a file written by check --report or save_report.")
     for key, kind in (("settings", dict), ("statistics", list), ("images", list)):
         if not isinstance(report.get(key), kind):
@@ -350,10 +351,6 @@ def comparison_lines(comparison: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _md(text: str) -> str:
-    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
-
-
 def comparison_markdown(comparison: Mapping[str, Any]) -> list[str]:
     """The comparison as Markdown lines (a heading, the warnings, one table row per statistic).
 
@@ -432,7 +429,7 @@ def render_comparison_page(comparison: Mapping[str, Any], baseline: Mapping[str,
     from lightning_igos.cli.source import source_value
 
     style = source_value("lightning_igos.cli.html_report", "_STYLE")
-    title = "lightning-igos compare"
+    title = f"{PROG} compare"
     verdict = comparison_verdict(comparison)
     return "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
                       f"<title>{html.escape(title)}: {html.escape(verdict)}</title>",
@@ -449,9 +446,7 @@ def run_compare(old: Path, new: Path, given: Sequence[tuple[str, float | None]] 
 
     Also appends the Markdown to ``$GITHUB_STEP_SUMMARY`` when it is set.
     """
-    import os
-
-    from lightning_igos.cli.outputs import check_outputs, write_bytes
+    from lightning_igos.cli.outputs import check_outputs, step_summary, write_bytes
 
     check_outputs({"OLD": old, "NEW": new}, {"--markdown": markdown, "--html": html_path})
     baseline = load_report(old, "OLD")
@@ -466,13 +461,5 @@ def run_compare(old: Path, new: Path, given: Sequence[tuple[str, float | None]] 
                 write_bytes(path, str(data).encode("utf-8"))
             except OSError as err:
                 raise InputError(f"{option}: cannot write '{path}': {err}") from err
-    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-    if step_summary:
-        try:
-            with open(step_summary, "a", encoding="utf-8") as stream:
-                stream.write(summary)
-        except OSError as err:
-            import sys
-
-            print(f"lightning-igos: warning: could not append to $GITHUB_STEP_SUMMARY: {err}", file=sys.stderr)
+    step_summary(summary)
     return comparison, text

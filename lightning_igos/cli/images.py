@@ -43,6 +43,7 @@ def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, 
     ``rendered``: the output of :func:`check_panels` when already drawn (else drawn here).
     """
     from lightning_igos.render import save_png
+    from lightning_igos.render.files import OVERLAYS_FILE, panel_file
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -50,7 +51,7 @@ def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, 
         raise InputError(f"cannot create the image folder '{folder}': {err}") from err
     panels, grid = rendered if rendered is not None else check_panels(probe, evaluation, mean, std)
     written = []
-    for name, image in [*((f"probe_{i}.png", panel) for i, panel in enumerate(panels)), ("overlays.png", grid)]:
+    for name, image in [*((panel_file(i), panel) for i, panel in enumerate(panels)), (OVERLAYS_FILE, grid)]:
         written.append(folder / name)
         try:
             write_with(written[-1], lambda temporary, image=image: save_png(image, temporary))

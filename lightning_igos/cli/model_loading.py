@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_igos.cli.early import file_problem
-from lightning_igos.cli.errors import InputError
+from lightning_igos.cli.errors import PROG, InputError
 from lightning_igos.core.runtime import load_failure_reason, load_weights_only, safe_loading
 
 
@@ -53,7 +53,7 @@ def import_model_class(spec: str) -> type[nn.Module]:
     changed = changed_files(before, file_states(Path.cwd()))
     if changed:
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
-        print(f"lightning-igos: warning: importing {module_name!r} for --model changed files under the working "
+        print(f"{PROG}: warning: importing {module_name!r} for --model changed files under the working "
               f"directory ({shown}): the module runs code when imported (a training script without an "
               "`if __name__ == \"__main__\":` guard trains again); the check reads the files as they are now.",
               file=sys.stderr)
@@ -133,7 +133,7 @@ def read_checkpoint(checkpoint: Path, spec: str) -> object:
             raise InputError(f"checkpoint '{checkpoint}' is not a file written by torch.save ({reason}).") from err
         raise InputError(
             f"checkpoint '{checkpoint}' cannot be read without running code from it (torch.load with "
-            f"weights_only=True: {reason}); lightning-igos check never runs pickled code. Keep only plain "
+            f"weights_only=True: {reason}); {PROG} check never runs pickled code. Keep only plain "
             f"values in the hyper-parameters, or give --model {spec} a file holding its state dict."
         ) from err
 

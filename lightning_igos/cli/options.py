@@ -30,7 +30,7 @@ CONFIG_MODULE = "lightning_igos.core.config"
 
 
 def number(value: str) -> float:
-    """A finite number."""
+    """A finite number (the options that no ``IGOSConfig`` field validates: thresholds, margins)."""
     try:
         parsed = float(value)
     except ValueError:
@@ -40,53 +40,45 @@ def number(value: str) -> float:
     return parsed
 
 
-def _non_negative(value: str) -> float:
-    parsed = number(value)
-    if parsed < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value!r}")
-    return parsed
-
-
-def _positive_number(value: str) -> float:
-    parsed = number(value)
-    if parsed <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value!r}")
-    return parsed
-
-
 def positive_int(value: str) -> int:
-    """An integer >= 1."""
+    """An integer >= 1 (``--max-probe-elements``)."""
     if not value.isdigit() or int(value) < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value!r}")
     return int(value)
 
 
-def _count(value: str) -> int:
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
-    return int(value)
+# The config's options are only read here: IGOSConfig checks their values, in its own words.
 
 
-#: Seeds are 64-bit signed integers (torch generators, the JSON report): 0 <= seed < 2**63.
-SEED_LIMIT = 2**63
+def _integer(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {value!r}") from None
 
 
-def _seed(value: str) -> int:
-    if not re.fullmatch(r"[0-9]+", value.strip()) or int(value) >= SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be an integer from 0 to 2**63 - 1 ({SEED_LIMIT - 1}), got {value!r}")
-    return int(value)
+def _real(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {value!r}") from None
 
 
 def _mask_size(value: str) -> int | tuple[int, int]:
     parts = re.split(r"[x,]", value.strip().lower())
-    if not all(p.isdigit() and int(p) > 0 for p in parts) or len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"must be a positive integer N or HxW, got {value!r}")
-    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+    try:
+        sizes = [int(part) for part in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"must be an integer N or HxW, got {value!r}")
+    return sizes[0] if len(sizes) == 1 else (sizes[0], sizes[1])
 
 
-#: How each ``kind`` of :func:`~lightning_igos.core.config.option` reads its text.
-KINDS = {"count": _count, "positive_int": positive_int, "non_negative": _non_negative,
-         "positive_number": _positive_number, "mask_size": _mask_size, "seed": _seed, "text": str}
+#: How each ``kind`` of :func:`~lightning_igos.core.config.option` reads its text (the kind's range is the
+#: config's to check).
+KINDS = {"count": _integer, "positive_int": _integer, "seed": _integer, "non_negative": _real,
+         "positive_number": _real, "mask_size": _mask_size, "text": str}
 
 
 @dataclass(frozen=True)

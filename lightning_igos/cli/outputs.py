@@ -31,10 +31,12 @@ check compares resolved paths, and existing files by device and inode too (hard 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import signal
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -42,16 +44,31 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lightning_igos.cli.errors import InputError
+from lightning_igos.cli.errors import PROG, InputError
 
-__all__ = ["IMAGE_FILES", "MANIFEST", "check_outputs", "current_run_id", "note_panels", "one_run", "resolved",
-           "write_bytes", "write_with"]
+__all__ = ["MANIFEST", "SUMMARY_VARIABLE", "append_summary_text", "check_outputs", "current_run_id", "note_panels",
+           "one_run", "resolved", "step_summary", "write_bytes", "write_with"]
 
 #: The manifest ``--images`` writes into its folder: the run id and the panels of that run.
 MANIFEST = "manifest.json"
-#: The names of the files ``--images`` writes into its folder.
-IMAGE_FILES = re.compile(r"probe_\d+\.png|overlays\.png|manifest\.json")
-_PANEL_FILE = re.compile(r"probe_\d+\.png")
+#: The environment variable naming GitHub Actions' job summary file.
+SUMMARY_VARIABLE = "GITHUB_STEP_SUMMARY"
+
+
+@functools.cache
+def _panel_pattern() -> re.Pattern[str]:
+    """The names of the panels ``--images`` writes (:func:`~lightning_igos.render.files.panel_file` of any index);
+    imported only with ``--images`` (the render package imports torch, ``compare`` does not)."""
+    from lightning_igos.render.files import panel_file
+
+    return re.compile(re.escape(panel_file(0)).replace("0", r"\d+"))
+
+
+def _written_by_images(name: str) -> bool:
+    """``name`` is a file ``--images`` writes into its folder: a panel, the overlay grid or the manifest."""
+    from lightning_igos.render.files import OVERLAYS_FILE
+
+    return name in (OVERLAYS_FILE, MANIFEST) or _panel_pattern().fullmatch(name) is not None
 
 #: A file name to suggest when an output file option names a folder.
 _EXAMPLE_NAMES = {"--report": "report.json", "--html": "report.html"}
@@ -80,7 +97,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def _image_files(folder: Path) -> list[Path]:
     """The existing entries of ``folder`` that ``--images`` would replace (links included)."""
     try:
-        return [entry for entry in folder.iterdir() if IMAGE_FILES.fullmatch(entry.name)]
+        return [entry for entry in folder.iterdir() if _written_by_images(entry.name)]
     except OSError:
         return []
 
@@ -88,7 +105,7 @@ def _image_files(folder: Path) -> list[Path]:
 def _in_images_folder(path: Path, folder: Path) -> bool:
     """``--images folder`` would write onto ``path``: it resolves to a panel file name in the folder."""
     target = resolved(path)
-    return IMAGE_FILES.fullmatch(target.name) is not None and _same_file(target.parent, folder)
+    return _written_by_images(target.name) and _same_file(target.parent, folder)
 
 
 def check_outputs(
@@ -276,6 +293,34 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def append_summary_text(text: str, path: str | os.PathLike | None = None) -> Path | None:
+    """Append ``text`` to ``path``, by default ``$GITHUB_STEP_SUMMARY`` (None when it is unset); an OSError
+    propagates.
+
+    Example:
+        >>> summary = Path(tempfile.mkdtemp()) / "summary.md"
+        >>> append_summary_text("## a\\n", summary) == summary, summary.read_text()
+        (True, '## a\\n')
+    """
+    if path is None:
+        path = os.environ.get(SUMMARY_VARIABLE) or None
+        if path is None:
+            return None
+    target = Path(path)
+    with open(target, "a", encoding="utf-8") as stream:
+        stream.write(text)
+    return target
+
+
+def step_summary(text: str) -> None:
+    """On GitHub Actions (``$GITHUB_STEP_SUMMARY`` set) append ``text``; a failure is a warning, never the
+    command's."""
+    try:
+        append_summary_text(text)
+    except OSError as err:
+        print(f"{PROG}: warning: could not append to ${SUMMARY_VARIABLE}: {err}", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- one run's outputs
 
 
@@ -361,7 +406,7 @@ def _commit(run: _Run) -> None:
         for folder, names in run.panels.items():
             keep = set(names)
             for entry in _image_files(folder):
-                if _PANEL_FILE.fullmatch(entry.name) and entry.name not in keep:
+                if _panel_pattern().fullmatch(entry.name) and entry.name not in keep:
                     entry.unlink(missing_ok=True)
         for folder in folders:
             _sync_folder(folder)

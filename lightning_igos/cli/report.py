@@ -1,4 +1,4 @@
-"""The JSON report of ``lightning-igos check`` (``--report``) and the program name its outputs show."""
+"""The JSON report of ``lightning-igos check`` (``--report``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 import lightning_igos
-from lightning_igos.cli.compare import interval_block, mean_intervals
+from lightning_igos.cli.compare import REPORT_FORMAT, interval_block, mean_intervals
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.outputs import current_run_id, write_bytes
 from lightning_igos.cli.settings import CheckSettings, code_sources
@@ -25,8 +25,6 @@ from lightning_igos.probe import Probe
 if TYPE_CHECKING:
     from lightning_igos.class_names import ClassNames
 
-PROG = "lightning-igos"
-REPORT_FORMAT = "lightning-igos-check"
 REPORT_VERSION = 1
 #: The IGOSConfig fields listed in the report's settings (the metric ones come after mask_size_used).
 REPORTED_OPTIONS = (
@@ -67,8 +65,8 @@ def build_report(
 ) -> dict[str, Any]:
     """The JSON report: per-image AUCs, means, thresholds with pass/fail, empty explanations, settings, versions.
 
-    Each image row says whether its explanation is empty (``empty``, and ``empty_reason``:
-    ``"non-finite gradient"``, ``"mask never moved"`` or None); the report counts them
+    Each image row says whether its explanation is empty (``empty``, and ``empty_reason``: one of
+    :data:`~lightning_igos.core.solver.EMPTY_REASONS`, or None); the report counts them
     (``num_empty``, ``empty_by_reason``) and fails (``passed`` False) when there is one,
     unless ``settings.allow_empty``. With ``class_names`` each image row carries
     ``target_name`` (when its class is named) and the report the names as ``class_names``

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightning_igos.core.config import IGOSConfig
+from lightning_igos.core.validation import check_bool
 from lightning_igos.probe import MAX_PROBE_ELEMENTS
 
 __all__ = ["CheckSettings", "Requirement", "parse_requirement"]
@@ -122,8 +123,9 @@ class CheckSettings:
         class_names: a class names file (one name per line, or a JSON list or object).
         verbose: show library logs.
         config: the solver and metric options.
-        allow_empty: pass although some explanations are empty (a non-finite gradient or a
-            mask that never moved); by default one empty explanation fails the check.
+        allow_empty: pass although some explanations are empty (for any of the
+            :data:`~lightning_igos.core.solver.EMPTY_REASONS`); by default one empty explanation
+            fails the check.
         max_probe_elements: the most image elements (``B * C * H * W``) the probe may hold
             (default :data:`~lightning_igos.probe.MAX_PROBE_ELEMENTS`); a larger one is an input error.
         sanity: also run the model-randomisation sanity check
@@ -172,10 +174,8 @@ class CheckSettings:
                 object.__setattr__(self, name, Path(value))
         if not isinstance(self.config, IGOSConfig):
             raise TypeError(f"`config` must be an IGOSConfig, got {type(self.config).__name__}.")
-        if not isinstance(self.allow_empty, bool):
-            raise TypeError(f"`allow_empty` must be True or False, got {self.allow_empty!r}.")
-        if not isinstance(self.sanity, bool):
-            raise TypeError(f"`sanity` must be True or False, got {self.sanity!r}.")
+        check_bool(self.allow_empty, "allow_empty")
+        check_bool(self.sanity, "sanity")
         bound = self.max_sanity_correlation
         if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound):
             raise TypeError(f"`max_sanity_correlation` must be a finite number, got {bound!r}.")
@@ -188,8 +188,6 @@ class CheckSettings:
         limit = self.max_probe_elements
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ValueError(f"`max_probe_elements` must be a positive integer, got {limit!r}.")
-
-
 
     def requirements(self) -> tuple[Requirement, ...]:
         """Every gate: ``--min-insertion`` and ``--max-deletion`` (on the normalised AUCs with ``--normalized``),

@@ -35,10 +35,16 @@ def _literal(node: ast.expr) -> Any:
 
 @functools.cache
 def source_tree(module: str) -> ast.Module:
-    spec = importlib.util.find_spec(module)  # imports the parent packages only (they import no torch)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+    """The parsed source of ``module`` (``lightning_igos.core.config``), found from the top package's folder: no
+    package in between is imported (``lightning_igos.core`` imports torch)."""
+    top, _, rest = module.partition(".")
+    spec = importlib.util.find_spec(top)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    candidates = [Path(folder, *rest.split(".")) for folder in folders] if rest else []
+    files = [path for base in candidates for path in (base.with_suffix(".py"), base / "__init__.py") if path.is_file()]
+    if not files:
         raise LookupError(f"no source for {module}")
-    return ast.parse(Path(spec.origin).read_text(encoding="utf-8"), filename=spec.origin)
+    return ast.parse(files[0].read_text(encoding="utf-8"), filename=str(files[0]))
 
 
 def _assigned(body: list[ast.stmt], name: str) -> ast.expr:
