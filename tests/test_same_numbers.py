@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from lightning_igos.core.config import IGOSConfig
-from lightning_igos.core.evaluation import STATISTICS, evaluate
+from lightning_igos.core.evaluation import evaluate
+from lightning_igos.core.statistics import statistics
+
+#: What a default evaluation reports.
+STATISTICS = tuple(s.name for s in statistics(IGOSConfig()) if s.in_report)
 
 FAST = dict(iterations=3, ig_steps=4, metric_steps=10)
 
