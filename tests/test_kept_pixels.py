@@ -105,8 +105,7 @@ def test_the_panel_shows_the_curve_points_image_as_the_image_is_shown(mean, std)
                                  "insertion_auc": torch.tensor([0.5]), "deletion_auc": torch.tensor([0.5]),
                                  "clean_score": torch.tensor([1.0])})()
     panel = explanation_panels(shown, saliency, curves, torch.tensor([1]), None, [0], substrate=shown_substrate)[0]
-    gap = size // 40
-    tile = panel[:, -size:, 2 * (size + gap) : 2 * (size + gap) + size]
+    tile = panel[:, -size:, :size]  # the bottom row: kept | curves
     torch.testing.assert_close(tile, expected[0], rtol=0, atol=1e-6)
     assert not torch.allclose(tile, shown[0])  # the kept view is not the image itself
 
@@ -116,8 +115,8 @@ def test_a_panel_with_the_kept_view_has_one_more_tile_and_checks_it() -> None:
     args = (torch.rand(3, 40, 40), torch.rand(1, 5, 5), f, 1 - f, f, 0.5, 0.5, "#0 class 1 p=0.90")
     plain = probe_panel(*args)
     with_kept = probe_panel(*args, kept=torch.rand(3, 40, 40), kept_label="top 10% kept: p=0.41")
-    assert with_kept.shape[:2] == plain.shape[:2]
-    assert with_kept.shape[2] - plain.shape[2] == 160 + 4  # one 160-pixel tile and its gap
+    assert with_kept.shape[1] > plain.shape[1] + 160  # two rows of 160-pixel tiles: image | overlay, kept | curves
+    assert with_kept.shape[2] == 2 * 160 + 4
     with pytest.raises(ValueError, match="`kept` must be one image shaped like `image`"):
         probe_panel(*args, kept=torch.rand(3, 20, 20))
     with pytest.raises(TypeError, match="`kept_label` must be a str"):
@@ -207,10 +206,8 @@ def test_the_checks_panels_show_the_curve_point_under_the_configured_insertion_s
     kept = kept_pixels(images, given_saliency["saliency"], images.mean(dim=(2, 3), keepdim=True).expand_as(images),
                        steps=steps)
     assert any(torch.equal(kept[0], seen) for seen in model.inputs)
-    gap = size // 40
-    for panel, expected in zip(panels, unnormalize(kept, mean, std)):
-        torch.testing.assert_close(panel[:, -size:, 2 * (size + gap) : 2 * (size + gap) + size], expected,
-                                   rtol=0, atol=1e-6)
+    for panel, expected in zip(panels, unnormalize(kept, mean, std)):  # the bottom row: kept | curves
+        torch.testing.assert_close(panel[:, -size:, :size], expected, rtol=0, atol=1e-6)
 
 
 def test_the_html_report_says_what_the_panels_show() -> None:

@@ -263,9 +263,9 @@ def test_probe_panel_upscales_small_images_with_nearest_neighbour() -> None:
     out = panel(image)  # 64 pixels high: three times larger, the first whole factor to reach 160
     gap = max(2, 192 // 40)
     assert out.shape[0] == 3 and out.shape[2] == 2 * 144 + 192 + 2 * gap
-    header = out.shape[1] - 192
+    header = render.panels._panel_layout(192, 144, 3).tiles[0][0]
     assert header > 0  # the title strip sits above the 192-pixel tiles
-    assert torch.allclose(out[:, header:, :144], image.repeat_interleave(3, 1).repeat_interleave(3, 2))
+    assert torch.allclose(out[:, header : header + 192, :144], image.repeat_interleave(3, 1).repeat_interleave(3, 2))
     title = out[:, :header]
     assert title.min() < 0.3 and (title.mean() > 0.8)  # dark text on white
     assert not torch.equal(panel(image, "another title")[:, :header], title)
@@ -282,11 +282,97 @@ def test_probe_panel_fits_a_long_title() -> None:
     short = panel(torch.rand(3, 32, 32), title="#1 class 2", min_size=32)
     out = panel(torch.rand(3, 32, 32), title="target 999 p=0.123456 " * 10, min_size=32)
     assert out.shape == short.shape  # the title never widens the panel
-    strip = out[:, :28]  # the title strip of 32-pixel tiles
+    strip = out[:, : render.panels._panel_layout(32, 32, 3).tiles[0][0]]  # the title strip of 32-pixel tiles
     ink = (strip.amin(0) < 0.5).any(0).nonzero().flatten()
     assert ink.numel() > 0, "the title is drawn"
     # It stops short of the right edge: shrunk and cut with "...", not clipped by the border.
     assert int(ink.max()) < out.shape[-1] - 2
+
+
+def kept_panel(height: int, width: int | None = None, **kwargs) -> torch.Tensor:
+    width = height if width is None else width
+    return panel(torch.rand(3, height, width), kept=torch.rand(3, height, width),
+                 kept_label="top 10% kept: p=0.41, half back at 8%", **kwargs)
+
+
+@pytest.mark.parametrize("height", [16, 32, 40, 80, 160])  # all drawn at 160 pixels
+def test_a_panel_with_kept_pixels_fits_the_tensorboard_image_card(height: int) -> None:
+    """TensorBoard's Images tab shows every image in a 350-pixel card (at any window width), scaled to
+    its width: a 2x2 panel of 160-pixel tiles shows at about its own size, not shrunk to half."""
+    out = kept_panel(height)
+    assert 300 <= out.shape[-1] <= 350
+    assert out.shape[-2] > out.shape[-1]  # two rows of tiles, each with a strip above
+    check_image(out, tuple(out.shape))
+
+
+def test_a_panel_that_would_be_wider_than_the_card_is_enlarged_one_factor_less() -> None:
+    """64-pixel images: three times (192-pixel tiles, 388 pixels, shrunk by TensorBoard, which drops pixel
+    columns of the text) would reach 160, twice (128-pixel tiles) fits the 350-pixel card."""
+    out = kept_panel(64)
+    assert out.shape[-1] == 2 * 128 + 3  # gaps of tile // 40 pixels
+    assert kept_panel(100).shape[-1] == 2 * 200 + 5  # once (100-pixel tiles) would be too small: kept wider
+    assert panel(torch.rand(3, 64, 64)).shape[-1] == 3 * 192 + 2 * 4  # a one-row panel is wider anyway
+
+
+def test_the_panel_layout_puts_four_tiles_in_two_rows_without_overlap() -> None:
+    box = render.panels._panel_layout(160, 160, 4)
+    assert box.width == 2 * 160 + 4 and len(box.tiles) == 4
+    rects = [(y, x, 160, 160) for y, x in box.tiles] + list(box.headers) + [box.colorbar]
+    for i, (y, x, h, w) in enumerate(rects):
+        assert 0 <= y and y + h <= box.height and 0 <= x and x + w <= box.width
+        for (y2, x2, h2, w2) in rects[i + 1 :]:
+            assert y + h <= y2 or y2 + h2 <= y or x + w <= x2 or x2 + w2 <= x, "parts overlap"
+    (image_y, image_x), (overlay_y, overlay_x), (kept_y, kept_x), (curves_y, curves_x) = box.tiles
+    assert image_y == overlay_y < kept_y == curves_y and image_x == kept_x < overlay_x == curves_x
+    key_y, key_x, _, key_w = box.colorbar
+    assert key_y == overlay_y + 160 and key_x == overlay_x and key_w == 160  # the key right under the overlay
+
+
+def test_the_panel_shows_the_overlay_colour_key_low_to_high() -> None:
+    out = kept_panel(32)
+    y, x, height, width = render.panels._panel_layout(160, 160, 4).colorbar
+    _, (x0, y0, x1, y1), _ = render.heatmap._colorbar_layout(height, width)
+    assert x1 - x0 > width // 2  # a bar over most of the overlay's width, with "low" and "high" beside it
+    bar = out[:, y + y0 : y + y1, x + x0 : x + x1]
+    assert torch.equal(bar, bar[:, :1].expand_as(bar))  # each column one colour
+    luma = luminance(bar[:, 0:1])[0]
+    assert (luma[1:] >= luma[:-1]).all() and luma[-1] - luma[0] > 0.8  # dark (low) to bright (high)
+    assert torch.allclose(bar[:, 0, 0], colormap(torch.zeros(1, 1, 1))[:, 0, 0], atol=1e-6)
+    assert torch.allclose(bar[:, 0, -1], colormap(torch.ones(1, 1, 1))[:, 0, 0], atol=1e-6)
+    labels = out[:, y : y + height, x : x + x0].amin(0) < 0.5, out[:, y : y + height, x + x1 : x + width].amin(0) < 0.5
+    assert all(int(ink.sum()) > 5 for ink in labels)  # "low" and "high" are written
+
+
+def test_curve_axes_have_titles_beside_the_plot() -> None:
+    side = 160
+    box = render.curves._curve_layout(side, side)
+    out = curve_image(INSERTION, DELETION, STEPS, 0.82, 0.12, size=side)
+    ink = out.amax(0) < 0.6
+    x0, y0, x1, y1 = box.x_title  # under the x tick labels, as wide as the plot
+    assert y0 > box.bottom and x0 >= box.left and x1 <= side and y1 <= side
+    rows, cols = ink[y0:y1, x0:x1].nonzero().unbind(1)
+    assert cols.numel() > 0 and int(cols.max() - cols.min()) > 3 * int(rows.max() - rows.min())  # a line of text
+    x0, y0, x1, y1 = box.y_title  # left of the y tick labels, as high as the plot, turned a quarter
+    assert x1 < box.left and y0 >= box.top and y1 <= box.bottom + 1
+    rows, cols = ink[y0:y1, x0:x1].nonzero().unbind(1)
+    assert rows.numel() > 0 and int(rows.max() - rows.min()) > 3 * int(cols.max() - cols.min())
+    assert (render.curves.X_TITLE, render.curves.Y_TITLE) == ("fraction of pixels", "class probability")
+    assert render.curves._curve_layout(64, 64).x_title is None  # no room on a small tile
+
+
+def test_the_overlay_grid_captions_share_one_font_size() -> None:
+    labels = ["#0: 285 (Egyptian cat)", "#1: 1 (goldfish)", "#2: 422 (barbell)", "#3: 968 (cup)"]
+    grid = overlay_grid(torch.rand(4, 3, 64, 64), torch.rand(4, 1, 8, 8), nrow=4, labels=labels)
+    height = render._drawing._header_height(192)
+    hashes = []
+    for i in range(4):  # every caption starts with "#": the same glyph at the same size and height
+        strip = grid[:, 2 : 2 + height, 2 + i * 194 : 2 + i * 194 + 192]
+        ink = strip.amin(0) < 0.9
+        cols = ink.any(0).nonzero().flatten()
+        first = cols[: int((cols.diff() > 1).nonzero().flatten()[0]) + 1]  # the columns of the first glyph
+        rows = ink[:, first].any(1).nonzero().flatten()
+        hashes.append((int(rows.min()), int(rows.max()), int(first.max() - first.min())))
+    assert len(set(hashes)) == 1, hashes
 
 
 # ----------------------------------------------------------------------------- save_png
@@ -385,8 +471,8 @@ def test_a_32_pixel_probe_panel_is_drawn_at_a_readable_size() -> None:
     """A 32x32 probe image gets 160-pixel tiles, and its header's letters are over 12 pixels high."""
     f = torch.linspace(0, 1, 21)
     out = probe_panel(torch.rand(3, 32, 32), torch.rand(1, 8, 8), f, 1 - f, f, 0.82, 0.12, "#0 class 1 p=0.95")
-    header = out.shape[1] - 160
-    assert header >= 28 and out.shape[2] == 3 * 160 + 2 * 4
+    header = render.panels._panel_layout(160, 160, 3).tiles[0][0]
+    assert header >= 20 and out.shape[2] == 3 * 160 + 2 * 4
     rows = (out[:, :header].amin(0) < 0.5).any(1).nonzero().flatten()
     assert int(rows.max() - rows.min()) + 1 >= 13  # "#0 class 1 p=0.95": cap height plus descender
     grid = overlay_grid(torch.rand(9, 3, 32, 32), torch.rand(9, 1, 8, 8))
@@ -399,14 +485,15 @@ def test_curve_axes_have_ticks_labelled_0_half_and_1() -> None:
     axis_col, axis_row = int(dark.sum(0).argmax()), int(dark.sum(1).argmax())
     assert dark[:, axis_col].sum() > 60 and dark[axis_row].sum() > 60  # a y and an x axis (curves cover parts)
     ink = out.amax(0) < 0.6
-    # Left of the y axis: three labels (1 at the top, 0.5, 0 at the bottom), one above the other.
-    y_labels = _ink_runs(ink[:, : axis_col - 3].any(1), min_gap=3)
+    # Left of the y axis (right of its title): three labels (1 at the top, 0.5, 0 at the bottom), one above the other.
+    y_labels = _ink_runs(ink[:, render.curves._curve_layout(160, 160).y_title[2] : axis_col - 3].any(1), min_gap=3)
     assert len(y_labels) == 3
     # "1" hangs from the y = 1 line and "0" stands on the x axis; "0.5" is centred half way between.
     (one_top, _), (half_top, half_bottom), (_, zero_bottom) = y_labels
     assert abs(zero_bottom - axis_row) <= 1
     assert (half_top + half_bottom) / 2 == pytest.approx((one_top + zero_bottom) / 2, abs=2)
     # Below the x axis: three labels side by side (0, 0.5, 1), none wider than "0.5".
-    x_labels = _ink_runs(ink[axis_row + 6 :, axis_col - 6 :].any(0), min_gap=4)
+    x_labels = _ink_runs(ink[axis_row + 6 : render.curves._curve_layout(160, 160).x_title[1], axis_col - 6 :].any(0),
+                         min_gap=4)
     assert len(x_labels) == 3
     assert all(b - a < 30 for a, b in x_labels)

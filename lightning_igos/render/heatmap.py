@@ -93,3 +93,44 @@ def overlay(images: Tensor, saliency: Tensor, alpha: float = 0.5, top: float = 0
     s = torch.where(span > 0, (s - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(s))
     out = ((1 - a) * _grey_to_rgb(x.clamp(0, 1)) + a * colormap(s.clamp(0, 1))).clamp(0, 1)
     return out[0] if unbatched else out
+
+
+def _colorbar_layout(height: int, width: int) -> tuple[int, tuple[int, int, int, int], int]:
+    """Where :func:`_colorbar_strip` draws in a ``height`` x ``width`` strip: the labels' font size, the
+    bar's box ``(x0, y0, x1, y1)`` (exclusive ends) between "low" on its left and "high" on its right,
+    and the pad."""
+    from PIL import Image, ImageDraw
+
+    from lightning_igos.render._drawing import _text_width
+
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    pad = max(2, height // 6)
+    size = max(6, round(height * 0.62))
+    bar_h = max(2, round(height * 0.45))
+    y0 = (height - bar_h) // 2
+    x0 = pad + _text_width(measure, "low", size) + pad
+    x1 = width - pad - _text_width(measure, "high", size) - pad
+    return size, (x0, y0, max(x0 + 1, x1), y0 + bar_h), pad
+
+
+def _colorbar_strip(height: int, width: int) -> Tensor:
+    """The overlay's colour key, a ``height`` x ``width`` strip: ``low [colour map, left to right] high``.
+
+    The overlay scales each map from its minimum (darkest) to its 99% quantile (brightest), so the key
+    says which end is the more salient, not absolute values.
+    """
+    from PIL import Image, ImageDraw
+
+    from lightning_igos.render._drawing import _draw_text, _font, _from_pil
+
+    size, (x0, y0, x1, y1), pad = _colorbar_layout(height, width)
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+    _, top, _, bottom = draw.textbbox((0, 0), "lowhigh", font=_font(size))
+    y = (height - (bottom - top)) / 2
+    _draw_text(draw, (pad, y), "low", size, (64, 64, 64))
+    _draw_text(draw, (x1 + pad, y), "high", size, (64, 64, 64))
+    out = _from_pil(canvas)
+    ramp = colormap(torch.linspace(0, 1, x1 - x0).view(1, 1, -1))  # (3, 1, n)
+    out[:, y0:y1, x0:x1] = ramp.expand(3, y1 - y0, x1 - x0)
+    return out

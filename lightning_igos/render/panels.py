@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +21,9 @@ from torchvision.utils import make_grid
 
 from lightning_igos.core.causal import needed_fraction
 from lightning_igos.render._checks import ScalarLike, _grey_to_rgb, _image_batch
-from lightning_igos.render._drawing import _header, _header_height
+from lightning_igos.render._drawing import _common_title_size, _header, _header_height
 from lightning_igos.render.curves import curve_image
-from lightning_igos.render.heatmap import overlay
+from lightning_igos.render.heatmap import _colorbar_strip, overlay
 from lightning_igos.render.kept import KEPT_FRACTION, kept_pixels, kept_point
 
 if TYPE_CHECKING:
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 #: The smallest tile (in pixels) that panels and the overlay grid draw an image at: smaller
 #: images are enlarged by a whole factor (nearest), so a 32x32 probe is readable on screen.
 MIN_TILE = 160
+
+#: The width of TensorBoard's image card in the Images tab (at any window size): images are scaled to it.
+CARD_WIDTH = 350
 
 
 def overlay_grid(
@@ -48,7 +51,8 @@ def overlay_grid(
     Args:
         images, saliency, alpha: as in :func:`overlay`.
         nrow: images per row; default ``ceil(sqrt(B))``.
-        labels: one caption per image (e.g. ``"#0 3 (cat)"``), drawn in a strip above its tile.
+        labels: one caption per image (e.g. ``"#0 3 (cat)"``), drawn in a strip above its tile, all at
+            one font size (a caption too long at 0.6 of the full size is cut with "...").
         min_size: images less than this high are enlarged by the smallest whole factor that
             reaches it (nearest), so small probes are readable; 1 keeps their size.
 
@@ -61,7 +65,7 @@ def overlay_grid(
         >>> overlay_grid(torch.rand(4, 3, 16, 16), torch.rand(4, 1, 4, 4), min_size=1).shape
         torch.Size([3, 38, 38])
         >>> overlay_grid(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 4, 4), labels=["#0: 1 (cat)", "#1: 2"]).shape
-        torch.Size([3, 199, 326])
+        torch.Size([3, 188, 326])
     """
     out = overlay(images, saliency, alpha)
     if out.dim() == 3:
@@ -80,9 +84,10 @@ def overlay_grid(
         scale = max(scale, math.ceil(96 / out.shape[-1]))  # room for the caption
     if scale > 1:
         out = F.interpolate(out, scale_factor=scale, mode="nearest")
-    if labels is not None:
+    if labels is not None:  # one caption size for every tile: the largest at which (almost) all fit
         height = _header_height(min(out.shape[-2:]))
-        out = torch.stack([torch.cat([_header(text, height, out.shape[-1]), tile], dim=1)
+        size = _common_title_size(labels, height, out.shape[-1])
+        out = torch.stack([torch.cat([_header(text, height, out.shape[-1], size=size), tile], dim=1)
                            for text, tile in zip(labels, out)])
     return make_grid(out, nrow=int(nrow), padding=2, pad_value=1.0).float().clamp(0, 1)
 
@@ -102,18 +107,22 @@ def probe_panel(
     kept_label: str = "",
 ) -> Tensor:
     """One probe image's panel: a title strip over ``image | overlay | curves``, or with ``kept``
-    ``image | overlay | kept | curves``.
+    two rows, ``image | overlay`` and ``kept | curves``, with a caption strip between them.
 
     ``kept`` is what the map claims: the image with only its most salient pixels kept over the
     substrate (:func:`~lightning_igos.render.kept.kept_pixels`, a point of the insertion curve);
-    ``kept_label`` (e.g. ``"top 10% kept: p=0.41"``) is written over it, the title over the image
-    and the overlay.
+    ``kept_label`` (e.g. ``"top 10% kept: p=0.41"``) is written over it and the curves.
+    Under the overlay a colour key reads ``low [colour map] high``.
 
     Images shorter than ``min_size`` (160 by default) are upscaled by the smallest
     integer factor that reaches it, nearest-neighbour (pixels stay sharp and line up
-    with the saliency), so the panel is readable where it is shown (TensorBoard's
-    image card, the HTML report). The curve tile is square, as high as the image
-    tiles; the title's letters are about 0.15 of the tile high.
+    with the saliency), so the panel is readable where it is shown. With ``kept`` at 160-pixel
+    tiles the panel is 324 pixels wide: TensorBoard's image card (:data:`CARD_WIDTH`, 350 pixels at
+    any window size) shows it at about its own size. A panel with ``kept`` that this would make wider
+    than the card is enlarged one factor less when that fits it and keeps the tiles at least 3/4 of
+    ``min_size`` high (64-pixel images: 128-pixel tiles, a 260-pixel panel, not 388). The curve tile
+    is as large as the image tiles (square without ``kept``); the title's letters are about 0.1 of
+    the tile high.
 
     Args:
         image: (3, H, W) in [0, 1] (grey (1, H, W) also accepted).
@@ -126,18 +135,19 @@ def probe_panel(
         kept_label: the caption over ``kept``.
 
     Returns:
-        (3, header + T, n * W * s + T + n * gap) float32 on the CPU, where
-        ``s = ceil(min_size / H)`` (at least 1), ``T = H * s`` and ``n`` the image tiles (2, or 3 with ``kept``).
+        float32 on the CPU, with ``s = ceil(min_size / H)`` (at least 1), ``T = H * s`` and
+        ``gap = max(2, T // 40)``: without ``kept`` (3, header + T + key, 2 * W * s + T + 2 * gap),
+        with ``kept`` (3, 2 * header + 2 * T + key, 2 * W * s + gap).
 
     Example:
         >>> f = torch.linspace(0, 1, 5)
         >>> p = probe_panel(torch.rand(3, 64, 64), torch.rand(1, 8, 8), f, 1 - f, f, 0.5, 0.5, "target 2 p=0.93")
-        >>> p.shape[0], p.shape[1] > 192, p.shape[2] >= 3 * 192  # 64 px enlarged 3 times, to reach 160
+        >>> p.shape[0], p.shape[1] > 192, p.shape[2] == 3 * 192 + 2 * 4  # 64 px enlarged 3 times, to reach 160
         (3, True, True)
         >>> q = probe_panel(torch.rand(3, 64, 64), torch.rand(1, 8, 8), f, 1 - f, f, 0.5, 0.5, "target 2 p=0.93",
         ...                 kept=torch.rand(3, 64, 64), kept_label="top 10% kept: p=0.41")
-        >>> q.shape[2] - p.shape[2] >= 192  # one more tile
-        True
+        >>> q.shape[1] > 2 * 192, q.shape[2] == 2 * 192 + 4  # two rows of two tiles
+        (True, True)
     """
     if not isinstance(title, str):
         raise TypeError(f"`title` must be a str, got {type(title).__name__}.")
@@ -158,23 +168,68 @@ def probe_panel(
         shown.append(_grey_to_rgb(kept_img.clamp(0, 1))[0])
     tiles = torch.stack(shown)
     scale = max(1, math.ceil(min_size / img.shape[-2]))
+    # TensorBoard shows an image at its 350-pixel card's width, dropping pixel rows and columns of a
+    # wider one (thin letters lose strokes): one enlargement less when that fits and the tiles stay large.
+    def width(s: int) -> int:
+        return 2 * img.shape[-1] * s + max(2, s * img.shape[-2] // 40)
+
+    if kept is not None and scale > 1 and width(scale) > CARD_WIDTH >= width(scale - 1) \
+            and 4 * (scale - 1) * img.shape[-2] >= 3 * min_size:
+        scale -= 1
     if scale > 1:
         tiles = F.interpolate(tiles, scale_factor=scale, mode="nearest")
     tile_h, tile_w = tiles.shape[-2:]
-    curves = curve_image(insertion, deletion, fractions, insertion_auc, deletion_auc, size=(tile_h, tile_h))
+    box = _panel_layout(tile_h, tile_w, len(tiles) + 1)
+    curves = curve_image(insertion, deletion, fractions, insertion_auc, deletion_auc, size=box.curves_size)
+    out = torch.ones(3, box.height, box.width)
+    for (y, x), tile in zip(box.tiles, [*tiles, curves]):
+        out[:, y : y + tile.shape[-2], x : x + tile.shape[-1]] = tile
+    (y, x, height, width) = box.colorbar
+    out[:, y : y + height, x : x + width] = _colorbar_strip(height, width)
+    headers = [title] if kept is None else [title, kept_label]
+    for text, (y, x, height, width) in zip(headers, box.headers):  # each shrunk only as far as it must
+        out[:, y : y + height, x : x + width] = _header(text, height, width)
+    return out
+
+
+class _PanelLayout(NamedTuple):
+    """Where :func:`probe_panel` puts its parts, in pixels: ``tiles`` the (top, left) corners of the image,
+    overlay, (kept) and curve tiles, in that order; ``headers`` and ``colorbar`` strips as (top, left,
+    height, width); ``header_px`` the one font size of every header."""
+
+    height: int
+    width: int
+    tiles: list[tuple[int, int]]
+    curves_size: tuple[int, int]
+    headers: list[tuple[int, int, int, int]]
+    colorbar: tuple[int, int, int, int]
+
+
+def _panel_layout(tile_h: int, tile_w: int, n_tiles: int) -> _PanelLayout:
+    """The layout of a panel of ``n_tiles`` (3 or 4) tiles of ``tile_h`` x ``tile_w`` pixels.
+
+    Four tiles make two rows, two columns, so that a panel of 160-pixel tiles (324 pixels wide) shows at
+    about its own size in TensorBoard's image card (350 pixels wide, whatever the window): the title
+    strip, ``image | overlay``, the overlay's colour key under it, the caption strip, ``kept | curves``.
+    Three tiles make one row ``image | overlay | curves`` under the title, with the key under the overlay.
+    """
     gap = max(2, tile_h // 40)
-    n = len(tiles)
-    row = torch.ones(3, tile_h, n * tile_w + tile_h + n * gap)
-    for i, tile in enumerate(tiles):
-        row[:, :, i * (tile_w + gap) : i * (tile_w + gap) + tile_w] = tile
-    row[:, :, n * (tile_w + gap) :] = curves
-    height = _header_height(tile_h)
-    if kept is None:
-        header = _header(title, height, row.shape[-1])
-    else:  # the title over the image and the overlay, the caption over the kept pixels (and the curves)
-        split = 2 * (tile_w + gap)
-        header = torch.cat([_header(title, height, split), _header(kept_label, height, row.shape[-1] - split)], dim=2)
-    return torch.cat([header, row], dim=1)
+    header = _header_height(tile_h)
+    key = max(14, round(tile_h * 0.11))
+    if n_tiles == 4:
+        width = 2 * tile_w + gap
+        row2 = header + tile_h + key + header
+        tiles = [(header, 0), (header, tile_w + gap), (row2, 0), (row2, tile_w + gap)]
+        headers = [(0, 0, header, width), (header + tile_h + key, 0, header, width)]
+        height = row2 + tile_h
+    else:
+        width = 2 * (tile_w + gap) + tile_h
+        tiles = [(header, 0), (header, tile_w + gap), (header, 2 * (tile_w + gap))]
+        headers = [(0, 0, header, width)]
+        height = header + tile_h + key
+    colorbar = (header + tile_h, tile_w + gap, key, tile_w)
+    curves_size = (tile_h, tile_w) if n_tiles == 4 else (tile_h, tile_h)
+    return _PanelLayout(height, width, tiles, curves_size, headers, colorbar)
 
 
 def explanation_panels(
