@@ -146,7 +146,7 @@ def probe_panel(
         (3, True, True)
         >>> q = probe_panel(torch.rand(3, 64, 64), torch.rand(1, 8, 8), f, 1 - f, f, 0.5, 0.5, "target 2 p=0.93",
         ...                 kept=torch.rand(3, 64, 64), kept_label="top 10% kept: p=0.41")
-        >>> q.shape[1] > 2 * 192, q.shape[2] == 2 * 192 + 4  # two rows of two tiles
+        >>> q.shape[1] > 2 * 128, q.shape[2] == 2 * 128 + 3  # two rows of two tiles, 64 px enlarged twice to fit 350
         (True, True)
     """
     if not isinstance(title, str):
