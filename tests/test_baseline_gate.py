@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import FAST_ARGS as FAST
+from helpers import MODEL, fit_object_classifier
+from helpers import check_args as check
+from helpers import run_main as run
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
@@ -31,8 +35,6 @@ from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
 from lightning_igos.probe import save_probe
 
-MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
-FAST = ["--iterations", "2", "--ig-steps", "3", "--metric-steps", "8", "--device", "cpu"]
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -40,12 +42,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def workspace(tmp_path_factory) -> Path:
     """``run.ckpt`` (trained), ``reset.ckpt`` (its head re-initialised), ``probe.pt`` and ``other_probe.pt``."""
     root = tmp_path_factory.mktemp("baseline")
-    torch.manual_seed(0)
-    data = make_object_images(256, image_size=32, seed=0)
-    module = ObjectClassifier(width=8)
-    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=root, accelerator="cpu")
-    trainer.fit(module, DataLoader(data.dataset(), batch_size=32, shuffle=True))
+    trainer, module = fit_object_classifier(root, width=8)
     trainer.save_checkpoint(root / "run.ckpt")
     torch.manual_seed(1)
     module.model.classifier.reset_parameters()
@@ -55,17 +52,6 @@ def workspace(tmp_path_factory) -> Path:
     other = make_object_images(4, image_size=32, seed=101)
     save_probe(root / "other_probe.pt", other.images, other.labels, other.mean, other.std)
     return root
-
-
-def run(workspace: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
-    monkeypatch.chdir(workspace)
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-
-def check(*extra: str, checkpoint: str = "run.ckpt", probe: str = "probe.pt") -> list[str]:
-    return ["check", "--model", MODEL, "--checkpoint", checkpoint, "--probe", probe, *FAST, *extra]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from helpers import FAST_OPTIONS, LossRecorder, Untouched
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -21,7 +22,7 @@ from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
 
 # Small solver settings: these tests check the plumbing, not the explanations.
-FAST = dict(num_probe=4, iterations=2, ig_steps=3, metric_steps=8, mask_size=4)
+FAST = dict(num_probe=4, **FAST_OPTIONS, mask_size=4)
 SCALARS = (
     "igos/insertion_auc",
     "igos/deletion_auc",
@@ -219,56 +220,9 @@ def test_given_probe_and_target_pred(tmp_path: Path, loaders) -> None:
 # ----------------------------------------------------------------------------- isolation
 
 
-class _Recorder(pl.Callback):
-    """Records the training losses."""
-
-    def __init__(self) -> None:
-        self.losses: list[torch.Tensor] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(outputs["loss"].detach().clone())
-
-
-class _Snapshot(pl.Callback):
-    """Placed before and after IGOSCallback: compares everything the callback must not touch."""
-
-    def __init__(self, shared: dict, role: str) -> None:
-        self.shared, self.role = shared, role
-
-    @staticmethod
-    def state(pl_module) -> dict:
-        return {
-            "modes": [m.training for m in pl_module.modules()],
-            "params": [p.detach().clone() for p in pl_module.parameters()],
-            "grads": [None if p.grad is None else p.grad.clone() for p in pl_module.parameters()],
-            "requires_grad": [p.requires_grad for p in pl_module.parameters()],
-            "buffers": [b.clone() for b in pl_module.buffers()],
-            "rng": torch.get_rng_state(),
-            "grad_enabled": torch.is_grad_enabled(),
-        }
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        if self.role == "before":
-            self.shared["before"] = self.state(pl_module)
-            return
-        before, after = self.shared.pop("before"), self.state(pl_module)
-        for key in before:
-            b, a = before[key], after[key]
-            if isinstance(b, list):
-                assert len(a) == len(b) and all(
-                    (x is None and y is None) or (isinstance(x, torch.Tensor) and torch.equal(x, y)) or x == y
-                    for x, y in zip(b, a)
-                ), key
-            else:
-                assert torch.equal(b, a) if isinstance(b, torch.Tensor) else b == a, key
-        self.shared["checked"] = self.shared.get("checked", 0) + 1
-
-
 def _train(tmp_path: Path, loaders, callbacks: list) -> tuple[ObjectClassifier, list[torch.Tensor]]:
     pl.seed_everything(0)
-    recorder = _Recorder()
+    recorder = LossRecorder()
     module = _module()
     _trainer(tmp_path, [*callbacks, recorder], logger=False, enable_checkpointing=False).fit(module, *loaders)
     return module, recorder.losses
@@ -277,7 +231,7 @@ def _train(tmp_path: Path, loaders, callbacks: list) -> tuple[ObjectClassifier, 
 def test_training_is_bitwise_identical_with_and_without_the_callback(tmp_path: Path, loaders) -> None:
     # A model with BatchNorm; noise on, so the callback draws random numbers (from its own generator).
     shared: dict = {}
-    callbacks = [_Snapshot(shared, "before"), IGOSCallback(**FAST), _Snapshot(shared, "after")]
+    callbacks = [Untouched(shared, "before"), IGOSCallback(**FAST), Untouched(shared, "after")]
     with_callback, losses_with = _train(tmp_path / "a", loaders, callbacks)
     without, losses_without = _train(tmp_path / "b", loaders, [])
     assert shared["checked"] == 2
@@ -327,25 +281,9 @@ def test_cuda_training(tmp_path: Path, loaders, precision: str) -> None:
 
 def test_lightning_pytorch_trainer_accepts_the_callback(tmp_path: Path, loaders) -> None:
     lightning = pytest.importorskip("lightning.pytorch")
+    from helpers import LightningClassifier as Classifier
+
     from lightning_igos.callback import LightningIGOSCallback
-    from lightning_igos.demo.synthetic import SmallCNN
-
-    class Classifier(lightning.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = SmallCNN(num_classes=4, width=4)
-
-        def forward(self, x):
-            return self.model(x)
-
-        def training_step(self, batch, batch_idx):
-            return F.cross_entropy(self(batch[0]), batch[1])
-
-        def validation_step(self, batch, batch_idx):
-            self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=3e-3)
 
     assert isinstance(LightningIGOSCallback(), lightning.Callback)
     assert not isinstance(IGOSCallback(), lightning.Callback)

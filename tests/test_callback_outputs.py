@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import offline_wandb_logger
+from helpers import FASTEST_OPTIONS, offline_wandb_logger
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -21,7 +21,7 @@ from lightning_igos.callback import EmptyExplanationWarning, IGOSWarning
 from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
 
-FAST = dict(num_probe=2, iterations=1, ig_steps=2, metric_steps=4)
+FAST = dict(num_probe=2, **FASTEST_OPTIONS)
 NAMES = ["stripes", "dots", "checks", "waves"]
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import FASTEST_OPTIONS as FAST
+from helpers import LoggingModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader
@@ -23,7 +25,6 @@ from lightning_igos.core.evaluation import evaluate
 from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
 
-FAST = dict(iterations=1, ig_steps=2, metric_steps=4)
 STABILITY, SANITY = "igos/stability", "igos/sanity_correlation"
 
 
@@ -113,30 +114,20 @@ def test_training_is_bitwise_identical_with_and_without_the_sanity_check(tmp_pat
         assert torch.equal(a, b), name
 
 
-class _Module:
-    device = torch.device("cpu")
-
-    def __init__(self) -> None:
-        self.logged: dict[str, object] = {}
-
-    def log(self, name: str, metric: object, **_: object) -> None:
-        self.logged[name] = metric
-
-
 def test_the_metrics_have_their_direction_and_the_layout_its_charts() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(4 * 8 * 8, 3))
     share = ShareResult.of(torch.arange(2), evaluate(model, torch.randn(2, 3, 8, 8), [0, 1], IGOSConfig(**FAST)))
     share.stability, share.sanity = torch.tensor([0.5, 1.0]), torch.tensor([0.0, 0.2])
-    module = _Module()
+    module = LoggingModule()
     scalars = callback_scalars(stability=True, sanity=True)
     Outputs("val", "raise", None, display=(None, None), scalars=scalars).log_scalars(module, share)
     assert module.logged["val/stability"].higher_is_better is True
     assert isinstance(module.logged["val/sanity_correlation"], LowerIsBetterMean)
     torch.testing.assert_close(module.logged["val/stability"].compute(), torch.tensor(0.75))
     share.stability = share.sanity = None  # an epoch without a previous map, or without the check
-    module = _Module()
+    module = LoggingModule()
     Outputs("val", "raise", None, display=(None, None), scalars=scalars).log_scalars(module, share)
     assert "val/stability" not in module.logged and "val/sanity_correlation" not in module.logged
     layout = custom_scalars_layout({"igos": [(s.short, s.group) for s in callback_scalars(sanity=True)],

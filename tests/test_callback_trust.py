@@ -18,6 +18,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from helpers import FAST_OPTIONS
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
@@ -28,7 +29,7 @@ from lightning_igos.demo.toy_module import ObjectClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 # Small solver settings: these tests check what is logged, not how good the explanations are.
-FAST = dict(num_probe=4, iterations=2, ig_steps=3, metric_steps=8, mask_size=4, log_images=False)
+FAST = dict(num_probe=4, **FAST_OPTIONS, mask_size=4, log_images=False)
 WORST_MAX = -torch.finfo(torch.float32).max
 
 

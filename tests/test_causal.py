@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import ForwardRecorder
+from helpers import ConstantModel, ForwardRecorder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from lightning_igos.core.causal import auc, causal_curves, pixel_counts, pixel_ranks
-
-
-class ConstantModel(nn.Module):
-    """Returns the same logits whatever the input."""
-
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("logits", logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits.expand(x.shape[0], -1)
 
 
 class RegionModel(nn.Module):

@@ -15,19 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
-import torch
-from torch.utils.data import DataLoader
+from helpers import check_args, copy_files, run_cli, run_main
 
-from lightning_igos.cli import main
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.outputs import check_outputs, write_bytes, write_with
-from lightning_igos.demo.synthetic import make_object_images
-from lightning_igos.demo.toy_module import ObjectClassifier
-from lightning_igos.probe import save_probe
-
-MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
-FAST = ["--iterations", "2", "--ig-steps", "3", "--metric-steps", "8", "--device", "cpu"]
 
 NAN_MODELS = '''
 import torch
@@ -47,38 +38,11 @@ class NaNWithGrad(SmallCNN):
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("gate")
-    torch.manual_seed(0)
-    data = make_object_images(256, image_size=32, seed=0)
-    module = ObjectClassifier()
-    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, default_root_dir=root, accelerator="cpu")
-    trainer.fit(module, DataLoader(data.dataset(), batch_size=32, shuffle=True))
-    trainer.save_checkpoint(root / "run.ckpt")
-    torch.save(module.model.state_dict(), root / "cnn_state.pt")
-    probe = make_object_images(4, image_size=32, seed=100)
-    save_probe(root / "probe.pt", probe.images, probe.labels, probe.mean, probe.std)
+def workspace(tmp_path_factory, trained_run) -> Path:
+    root = copy_files(trained_run, tmp_path_factory.mktemp("gate"), "run.ckpt", "cnn_state.pt", "probe.pt")
     (root / "names.txt").write_text("stripes\ndots\nchecks\nwaves\n")
     (root / "nan_models.py").write_text(NAN_MODELS)
     return root
-
-
-def check_args(*extra: str, model: str = MODEL, checkpoint: str = "run.ckpt", probe: str = "probe.pt") -> list[str]:
-    return ["check", "--model", model, "--checkpoint", checkpoint, "--probe", probe, *FAST, *extra]
-
-
-def run_main(workspace: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
-    monkeypatch.chdir(workspace)
-    monkeypatch.syspath_prepend(str(workspace))
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-
-def run_cli(workspace: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lightning_igos", *args], cwd=workspace, capture_output=True,
-                          text=True, timeout=300)
 
 
 def _must_not_run(*args, **kwargs):

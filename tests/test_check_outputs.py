@@ -9,25 +9,27 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import tiny_check_workspace
+from helpers import FASTEST_ARGS, check_args, tiny_check_workspace
 
 from lightning_igos.cli import main
 from lightning_igos.demo.toy_module import ObjectClassifier
 
-MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
-FAST = ["--iterations", "1", "--ig-steps", "2", "--metric-steps", "4"]
 NAMES = ["stripes", "dots", "checks", "waves"]
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory, tiny_checkpoint) -> Path:
     """A Lightning checkpoint of a tiny 4-class model (one training step) and a 3-image probe."""
-    return tiny_check_workspace(tmp_path_factory.mktemp("check_outputs"), num_probe=3)
+    return tiny_check_workspace(tmp_path_factory.mktemp("check_outputs"), tiny_checkpoint, num_probe=3)
+
+
+def _args(workspace: Path, *extra: str) -> list[str]:
+    return check_args(*extra, checkpoint=str(workspace / "run.ckpt"), probe=str(workspace / "probe.pt"),
+                      fast=FASTEST_ARGS)
 
 
 def _check(workspace: Path, *extra: str) -> int:
-    return main(["check", "--model", MODEL, "--checkpoint", str(workspace / "run.ckpt"),
-                 "--probe", str(workspace / "probe.pt"), "--device", "cpu", *FAST, *extra])
+    return main(_args(workspace, *extra))
 
 
 def test_names_html_and_step_summary(workspace: Path, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -208,10 +210,9 @@ def test_a_terminated_check_leaves_the_previous_outputs_and_no_temporary_file(wo
     report_path.write_text("old report\n")
     images.mkdir()
     (images / "probe_0.png").write_bytes(b"old panel")
-    args = [sys.executable, "-m", "lightning_igos", "check", "--model", MODEL,
-            "--checkpoint", str(workspace / "run.ckpt"), "--probe", str(workspace / "probe.pt"), "--device", "cpu",
-            *FAST, "--plugin", "slow_html", "--report", str(report_path), "--images", str(images),
-            "--html", str(tmp_path / "report.html")]
+    args = [sys.executable, "-m", "lightning_igos", *_args(workspace, "--plugin", "slow_html", "--report",
+                                                           str(report_path), "--images", str(images),
+                                                           "--html", str(tmp_path / "report.html"))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)

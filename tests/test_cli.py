@@ -18,9 +18,9 @@ import types
 from pathlib import Path
 
 import pytest
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from helpers import FAST_OPTIONS, MODEL, copy_files, option_args, run_cli, run_main
+from helpers import check_args as _check_args
 
 from lightning_igos.cli import main
 from lightning_igos.cli.model_loading import match_state_dict_keys
@@ -31,8 +31,7 @@ from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
 from lightning_igos.probe import save_probe
 
-MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
-FAST = ["--iterations", "2", "--ig-steps", "3", "--metric-steps", "8"]
+FAST = option_args(FAST_OPTIONS)  # no --device: these runs take the command's default, "auto"
 
 # Classes that do not fit the ObjectClassifier checkpoint, importable from the workspace.
 OTHER_MODELS = '''
@@ -64,23 +63,11 @@ class OtherModule(pl.LightningModule):
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory, trained_run) -> Path:
     """A checkpoint trained for a few seconds, a state dict, probes good and bad."""
-    root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    data = make_object_images(256, image_size=32, seed=0)
-    module = ObjectClassifier()
-    trainer = pl.Trainer(
-        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=root, accelerator="cpu",
-    )
-    trainer.fit(module, DataLoader(data.dataset(), batch_size=32, shuffle=True))
-    trainer.save_checkpoint(root / "run.ckpt")
-    torch.save(module.model.state_dict(), root / "cnn_state.pt")
-    torch.save(module.state_dict(), root / "module_state.pt")
-
+    root = copy_files(trained_run, tmp_path_factory.mktemp("cli"), "run.ckpt", "cnn_state.pt", "module_state.pt",
+                      "probe.pt")
     probe = make_object_images(4, image_size=32, seed=100)
-    save_probe(root / "probe.pt", probe.images, probe.labels, probe.mean, probe.std)
     save_probe(root / "probe_grey.pt", probe.images[:, :1], probe.labels)
     save_probe(root / "probe_target9.pt", probe.images, [0, 1, 9, 2])
     (root / "notes.txt").write_text("not a probe\n")
@@ -88,7 +75,8 @@ def workspace(tmp_path_factory) -> Path:
     checkpoint = torch.load(root / "run.ckpt", weights_only=True)
     checkpoint["hyper_parameters"]["payload"] = _RunsCode(root / "ran_code")
     torch.save(checkpoint, root / "code_in_hparams.ckpt")
-    torch.save({**module.model.state_dict(), "payload": _RunsCode(root / "ran_code")}, root / "code_in_state.pt")
+    cnn_state = torch.load(root / "cnn_state.pt", weights_only=True)
+    torch.save({**cnn_state, "payload": _RunsCode(root / "ran_code")}, root / "code_in_state.pt")
     torch.save({"format": "lightning-igos-probe", "version": 1, "images": probe.images, "targets": probe.labels,
                 "mean": _RunsCode(root / "ran_code"), "std": None}, root / "code_in_probe.pt")
     with open(root / "plain.pkl", "wb") as f:
@@ -108,24 +96,8 @@ class _RunsCode:
         return (os.makedirs, (str(self.folder),))
 
 
-def run_cli(workspace: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lightning_igos", *args],
-        cwd=workspace, capture_output=True, text=True, timeout=300,
-    )
-
-
-def run_main(workspace: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
-    """``main(argv)`` in this process, from the workspace, with the same result shape as run_cli."""
-    monkeypatch.chdir(workspace)
-    monkeypatch.syspath_prepend(str(workspace))
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-
-def check_args(*extra: str, model: str = MODEL, checkpoint: str = "run.ckpt", probe: str = "probe.pt") -> list[str]:
-    return ["check", "--model", model, "--checkpoint", checkpoint, "--probe", probe, *FAST, *extra]
+def check_args(*extra: str, **files: str) -> list[str]:
+    return _check_args(*extra, fast=FAST, **files)
 
 
 def printed_means(stdout: str) -> list[float]:

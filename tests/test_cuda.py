@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import LossRecorder, Untouched
 from torch.utils.data import DataLoader
 
 from lightning_igos import IGOSCallback, causal_curves, gradient_saliency, igos, integrated_gradients
@@ -100,54 +101,12 @@ def test_cuda_batching_does_not_change_an_image(cuda_cnn, cuda_probe) -> None:
 # ----------------------------------------------------------------------------- the callback on a GPU
 
 
-class _Recorder(pl.Callback):
-    def __init__(self) -> None:
-        self.losses: list[torch.Tensor] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.losses.append(outputs["loss"].detach().cpu().clone())
-
-
-class _Untouched(pl.Callback):
-    """Placed before and after IGOSCallback: what the callback must leave as it was, CUDA RNG included."""
-
-    def __init__(self, shared: dict, role: str) -> None:
-        self.shared, self.role = shared, role
-
-    @staticmethod
-    def state(pl_module) -> dict:
-        return {
-            "modes": [m.training for m in pl_module.modules()],
-            "params": [p.detach().clone() for p in pl_module.parameters()],
-            "grads": [None if p.grad is None else p.grad.clone() for p in pl_module.parameters()],
-            "buffers": [b.clone() for b in pl_module.buffers()],
-            "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(),
-        }
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
-            return
-        if self.role == "before":
-            self.shared["before"] = self.state(pl_module)
-            return
-        before, after = self.shared.pop("before"), self.state(pl_module)
-        for key, b in before.items():
-            a = after[key]
-            if isinstance(b, list):
-                assert all((x is None and y is None) or (isinstance(x, torch.Tensor) and torch.equal(x, y)) or x == y
-                           for x, y in zip(b, a)), key
-            else:
-                assert torch.equal(b, a), key
-        self.shared["checked"] = self.shared.get("checked", 0) + 1
-
-
 def _train(tmp_path: Path, callbacks: list) -> tuple[ObjectClassifier, list[torch.Tensor]]:
     train = make_object_images(96, image_size=32, seed=0)
     val = make_object_images(24, image_size=32, seed=1)
     loaders = (DataLoader(train.dataset(), batch_size=32, shuffle=True), DataLoader(val.dataset(), batch_size=8))
     pl.seed_everything(0)
-    recorder = _Recorder()
+    recorder = LossRecorder()
     torch.manual_seed(0)
     module = ObjectClassifier(num_classes=4, width=4)
     pl.Trainer(
@@ -169,9 +128,9 @@ def test_cuda_training_is_bitwise_identical_with_and_without_the_callback(tmp_pa
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         shared: dict = {}
-        callbacks = [_Untouched(shared, "before"), IGOSCallback(num_probe=4, iterations=2, ig_steps=3,
-                                                                metric_steps=8, mask_size=4, log_images=False),
-                     _Untouched(shared, "after")]
+        callbacks = [Untouched(shared, "before"), IGOSCallback(num_probe=4, iterations=2, ig_steps=3,
+                                                               metric_steps=8, mask_size=4, log_images=False),
+                     Untouched(shared, "after")]
         with_callback = _train(tmp_path / "a", callbacks)
         without = _train(tmp_path / "b", [])
         assert shared["checked"] == 2

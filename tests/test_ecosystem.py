@@ -14,19 +14,19 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 import yaml
+from helpers import FASTEST_OPTIONS, L
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
 from lightning_igos.callback import IGOSCallback
 from lightning_igos.callback.hooks import _IGOSCallbackLogic
-from lightning_igos.demo.synthetic import SmallCNN, make_object_images
+from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-FAST = dict(num_probe=2, iterations=1, ig_steps=2, metric_steps=4)
+FAST = dict(num_probe=2, **FASTEST_OPTIONS)
 
 
 def readme_block(marker: str, language: str = "python") -> str:
@@ -87,31 +87,9 @@ def _lightning_classes():
     return LightningClassifier, LightningData
 
 
-try:
-    import lightning.pytorch as L
-except ImportError:  # pragma: no cover - lightning is in the dev extra; its tests are skipped without it
-    L = None
-
 if L is not None:
     # Module level, so that ddp_spawn's processes unpickle them by name.
-
-    class LightningClassifier(L.LightningModule):
-        def __init__(self, width: int = 4) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.model = SmallCNN(num_classes=4, width=width)
-
-        def forward(self, x):
-            return self.model(x)
-
-        def training_step(self, batch, batch_idx):
-            return F.cross_entropy(self(batch[0]), batch[1])
-
-        def validation_step(self, batch, batch_idx):
-            self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
-
-        def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=3e-3)
+    from helpers import LightningClassifier
 
     class LightningData(L.LightningDataModule):
         def __init__(self, val_size: int = 2) -> None:

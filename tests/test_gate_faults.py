@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_check_workspace
+from helpers import FASTEST_ARGS, MODEL, check_args, tiny_check_workspace
 from torch import nn
 
 from lightning_igos.cli.commands import main
@@ -19,13 +19,10 @@ from lightning_igos.core.explainers import register_explainer, unregister_explai
 from lightning_igos.core.solver import Explanation
 from lightning_igos.core.statistics import Statistic, register_statistic, unregister_statistic
 
-MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
-FAST = ["--iterations", "1", "--ig-steps", "2", "--metric-steps", "4", "--device", "cpu"]
-
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    return tiny_check_workspace(tmp_path_factory.mktemp("gate_faults"), num_probe=3)
+def workspace(tmp_path_factory, tiny_checkpoint) -> Path:
+    return tiny_check_workspace(tmp_path_factory.mktemp("gate_faults"), tiny_checkpoint, num_probe=3)
 
 
 @pytest.fixture()
@@ -51,8 +48,8 @@ def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def _check(workspace: Path, *extra: str) -> list[str]:
-    return ["check", "--model", MODEL, "--checkpoint", str(workspace / "run.ckpt"),
-            "--probe", str(workspace / "probe.pt"), *FAST, *extra]
+    return check_args(*extra, checkpoint=str(workspace / "run.ckpt"), probe=str(workspace / "probe.pt"),
+                      fast=FASTEST_ARGS)
 
 
 # ----------------------------------------------------------------------------- SystemExit from user code

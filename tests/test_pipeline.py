@@ -4,20 +4,16 @@ as one config, and any reported statistic can gate the check."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_check_workspace
+from helpers import check_args, run_main, tiny_check_workspace
 
 from lightning_igos import IGOSCallback
-from lightning_igos.cli.commands import main
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import clean_forward, evaluate
 from lightning_igos.probe import load_probe
-
-FAST = ["--iterations", "2", "--ig-steps", "3", "--metric-steps", "8", "--device", "cpu"]
 
 # A model whose class records every image it is given, so a test can count the unmodified probe images.
 RECORDING_MODEL = '''
@@ -34,22 +30,10 @@ class RecordingClassifier(ObjectClassifier):
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tiny_check_workspace(tmp_path_factory.mktemp("pipeline"), num_probe=4)
+def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    root = tiny_check_workspace(tmp_path_factory.mktemp("pipeline"), tiny_checkpoint, num_probe=4)
     (root / "recording_model.py").write_text(RECORDING_MODEL)
     return root
-
-
-def run_main(workspace: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
-    monkeypatch.chdir(workspace)
-    monkeypatch.syspath_prepend(str(workspace))
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-
-def check_args(*extra: str, model: str = "lightning_igos.demo.toy_module:ObjectClassifier") -> list[str]:
-    return ["check", "--model", model, "--checkpoint", "run.ckpt", "--probe", "probe.pt", *FAST, *extra]
 
 
 @pytest.mark.parametrize("extra", [[], ["--method", "igos++", "--road"]], ids=["igos", "igos++ with ROAD"])

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import tiny_check_workspace
+from helpers import check_args, run_main, tiny_check_workspace
 
 from lightning_igos import IGOSCallback
-from lightning_igos.cli.commands import main
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import evaluate
 from lightning_igos.core.explainers import (
@@ -32,8 +30,6 @@ from lightning_igos.core.statistics import (
 )
 from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
-
-FAST = ["--iterations", "2", "--ig-steps", "3", "--metric-steps", "8", "--device", "cpu"]
 
 PLUGIN = '''
 import torch
@@ -72,20 +68,8 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_check_workspace(tmp_path_factory.mktemp("plugins"), num_probe=3)
-
-
-def run_main(workspace: Path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
-    monkeypatch.chdir(workspace)
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(args, code, captured.out, captured.err)
-
-
-def check_args(*extra: str) -> list[str]:
-    return ["check", "--model", "lightning_igos.demo.toy_module:ObjectClassifier", "--checkpoint", "run.ckpt",
-            "--probe", "probe.pt", *FAST, *extra]
+def workspace(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> Path:
+    return tiny_check_workspace(tmp_path_factory.mktemp("plugins"), tiny_checkpoint, num_probe=3)
 
 
 def test_the_built_in_explainers_are_registered_in_order() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import FASTEST_OPTIONS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -24,7 +25,7 @@ from lightning_igos.probe import Probe, load_probe, save_probe
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny solver settings: these tests check which images are explained, not how well.
-FAST = dict(iterations=1, ig_steps=2, metric_steps=4, mask_size=4, log_images=False)
+FAST = dict(**FASTEST_OPTIONS, mask_size=4, log_images=False)
 CLASSES, PER_CLASS = 4, 16
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
+from helpers import FASTEST_OPTIONS
 from pytorch_lightning.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader
 
@@ -27,7 +28,7 @@ from lightning_igos.core.evaluation import planned_passes
 from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
 
-FAST = dict(num_probe=2, iterations=1, ig_steps=2, metric_steps=4)
+FAST = dict(num_probe=2, **FASTEST_OPTIONS)
 TOTAL = sum(planned_passes(IGOSConfig(iterations=1, ig_steps=2, metric_steps=4), 2))
 
 

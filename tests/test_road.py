@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import ForwardRecorder
+from helpers import ConstantModel, ForwardRecorder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -18,17 +18,6 @@ from lightning_igos.core.road import (
     road_area,
     road_curves,
 )
-
-
-class ConstantModel(nn.Module):
-    """Returns the same logits whatever the input."""
-
-    def __init__(self, logits: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("logits", logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.logits.expand(x.shape[0], -1)
 
 
 def linear_model(seed: int = 0, size: int = 8, classes: int = 3) -> nn.Module:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from helpers import tiny_check_workspace
+from helpers import FASTEST_ARGS, LoggingModule, check_args, tiny_check_workspace
+from helpers import FASTEST_OPTIONS as FAST
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -25,9 +26,6 @@ from lightning_igos.core.road import road_curves
 from lightning_igos.core.statistics import get_statistic, statistics
 from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
-
-FAST = dict(iterations=1, ig_steps=2, metric_steps=4)
-MODEL = "lightning_igos.demo.toy_module:ObjectClassifier"
 
 
 def _tiny() -> nn.Module:
@@ -85,23 +83,11 @@ def test_evaluate_gives_an_image_the_same_road_numbers_wherever_it_is_in_the_pro
         assert torch.equal(moved[name][0], whole[name][3]), name
 
 
-class _Module:
-    """What ``Outputs.log_scalars`` needs of a LightningModule: a device and ``log``."""
-
-    device = torch.device("cpu")
-
-    def __init__(self) -> None:
-        self.logged: dict[str, object] = {}
-
-    def log(self, name: str, metric: object, **_: object) -> None:
-        self.logged[name] = metric
-
-
 @pytest.mark.parametrize("road", [True, False])
 def test_outputs_log_the_road_means_with_their_direction(road: bool) -> None:
     result = evaluate(_tiny(), torch.randn(2, 3, 8, 8), [0, 1], IGOSConfig(road=road, **FAST))
     share = ShareResult.of(torch.arange(2), result)
-    module = _Module()
+    module = LoggingModule()
     Outputs("val", "raise", None, display=(None, None),
             scalars=callback_scalars(IGOSConfig(road=road))).log_scalars(module, share)
     road_names = {f"val/{name}" for name in ROAD_STATISTICS}
@@ -162,16 +148,15 @@ def test_the_callback_logs_the_road_scalars_only_when_asked(tmp_path: Path, load
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    return tiny_check_workspace(tmp_path_factory.mktemp("road_check"), num_probe=2)
+def workspace(tmp_path_factory, tiny_checkpoint) -> Path:
+    return tiny_check_workspace(tmp_path_factory.mktemp("road_check"), tiny_checkpoint, num_probe=2)
 
 
 def _check(workspace: Path, tmp_path: Path, *extra: str) -> tuple[dict, str]:
     report, page = tmp_path / "report.json", tmp_path / "report.html"
-    status = main(["check", "--model", MODEL, "--checkpoint", str(workspace / "run.ckpt"),
-                   "--probe", str(workspace / "probe.pt"), "--device", "cpu", "--iterations", "1", "--ig-steps",
-                   "2", "--metric-steps", "4", "--allow-empty", "--report", str(report), "--html", str(page),
-                   *extra])
+    status = main(check_args("--allow-empty", "--report", str(report), "--html", str(page), *extra,
+                             checkpoint=str(workspace / "run.ckpt"), probe=str(workspace / "probe.pt"),
+                             fast=FASTEST_ARGS))
     assert status in (0, 1)
     return json.loads(report.read_text()), page.read_text(encoding="utf-8")
 
