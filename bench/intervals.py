@@ -16,7 +16,7 @@ It explains one probe of ``--probe`` images with
 * ``A head reset``: ``A`` with its last layer re-initialised (a regression that must fail),
 
 then prints (1) the width of the 95% bootstrap interval of the mean insertion and deletion AUC
-for probes of 8, 16, 32 and 64 images (averaged over the disjoint sub-probes of that size),
+for probes of 4, 8, 16, 32 and 64 images (averaged over the disjoint sub-probes of that size),
 and (2) for each pair, the paired mean change and its 95% interval at 8 images and at the
 whole probe (a positive "worse by" is a drop in the statistic's own direction).
 """
@@ -82,7 +82,7 @@ def main() -> None:
     print()
     print("(1) width of the 95% bootstrap interval of the mean, model A (mean over disjoint sub-probes)")
     print(f"{'images':>6}  {'sub-probes':>10}  {'insertion AUC':>13}  {'deletion AUC':>12}")
-    for size in (8, 16, 32, 64):
+    for size in (4, 8, 16, 32, 64):
         if size > n:
             continue
         widths = {}

@@ -40,7 +40,9 @@ def write_images(folder: Path, probe: Probe, evaluation: Evaluation, mean: Any, 
     """``probe_<i>.png`` (image, heatmap, the top pixels kept, curves) per image and ``overlays.png`` for all, each
     written atomically.
 
-    ``rendered``: the output of :func:`check_panels` when already drawn (else drawn here).
+    ``rendered``: the output of :func:`check_panels` when already drawn (else drawn here). Within
+    :func:`~lightning_igos.cli.outputs.one_run` (the check) the folder also gets ``manifest.json`` (the run
+    id and these files) and loses the ``probe_<i>.png`` panels of an earlier, larger probe.
     """
     from lightning_igos.render import save_png
     from lightning_igos.render.files import OVERLAYS_FILE, panel_file

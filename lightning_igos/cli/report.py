@@ -177,6 +177,14 @@ def build_report(
     }
 
 
+def _substrate_warning(per_image: dict[str, Tensor], num_classes: int | None) -> str | None:
+    from lightning_igos.core.causal import substrate_warning
+
+    scores = per_image.get("substrate_score")
+    return None if scores is None else substrate_warning(scores, clean_scores=per_image.get("clean_score"),
+                                                          num_classes=num_classes)
+
+
 def probe_digest(images: Tensor, targets: Tensor) -> str:
     """The sha256 of a probe's images and targets (each one's dtype, shape and bytes): its identity in reports.
 
@@ -218,14 +226,6 @@ def overlay_thumbnails(shown: Tensor, saliency: Tensor) -> list[str]:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         pictures = F.interpolate(pictures, size=size, mode="area")
     return [base64.b64encode(png_bytes(picture.clamp(0, 1))).decode("ascii") for picture in pictures]
-
-
-def _substrate_warning(per_image: dict[str, Tensor], num_classes: int | None) -> str | None:
-    from lightning_igos.core.causal import substrate_warning
-
-    scores = per_image.get("substrate_score")
-    return None if scores is None else substrate_warning(scores, clean_scores=per_image.get("clean_score"),
-                                                          num_classes=num_classes)
 
 
 def sanity_report(correlation: Tensor | SanityResult, max_correlation: float, *,

@@ -285,18 +285,18 @@ def _road(attribute: str) -> Callable[[Evaluation], Tensor]:
     return lambda evaluation: getattr(evaluation.road, attribute)
 
 
-def _substrate_score(evaluation: Evaluation) -> Tensor:
-    """The deletion curve's end over its start: the fully substituted image's score relative to the clean one."""
-    curves = evaluation.curves
-    return curves.deletion[:, -1] / curves.clean_score.clamp_min(1e-8)
-
-
 def _needed_fraction(evaluation: Evaluation) -> Tensor:
     """The smallest fraction of top pixels whose insertion gives back half the clean score."""
     from lightning_igos.core.causal import needed_fraction
 
     curves = evaluation.curves
     return needed_fraction(curves.insertion, curves.fractions, curves.clean_score)
+
+
+def _substrate_score(evaluation: Evaluation) -> Tensor:
+    """The deletion curve's end over its start: the fully substituted image's score relative to the clean one."""
+    curves = evaluation.curves
+    return curves.deletion[:, -1] / curves.clean_score.clamp_min(1e-8)
 
 
 def _pointing(evaluation: Evaluation) -> Tensor:
