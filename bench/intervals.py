@@ -33,8 +33,8 @@ import torch
 
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.evaluation import evaluate
-from lightning_igos.core.intervals import bootstrap_interval, paired_interval
 from lightning_igos.demo.synthetic import make_object_images, train_small_cnn
+from lightning_igos.intervals import bootstrap_interval, paired_interval
 
 STATISTICS = (("insertion_auc", True), ("deletion_auc", False))
 

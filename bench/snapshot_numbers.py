@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-VOLATILE = {"run_id", "seconds", "time", "created", "version", "elapsed", "timestamp", "duration_s"}
+VOLATILE = {"run_id", "elapsed_s", "seconds", "time", "created", "version", "elapsed", "timestamp", "duration_s"}
 
 
 def _hex(value: Any) -> Any:

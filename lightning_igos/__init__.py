@@ -11,7 +11,7 @@ The modules, in layers: each imports only modules of its own layer or of the lay
 
 1. Leaves and values. :mod:`~lightning_igos.core.runtime` (side-effect-free context managers,
    batching, seeds), :mod:`~lightning_igos.core.scoring` (the score that is explained),
-   :mod:`~lightning_igos.core.baselines` (baselines and substrates), :mod:`~lightning_igos.core.intervals`
+   :mod:`~lightning_igos.core.baselines` (baselines and substrates), :mod:`~lightning_igos.intervals`
    (confidence intervals), :mod:`~lightning_igos.core.explainers` (the explainer registry, which imports
    nothing of the package), :mod:`~lightning_igos.class_names`, :mod:`~lightning_igos.quiet_logs`;
    then :mod:`~lightning_igos.core.validation` (argument checks), :mod:`~lightning_igos.core.runner`

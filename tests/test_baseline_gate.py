@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader
 from lightning_igos.callback import IGOSCallback
 from lightning_igos.cli import main
 from lightning_igos.cli.compare import DEFAULT_MAX_DROP, compare_reports, parse_max_drop
-from lightning_igos.core.intervals import bootstrap_interval, paired_interval
 from lightning_igos.demo.synthetic import make_object_images
 from lightning_igos.demo.toy_module import ObjectClassifier
+from lightning_igos.intervals import bootstrap_interval, paired_interval
 from lightning_igos.probe import save_probe
 
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -12,7 +12,7 @@ Pure functions of two JSON reports of ``lightning-igos check`` (no torch import,
 * Paired: each statistic is compared on the images both reports have a finite value for, in
   the direction the statistic declares (``higher_is_better``). ``worse_by`` is the drop of the
   mean in that direction (negative: it improved); ``change_ci`` is the 95% bootstrap interval of
-  the mean of the per-image changes (:func:`~lightning_igos.core.intervals.paired_interval`).
+  the mean of the per-image changes (:func:`~lightning_igos.intervals.paired_interval`).
 * Gated: a statistic with a margin (``--max-drop NAME=X``; :data:`DEFAULT_MAX_DROP` for the
   AUCs) fails when ``worse_by > X``.
 
@@ -38,7 +38,7 @@ from typing import Any
 
 from lightning_igos.cli.errors import PROG, InputError
 from lightning_igos.cli.report_model import markdown_text as _md
-from lightning_igos.core.intervals import LEVEL, RESAMPLES, SEED, bootstrap_interval, finite_values, paired_interval
+from lightning_igos.intervals import LEVEL, RESAMPLES, SEED, bootstrap_interval, finite_values, paired_interval
 
 __all__ = [
     "DEFAULT_MAX_DROP", "NOT_COMPARED", "REPORT_FORMAT", "comparable", "compare_reports", "comparison_lines",
