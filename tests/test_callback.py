@@ -132,8 +132,9 @@ def test_tensorboard_scalars_and_images_per_epoch(tmp_path: Path, loaders) -> No
         # The step of the epoch's scalars (Lightning's: one less than trainer.global_step at the end of an epoch).
         assert [e.step for e in events.Images(tag)] == [e.step for e in events.Scalars("igos/insertion_auc")] == [2, 5]
     panel = events.Images("igos/probe_0")[0]
-    assert panel.width > panel.height >= 128
-    assert panel.width >= 4 * 160  # image, overlay, the top pixels kept over the substrate, curves
+    # Two tiles a row (image | overlay, then the top pixels kept | curves) within TensorBoard's 350-pixel card.
+    assert 2 * 120 <= panel.width <= 350
+    assert panel.height > panel.width  # two rows of tiles, the colour key and the captions
     assert all(0 <= e.value <= 1 for e in events.Scalars("igos/insertion_auc"))
     # The probe covers the classes of the validation samples: round-robin, each class's first samples first.
     val_images, val_labels = loaders[1].dataset.tensors[:2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import textwrap
 from pathlib import Path
 
@@ -360,3 +361,24 @@ def test_a_misclassified_image_cannot_carry_the_normalized_mean(tmp_path, user_m
     assert report["num_empty"] == 0
     assert status == 1  # the one image no longer passes the gate for the probe
     assert "below chance" in out
+
+
+def test_a_library_that_wraps_sys_exit_is_not_named_for_the_users_exit(tmp_path, monkeypatch):
+    # W&B replaces sys.exit with its own function once a run starts: the user's frame is still the one named.
+    import os
+    import sysconfig
+
+    from lightning_igos.cli.commands import _exit_source
+
+    namespace: dict = {"_exit": sys.exit}
+    hook = "def exit(code=None):\n    _exit(code)\n"
+    exec(compile(hook, os.path.join(sysconfig.get_paths()["purelib"], "exit_hooks.py"), "exec"), namespace)
+    monkeypatch.setattr(sys, "exit", namespace["exit"])
+    user = tmp_path / "user_code.py"
+    user.write_text("import sys\n\ndef run():\n    sys.exit(0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_code
+
+    with pytest.raises(SystemExit) as caught:
+        user_code.run()
+    assert _exit_source(caught.value) == f"module 'user_code' ({user}:4)"

@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import signal
 import sys
+import sysconfig
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -401,15 +403,28 @@ def _guarded(run: Any, *, verbose: bool) -> int:
 
 
 def _exit_source(err: BaseException) -> str:
-    """Where ``err`` was raised: ``module 'name' (file:line)``, the innermost frame of its traceback."""
-    frame_line = None
+    """Where ``err`` was raised: ``module 'name' (file:line)``.
+
+    The innermost frame of its traceback that is the user's code: outside this package, the standard
+    library and installed packages (a library that wraps ``sys.exit``, as W&B does, would otherwise
+    be named); the innermost frame when there is none.
+    """
+    installed = {os.path.realpath(p) for key in ("stdlib", "platstdlib", "purelib", "platlib")
+                 if (p := sysconfig.get_paths().get(key))}
+    own = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    frames = []
     tb = err.__traceback__
     while tb is not None:
-        frame_line = (tb.tb_frame.f_globals.get("__name__", "?"), tb.tb_frame.f_code.co_filename, tb.tb_lineno)
+        frames.append((tb.tb_frame.f_globals.get("__name__", "?"), tb.tb_frame.f_code.co_filename, tb.tb_lineno))
         tb = tb.tb_next
-    if frame_line is None:
+    if not frames:
         return "the code"
-    module, filename, line = frame_line
+
+    def users(filename: str) -> bool:
+        path = os.path.realpath(filename)
+        return not path.startswith(own + os.sep) and not any(path.startswith(p + os.sep) for p in installed)
+
+    module, filename, line = next((f for f in reversed(frames) if users(f[1])), frames[-1])
     return f"module {module!r} ({filename}:{line})"
 
 
