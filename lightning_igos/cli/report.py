@@ -17,6 +17,7 @@ from lightning_igos.cli.compare import REPORT_FORMAT, interval_block, mean_inter
 from lightning_igos.cli.errors import InputError
 from lightning_igos.cli.outputs import current_run_id, write_bytes
 from lightning_igos.cli.settings import CheckSettings, code_sources
+from lightning_igos.core.config import SOLVER_FIELDS
 from lightning_igos.core.evaluation import Evaluation
 from lightning_igos.core.sanity import SanityResult
 from lightning_igos.core.statistics import statistics
@@ -27,12 +28,6 @@ if TYPE_CHECKING:
 
 REPORT_VERSION = 1
 #: The IGOSConfig fields listed in the report's settings (the metric ones come after mask_size_used).
-REPORTED_OPTIONS = (
-    "method", "mask_size", "iterations", "ig_steps", "l1", "tv", "tv_power", "normalize_score", "noise_std",
-    "baseline", "tolerance", "patience", "max_batch_size", "objective", "quadrature",
-)
-
-
 def _mean(values: Tensor) -> float:
     return float(values.double().mean())
 
@@ -114,7 +109,7 @@ def build_report(
     num_empty = sum(empty)
     config = settings.config
     options = config.as_dict()
-    solver = {name: options[name] for name in REPORTED_OPTIONS}
+    solver = {name: options[name] for name in SOLVER_FIELDS}  # dtypes and callables as text
     sanity_block = None if sanity is None else sanity_report(
         sanity, settings.max_sanity_correlation, allow_empty=settings.allow_empty)
     softmax_classes = evaluation.num_classes if config.score_fn is None else None
