@@ -199,7 +199,7 @@ def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
         help="compare two check reports of the same probe image by image (no model is loaded)",
         description=(
             "Compare NEW with OLD, two JSON reports of lightning-igos check (--report) of the same probe and "
-            "method, image by image, with the 95%% interval of each paired change; the same comparison as "
+            "method, image by image, with the 95% interval of each paired change; the same comparison as "
             "check --baseline-report OLD. Exit status: 0 no statistic got worse than its margin, 1 one did, "
             "2 usage or input error (e.g. another probe or method)."
         ),
