@@ -65,7 +65,7 @@ from lightning_igos.core.causal import pixel_ranks
 from lightning_igos.core.runner import ModelRunner, checked_start
 from lightning_igos.core.runtime import chunks, draw_seed
 from lightning_igos.core.scoring import ScoreFn, target_scores
-from lightning_igos.core.solver import _image_keys
+from lightning_igos.core.solver import _image_keys, _keyed_normals
 from lightning_igos.core.validation import (
     TargetsLike,
     check_call,
@@ -541,10 +541,7 @@ def _road_scores(runner: ModelRunner, x: Tensor, saliency: Tensor, targets: Tens
         if noise_std > 0:
             # Each image's noise is drawn from its own key (the seed and the image's values), as the
             # solver's is: an image gets the same noise at any position, in any batch, on any rank.
-            noise = torch.empty(x.shape)
-            for row, key in zip(noise, _image_keys(x, seed ^ _NOISE_SALT)):
-                torch.randn(row.shape, generator=torch.Generator().manual_seed(key), out=row)
-            noise = (noise_std * noise).to(device)
+            noise = (noise_std * _keyed_normals(_image_keys(x, seed ^ _NOISE_SALT), x.shape[1:])).to(device)
 
         s = saliency.to(device)
         ranks = torch.stack([pixel_ranks(s, (height, width)), pixel_ranks(-s, (height, width))])

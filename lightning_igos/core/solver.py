@@ -265,6 +265,14 @@ def _image_keys(images: Tensor, seed: int) -> list[int]:
     return keys
 
 
+def _keyed_normals(keys: list[int], shape: tuple[int, ...]) -> Tensor:
+    """``(len(keys), *shape)`` standard normals on the CPU, row ``i`` drawn from a generator seeded with ``keys[i]``."""
+    out = torch.empty(len(keys), *shape)
+    for row, key in zip(out, keys):
+        torch.randn(row.shape, generator=torch.Generator().manual_seed(key), out=row)
+    return out
+
+
 class _PathNoise:
     """Gaussian noise for the integration path that is a function of each image and the seed only.
 
@@ -282,10 +290,7 @@ class _PathNoise:
         batch = images.shape[0]
         self.per_image = math.prod(images.shape[1:])
         keys = _image_keys(images, seed)
-        banks = torch.empty(batch, 2 * self.per_image)
-        for row, key in zip(banks, keys):
-            torch.randn(row.shape, generator=torch.Generator().manual_seed(key), out=row)
-        self.banks = (std * banks).to(images.device)
+        self.banks = (std * _keyed_normals(keys, (2 * self.per_image,))).to(images.device)
         self.windows = self.banks.as_strided(
             (batch, self.per_image + 1, self.per_image), (2 * self.per_image, 1, 1)
         )
