@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_igos.cli.errors import PROG, InputError
+from lightning_igos.cli.report_model import PAGE_STYLE
 from lightning_igos.cli.report_model import markdown_text as _md
 from lightning_igos.intervals import LEVEL, RESAMPLES, SEED, bootstrap_interval, finite_values, paired_interval
 
@@ -309,6 +310,15 @@ def _result(entry: Mapping[str, Any]) -> str:
     return "-" if entry.get("passed") is None else ("pass" if entry["passed"] else "FAIL")
 
 
+def _cells(entry: Mapping[str, Any], no_margin: str) -> tuple[str, ...]:
+    """An entry's baseline, new, change, change interval, worse-by, margin and result, as every layout shows them."""
+    fmt = entry.get("format", ".4f")
+    margin = no_margin if entry.get("max_drop") is None else f"{entry['max_drop']:g}"
+    return (_num(entry.get("baseline"), fmt), _num(entry.get("new"), fmt), _num(entry.get("change"), fmt, True),
+            _interval(entry.get("change_ci"), fmt, True), _num(entry.get("worse_by"), fmt, True), margin,
+            _result(entry))
+
+
 def comparison_header(comparison: Mapping[str, Any]) -> str:
     """``baseline 'main.json' (checkpoint main.ckpt): the same probe (sha256 1a2b3c4d5e6f), method igos``."""
     where = f"'{comparison['baseline']}'" if comparison.get("baseline") else "report"
@@ -342,11 +352,9 @@ def comparison_lines(comparison: Mapping[str, Any]) -> list[str]:
     lines.append(f"{'statistic':<24}{'baseline':>10}{'new':>10}{'change':>11}  {'95% CI of change':<19}"
                  f"{'worse by':>10}{'max drop':>10}  result")
     for entry in comparison.get("statistics") or []:
-        fmt = entry.get("format", ".4f")
-        margin = "-" if entry.get("max_drop") is None else f"{entry['max_drop']:g}"
-        lines.append(f"{entry['label'][:23]:<24}{_num(entry.get('baseline'), fmt):>10}{_num(entry.get('new'), fmt):>10}"
-                     f"{_num(entry.get('change'), fmt, True):>11}  {_interval(entry.get('change_ci'), fmt, True):<19}"
-                     f"{_num(entry.get('worse_by'), fmt, True):>10}{margin:>10}  {_result(entry)}")
+        old, new, change, change_ci, worse, margin, result = _cells(entry, "-")
+        lines.append(f"{entry['label'][:23]:<24}{old:>10}{new:>10}{change:>11}  {change_ci:<19}{worse:>10}{margin:>10}"
+                     f"  {result}")
     lines.append(comparison_verdict(comparison))
     return lines
 
@@ -367,13 +375,9 @@ def comparison_markdown(comparison: Mapping[str, Any]) -> list[str]:
     lines += ["| statistic | baseline | new | change | 95% CI of change | worse by | max drop | result |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for entry in comparison.get("statistics") or []:
-        fmt = entry.get("format", ".4f")
-        margin = "" if entry.get("max_drop") is None else f"{entry['max_drop']:g}"
-        result = _result(entry)
-        lines.append(f"| {_md(entry['label'])} | {_num(entry.get('baseline'), fmt)} | {_num(entry.get('new'), fmt)} | "
-                     f"{_num(entry.get('change'), fmt, True)} | {_interval(entry.get('change_ci'), fmt, True)} | "
-                     f"{_num(entry.get('worse_by'), fmt, True)} | {margin} | "
-                     f"{'**FAIL**' if result == 'FAIL' else result} |")
+        *numbers, result = _cells(entry, "")
+        shown = "**FAIL**" if result == "FAIL" else result
+        lines.append(f"| {_md(entry['label'])} | {' | '.join(numbers)} | {shown} |")
     lines += ["", _md(comparison_verdict(comparison)), ""]
     return lines
 
@@ -392,17 +396,10 @@ def comparison_html(comparison: Mapping[str, Any], baseline: Mapping[str, Any] |
     parts.append('<table id="comparison"><tr><th>statistic</th><th>baseline</th><th>new</th><th>change</th>'
                  '<th>95% CI of change</th><th>worse by</th><th>max drop</th><th>result</th></tr>')
     for entry in comparison.get("statistics") or []:
-        fmt = entry.get("format", ".4f")
-        result = _result(entry)
-        margin = "" if entry.get("max_drop") is None else f"{entry['max_drop']:g}"
+        *numbers, result = _cells(entry, "")
         row_class = ' class="fail"' if result == "FAIL" else ""
-        parts.append(
-            f'<tr{row_class}><td>{e(entry["label"])}</td>'
-            f'<td class="num">{_num(entry.get("baseline"), fmt)}</td><td class="num">{_num(entry.get("new"), fmt)}</td>'
-            f'<td class="num">{_num(entry.get("change"), fmt, True)}</td>'
-            f'<td class="num">{_interval(entry.get("change_ci"), fmt, True)}</td>'
-            f'<td class="num">{_num(entry.get("worse_by"), fmt, True)}</td><td class="num">{margin}</td>'
-            f"<td>{result}</td></tr>")
+        cells = "".join(f'<td class="num">{text}</td>' for text in numbers)
+        parts.append(f'<tr{row_class}><td>{e(entry["label"])}</td>{cells}<td>{result}</td></tr>')
     parts.append("</table>")
     parts.append("<p>change: new - baseline, paired image by image; worse by: the drop in the statistic's own "
                  "direction; the interval is that of the mean change over the probe images (95%, bootstrap).</p>")
@@ -426,14 +423,11 @@ def comparison_html(comparison: Mapping[str, Any], baseline: Mapping[str, Any] |
 
 def render_comparison_page(comparison: Mapping[str, Any], baseline: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     """``compare --html``: one self-contained page with the comparison and the side-by-side overlays."""
-    from lightning_igos.cli.source import source_value
-
-    style = source_value("lightning_igos.cli.html_report", "_STYLE")
     title = f"{PROG} compare"
     verdict = comparison_verdict(comparison)
     return "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
                       f"<title>{html.escape(title)}: {html.escape(verdict)}</title>",
-                      f"<style>{style}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
+                      f"<style>{PAGE_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
                       *comparison_html(comparison, baseline, new), "</body></html>"]) + "\n"
 
 

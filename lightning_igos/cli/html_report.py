@@ -32,6 +32,7 @@ from lightning_igos.cli.outputs import append_summary_text
 from lightning_igos.cli.report_model import (
     CHECK_TITLE,
     NO_THRESHOLDS,
+    PAGE_STYLE,
     THRESHOLD_OPTIONS,
     Column,
     number_text,
@@ -44,24 +45,6 @@ from lightning_igos.render import png_bytes
 from lightning_igos.render.notebook import image_data_uri
 
 __all__ = ["append_step_summary", "png_base64", "render_html", "render_markdown"]
-
-_STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 1100px;
-       padding: 0 1em; color: #1b1b1b; }
-h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
-.verdict { display: inline-block; padding: .3em .8em; border-radius: .3em; font-weight: bold; font-size: 1.3em;
-           color: white; }
-.verdict.pass { background: #1a7f37; } .verdict.fail { background: #cf222e; }
-table { border-collapse: collapse; margin: .5em 0; }
-th, td { border: 1px solid #d0d7de; padding: .25em .6em; text-align: left; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.fail td { background: #ffebe9; } tr.mean td { font-weight: bold; }
-figure { display: inline-block; margin: .5em; vertical-align: top; }
-figure img { image-rendering: pixelated; max-width: 100%; border: 1px solid #d0d7de; }
-figcaption { font-size: .9em; color: #57606a; }
-tr.ci td { color: #57606a; font-size: .9em; }
-img.thumb { width: 128px; image-rendering: pixelated; border: 1px solid #d0d7de; }
-""".strip()
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -135,7 +118,7 @@ def render_html(
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{e(title)}: {e(view.verdict)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
+        f"<style>{PAGE_STYLE}</style></head><body>",
         f"<h1>{e(title)}</h1>",
     ]
     summary = []

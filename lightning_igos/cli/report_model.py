@@ -36,6 +36,24 @@ CHECK_TITLE = f"{PROG} check"
 #: What the outputs say when the check gates on nothing, and the options that add a gate.
 NO_THRESHOLDS = "no thresholds given"
 THRESHOLD_OPTIONS = ("--min-insertion", "--max-deletion", "--require")
+#: The stylesheet of the HTML pages (the check's page, ``compare --html``).
+PAGE_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 1100px;
+       padding: 0 1em; color: #1b1b1b; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+.verdict { display: inline-block; padding: .3em .8em; border-radius: .3em; font-weight: bold; font-size: 1.3em;
+           color: white; }
+.verdict.pass { background: #1a7f37; } .verdict.fail { background: #cf222e; }
+table { border-collapse: collapse; margin: .5em 0; }
+th, td { border: 1px solid #d0d7de; padding: .25em .6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.fail td { background: #ffebe9; } tr.mean td { font-weight: bold; }
+figure { display: inline-block; margin: .5em; vertical-align: top; }
+figure img { image-rendering: pixelated; max-width: 100%; border: 1px solid #d0d7de; }
+figcaption { font-size: .9em; color: #57606a; }
+tr.ci td { color: #57606a; font-size: .9em; }
+img.thumb { width: 128px; image-rendering: pixelated; border: 1px solid #d0d7de; }
+""".strip()
 
 
 def number_text(value: Any, fmt: str = ".4f") -> str:
