@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +105,10 @@ class ShareResult:
 
     @classmethod
     def of(cls, indices: Tensor, evaluation: Evaluation) -> ShareResult:
-        ev = evaluation.cpu()
+        ev = replace(evaluation, images=None).cpu()  # the callback keeps the probe images itself: not copied back
         return cls(
             indices=indices, targets=ev.targets, predictions=ev.predictions, curves=ev.curves,
-            saliency=ev.saliency, stats=ev.per_image(),
-            empty=evaluation.empty.detach().to("cpu", torch.bool), empty_reasons=list(evaluation.empty_reasons),
+            saliency=ev.saliency, stats=ev.per_image(), empty=ev.empty, empty_reasons=list(ev.empty_reasons),
         )
 
 

@@ -309,8 +309,12 @@ class ProbeStore:
         self._kept: dict[int, tuple[Tensor, int | None]] = {}  # position in the pool -> (image, label), CPU
         self._image_shape: tuple[int, ...] | None = None
         self._labelled: bool | None = None
-        self._read = 0
         self._pool_closed = False
+
+    @property
+    def _read(self) -> int:
+        """How many samples of the pool were read (offered to the selector)."""
+        return 0 if self._selector is None else self._selector.seen
 
     @property
     def selection_record(self) -> dict[str, Any]:
@@ -370,10 +374,10 @@ class ProbeStore:
             elif self._labelled != (labels is not None):
                 self._pool_closed = True  # batches with and without labels: the pool ends where they change
                 return
-            take = min(images.shape[0], self.pool - self._read)
+            start = self._read
+            take = min(images.shape[0], self.pool - start)
             values: list[int | None] = [None] * take if labels is None else labels[:take].tolist()
             chosen = self._selector.offer(values)
-            start, self._read = self._read, self._read + take
             new = [position for position in chosen if position >= start]
             if new:
                 rows = torch.tensor([position - start for position in new], device=images.device)
