@@ -67,6 +67,27 @@ def same_kind(first: BaselineLike, second: BaselineLike) -> bool:
     return first is second or (isinstance(first, str) and isinstance(second, str) and first == second)
 
 
+def substrate_images(images: Tensor, kinds: tuple[BaselineLike, BaselineLike], deletion_given: bool,
+                     insertion_given: bool,
+                     made: tuple[tuple[BaselineLike, Tensor], ...] = ()) -> tuple[Tensor, Tensor]:
+    """The ``(deletion, insertion)`` substrate images for ``kinds`` (:func:`curve_substrates`), each kind made once.
+
+    ``made`` holds ``(kind, image)`` pairs already made (e.g. the solver's baseline), reused for a kind
+    of the same kind (:func:`same_kind`). A curve's own substrate, when given (``*_given``), is named
+    after its argument in an error, else ``substrate``.
+    """
+    pairs = list(made)
+    out = []
+    fields = ("deletion_substrate", "insertion_substrate")
+    for kind, given, field in zip(kinds, (deletion_given, insertion_given), fields):
+        image = next((image for other, image in pairs if same_kind(kind, other)), None)
+        if image is None:
+            image = make_baseline(images, kind, field if given else "substrate")
+            pairs.append((kind, image))
+        out.append(image)
+    return out[0], out[1]
+
+
 def blur_parameters(height: int, width: int) -> tuple[list[int], list[float]]:
     """Kernel size and sigma of the default blur baseline for an image size.
 

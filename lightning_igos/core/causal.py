@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_igos.core.baselines import BaselineLike, check_baseline, curve_substrates, make_baseline, same_kind
+from lightning_igos.core.baselines import BaselineLike, check_baseline, curve_substrates, substrate_images
 from lightning_igos.core.runner import ModelRunner, checked_start
 from lightning_igos.core.runtime import chunks
 from lightning_igos.core.scoring import ScoreFn, target_scores
@@ -233,9 +233,8 @@ def causal_curves(
                                                  max_batch_size=max_batch_size)
     with runner.running(grad=False):
         clean = target_scores(logits, targets_t, score_fn)
-        sub = make_baseline(x, deleted, "deletion_substrate" if deletion_substrate is not None else "substrate")
-        into = sub if same_kind(deleted, inserted) else make_baseline(
-            x, inserted, "insertion_substrate" if insertion_substrate is not None else "substrate")
+        sub, into = substrate_images(x, (deleted, inserted), deletion_substrate is not None,
+                                     insertion_substrate is not None)
     return _score_curves(runner, x, saliency, targets_t, steps=steps, substrate=sub, clean_score=clean,
                         insertion_substrate=into)
 

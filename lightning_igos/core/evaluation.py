@@ -34,7 +34,7 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor, nn
 
-from lightning_igos.core.baselines import make_baseline, same_kind
+from lightning_igos.core.baselines import make_baseline, same_kind, substrate_images
 from lightning_igos.core.causal import CausalCurves, _score_curves
 from lightning_igos.core.config import IGOSConfig
 from lightning_igos.core.explainers import ExplainRequest, get_explainer
@@ -182,13 +182,9 @@ def evaluate(
     with runner.running(grad=False):
         # One image per kind for the solver's baseline and the curves' substrates (blur is made once).
         baseline = make_baseline(x, config.baseline)
-        made = [(config.baseline, baseline)]
-        for kind, field in zip(config.curve_substrates(), ("deletion_substrate", "insertion_substrate")):
-            if not any(same_kind(kind, other) for other, _ in made):
-                name = "substrate" if getattr(config, field) is None else field
-                made.append((kind, make_baseline(x, kind, name)))
-        deletion_substrate, insertion_substrate = (
-            next(image for other, image in made if same_kind(kind, other)) for kind in config.curve_substrates())
+        deletion_substrate, insertion_substrate = substrate_images(
+            x, config.curve_substrates(), config.deletion_substrate is not None,
+            config.insertion_substrate is not None, made=((config.baseline, baseline),))
     if on_stage is not None:
         on_stage("explaining")
     explanation = _explain(runner, x, targets_t, config, baseline, logits, clean_score, generator)
